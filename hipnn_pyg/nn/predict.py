@@ -1,0 +1,46 @@
+r"""One entry point from a PyG batch to every predicted property."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from hipnn_pyg.nn.model import energy_forces_stress
+
+
+def predict(
+    model: nn.Module,
+    data: Any,
+    compute_forces: bool = True,
+    compute_stress: bool = False,
+    create_graph: bool = False,
+) -> dict[str, Tensor]:
+    r"""Runs ``model`` on a PyG :class:`~torch_geometric.data.Batch` (or ``Data``) with
+    fields ``z``, ``pos`` and optionally ``batch``, ``cell``, ``pbc``.
+
+    Returns a dictionary with ``energy`` ``[num_graphs]``, ``atom_energy``,
+    ``layer_energy`` and, as asked, ``forces`` ``[num_atoms, 3]`` and ``stress``
+    ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
+    """
+    batch = getattr(data, "batch", None)
+    cell = getattr(data, "cell", None)
+    pbc = getattr(data, "pbc", None)
+    if cell is not None:
+        cell = cell.view(-1, 3, 3).to(data.pos.dtype)
+        pbc = pbc.view(-1, 3).bool() if pbc is not None else None
+        if pbc is None or not bool(pbc.any()):
+            cell, pbc = None, None
+    result = energy_forces_stress(
+        model,
+        data.z,
+        data.pos,
+        batch,
+        cell,
+        pbc,
+        compute_forces=compute_forces,
+        compute_stress=compute_stress and cell is not None,
+        create_graph=create_graph,
+    )
+    result.pop("output", None)
+    return result

@@ -1,0 +1,94 @@
+r"""Distance sensitivities of HIP-NN: inverse-distance Gaussians times a cosine cutoff."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class CosineCutoff(nn.Module):
+    r"""The smooth cutoff :math:`\varphi(r) = \cos^2(\pi r / 2 r_c)` for :math:`r < r_c`,
+    zero beyond, so that energies and forces go continuously to zero at the cutoff.
+
+    Args:
+        cutoff (float): The hard cutoff :math:`r_c` in Å. (default: :obj:`6.5`)
+    """
+
+    def __init__(self, cutoff: float = 6.5) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, distances: Tensor) -> Tensor:
+        value = torch.cos(distances * (math.pi / (2.0 * self.cutoff))).square()
+        return value * (distances < self.cutoff).to(distances.dtype)
+
+    def extra_repr(self) -> str:
+        return f"cutoff={self.cutoff}"
+
+
+class InverseGaussianSensitivity(nn.Module):
+    r"""The HIP-NN sensitivity functions from `"Hierarchical modeling of molecular
+    energies using a deep neural network" <https://arxiv.org/abs/1710.00017>`_
+
+    .. math::
+        s_\nu(r) = \exp\left(-\frac{(r^{-1} - \mu_\nu^{-1})^2}{2\sigma_\nu^{-2}}\right)
+        \varphi(r),
+
+    Gaussians in inverse distance, so that they are narrow at short range and broad at
+    long range. Both :math:`\mu_\nu^{-1}` and :math:`\sigma_\nu` are learnable.
+
+    Args:
+        num_sensitivities (int): Number of functions :math:`\nu`. (default: :obj:`20`)
+        soft_min_distance (float): Smallest centre :math:`\mu` in Å. (default: :obj:`0.75`)
+        soft_max_distance (float): Largest centre :math:`\mu` in Å. (default: :obj:`5.5`)
+        cutoff (nn.Module or float): The cutoff function, or the radius of a
+            :class:`CosineCutoff`. (default: :obj:`6.5`)
+    """
+
+    def __init__(
+        self,
+        num_sensitivities: int = 20,
+        soft_min_distance: float = 0.75,
+        soft_max_distance: float = 5.5,
+        cutoff: nn.Module | float = 6.5,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < soft_min_distance < soft_max_distance:
+            raise ValueError(
+                "need 0 < soft_min_distance < soft_max_distance, got "
+                f"{soft_min_distance} and {soft_max_distance}"
+            )
+        self.num_sensitivities = num_sensitivities
+        self.soft_min_distance = soft_min_distance
+        self.soft_max_distance = soft_max_distance
+        self.cutoff_fn = cutoff if isinstance(cutoff, nn.Module) else CosineCutoff(cutoff)
+        self.inverse_mu = nn.Parameter(torch.empty(num_sensitivities))
+        self.sigma = nn.Parameter(torch.empty(num_sensitivities))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.inverse_mu.copy_(
+                torch.linspace(
+                    1.0 / self.soft_max_distance,
+                    1.0 / self.soft_min_distance,
+                    self.num_sensitivities,
+                )
+            )
+            # hippynn's choice: the Gaussians overlap their neighbours in 1/r.
+            self.sigma.fill_(self.soft_min_distance * 2.0 * self.num_sensitivities)
+
+    def forward(self, distances: Tensor) -> Tensor:
+        r"""Returns ``[num_edges, num_sensitivities]`` for ``distances [num_edges]``."""
+        delta = distances.reciprocal().unsqueeze(-1) - self.inverse_mu
+        gaussian = torch.exp(-0.5 * (delta * self.sigma).square())
+        return gaussian * self.cutoff_fn(distances).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_sensitivities={self.num_sensitivities}, "
+            f"soft_min_distance={self.soft_min_distance}, "
+            f"soft_max_distance={self.soft_max_distance}"
+        )

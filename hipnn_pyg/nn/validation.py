@@ -1,0 +1,90 @@
+r"""Input checks with messages that name the problem."""
+
+from __future__ import annotations
+
+import torch
+from ase.data import chemical_symbols
+from torch import Tensor
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
+
+
+def check_inputs(
+    z: Tensor,
+    pos: Tensor,
+    batch: Tensor | None,
+    cell: Tensor | None,
+    pbc: Tensor | None,
+) -> None:
+    r"""Raises :obj:`ValueError` for inputs of the wrong shape, type or value."""
+    if z.dim() != 1 or z.dtype.is_floating_point or z.dtype == torch.bool:
+        raise ValueError(
+            f"z must hold integer atomic numbers of shape [num_atoms], got {z.dtype} "
+            f"of shape {list(z.shape)}"
+        )
+    if pos.dim() != 2 or pos.size(1) != 3 or pos.size(0) != z.size(0):
+        raise ValueError(
+            f"pos must have shape [num_atoms, 3] = [{z.size(0)}, 3], got {list(pos.shape)}"
+        )
+    if not pos.dtype.is_floating_point:
+        raise ValueError(f"pos must be a floating-point tensor (Å), got {pos.dtype}")
+    bad = ~torch.isfinite(pos).all(dim=1)
+    if bool(bad.any()):
+        atoms = bad.nonzero().view(-1)[:10].tolist()
+        raise ValueError(f"positions contain NaN or inf (atoms {atoms})")
+    if batch is not None:
+        if batch.shape != z.shape:
+            raise ValueError(
+                f"batch must have shape [num_atoms] = [{z.size(0)}], got {list(batch.shape)}"
+            )
+        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError("batch must be sorted (atoms of each graph contiguous)")
+    if (cell is None) != (pbc is None):
+        raise ValueError("cell and pbc must be given together")
+    if cell is not None and pbc is not None:
+        num_graphs = 1 if batch is None or batch.numel() == 0 else int(batch.max()) + 1
+        if cell.dim() == 2:
+            raise ValueError("cell must have shape [num_graphs, 3, 3]; add a batch dim")
+        if cell.dim() != 3 or cell.shape[1:] != (3, 3) or cell.size(0) < num_graphs:
+            raise ValueError(
+                f"cell must have shape [num_graphs, 3, 3] = [{num_graphs}, 3, 3], "
+                f"got {list(cell.shape)}"
+            )
+        if pbc.shape != (cell.size(0), 3):
+            raise ValueError(
+                f"pbc must have shape [num_graphs, 3] = [{cell.size(0)}, 3], "
+                f"got {list(pbc.shape)}"
+            )
+
+
+def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
+    r"""Maps atomic numbers to rows of the one-hot table; unknown elements raise."""
+    valid = (z >= 0) & (z < lookup.numel())
+    index = lookup[z.clamp(0, lookup.numel() - 1)]
+    unknown = (index < 0) | ~valid
+    if bool(unknown.any()):
+        elements = sorted(set(z[unknown].tolist()))
+        names = ", ".join(f"{_symbol(e)} (Z={e})" for e in elements)
+        known = ", ".join(_symbol(e) for e in species)
+        raise ValueError(
+            f"element(s) {names} not among the species this model was built for: {known}"
+        )
+    return index
+
+
+def check_min_distance(
+    distances: Tensor, edge_index: Tensor, min_distance: float
+) -> None:
+    r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry)."""
+    if distances.numel() == 0:
+        return
+    shortest = distances.detach().min()
+    if float(shortest) < min_distance:
+        edge = int(distances.detach().argmin())
+        j, i = edge_index[:, edge].tolist()
+        raise ValueError(
+            f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than the "
+            f"model's lower limit min_distance={min_distance} Å (overlapping atoms)"
+        )
