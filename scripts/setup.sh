@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up a CPU development environment from nothing: .venv with torch (CPU),
+# torch-cluster (compiled from source, 15-22 min on 2 cores the first time; pip caches
+# the wheel afterwards), and hipnn_pyg in editable mode with its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Pinned for CPU machines: an unpinned torch pulls a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0 ninja wheel setuptools numpy scipy
+if ! python -c "import torch_cluster" 2>/dev/null; then
+  echo "building torch-cluster from source (first time only; pip caches the wheel)..."
+  MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation torch-cluster==1.6.3
+fi
+python -m pip install -q -c scripts/constraints-cpu.txt --no-build-isolation -e '.[test,label]'
+python -c "import hipnn_pyg, torch, torch_cluster; print('hipnn_pyg', hipnn_pyg.__version__, 'torch', torch.__version__)"

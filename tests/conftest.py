@@ -1,0 +1,29 @@
+"""Shared fixtures: the real data folder and small, seeded models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """The shared reference data: $HIPNN_DATA_DIR, else ../shared/data beside the repo."""
+    return Path(os.environ.get("HIPNN_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = data_dir()
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path} (set HIPNN_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,64 @@
+"""The ASE calculator: consistent with the model, usable by ASE's tools, loadable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS
+
+from hipnn_pyg.ase import HIPNNCalculator
+from hipnn_pyg.io import save_model
+from tests.nn.helpers import ethanol, random_crystal, small_model
+
+
+def ethanol_atoms() -> Atoms:
+    z, pos = ethanol()
+    return Atoms(numbers=z.numpy(), positions=pos.numpy())
+
+
+def test_energy_and_forces_match_the_model() -> None:
+    model = small_model()
+    atoms = ethanol_atoms()
+    atoms.calc = HIPNNCalculator(model)
+    z, pos = ethanol()
+    assert atoms.get_potential_energy() == pytest.approx(float(model(z, pos)), rel=1e-12)
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    numeric = atoms.calc.calculate_numerical_forces(atoms, d=1e-4)
+    np.testing.assert_allclose(atoms.get_forces(), numeric, atol=1e-6)
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy())
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()  # no stress for a free molecule
+
+
+def test_stress_matches_ase_numerical_stress() -> None:
+    z, pos, cell = random_crystal(6, 3.2, torch.Generator().manual_seed(5))
+    atoms = Atoms(numbers=z.numpy(), positions=pos.numpy(), cell=cell.numpy(), pbc=True)
+    atoms.calc = HIPNNCalculator(small_model())
+    numeric = atoms.calc.calculate_numerical_stress(atoms, d=1e-5)
+    np.testing.assert_allclose(atoms.get_stress(), numeric, atol=1e-7)
+
+
+def test_optimiser_and_md_run(tmp_path) -> None:
+    atoms = ethanol_atoms()
+    path = tmp_path / "model.pt"
+    save_model(small_model(), path)
+    atoms.calc = HIPNNCalculator(str(path))
+    start = atoms.get_potential_energy()
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=30)
+    assert atoms.get_potential_energy() < start
+    dyn = VelocityVerlet(atoms, timestep=0.25 * units.fs)
+    dyn.run(10)
+    assert np.isfinite(atoms.get_positions()).all()
+
+
+def test_loading_a_missing_or_broken_file_is_named(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        HIPNNCalculator(tmp_path / "nope.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read model file"):
+        HIPNNCalculator(broken)
