@@ -81,7 +81,7 @@ class HIPNNCalculator(Calculator):
         data = atoms_to_batch(self.atoms, self.device, self.dtype)
         periodic = bool(self.atoms.pbc.any())
         result = predict(self.model, data, compute_forces=True, compute_stress=periodic)
-        energy = float(result["energy"].sum())
+        energy = float(result["energy"].detach().sum())
         self.results = {
             "energy": energy,
             "free_energy": energy,

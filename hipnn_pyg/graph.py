@@ -49,6 +49,7 @@ class Graph(NamedTuple):
     distances: Tensor
 
 
+@torch.compiler.disable  # data-dependent search: runs eagerly inside compiled models
 def radius_graph(
     pos: Tensor,
     cutoff: float,
@@ -152,7 +153,7 @@ def _periodic_pairs(
         plane_spacing = 1.0 / torch.linalg.inv(safe_cell).norm(dim=1)
         reach = torch.ceil(cutoff / plane_spacing).long() * pbc.long()
         max_reach = reach.max(dim=0).values.tolist()
-        shifts = torch.cartesian_product(
+        shifts = torch.cartesian_prod(
             *[torch.arange(-m, m + 1, device=device) for m in max_reach]
         ).view(-1, 3)
         num_shifts = shifts.size(0)

@@ -281,7 +281,10 @@ def energy_forces_stress(
             grads = torch.autograd.grad(
                 output.energy.sum(), inputs, create_graph=create_graph, allow_unused=True
             )
-            grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, inputs)]
+            grads = [
+                torch.zeros_like(t) if g is None else g
+                for g, t in zip(grads, inputs, strict=True)
+            ]
             if compute_forces:
                 result["forces"] = -grads[0]
             if strain is not None:

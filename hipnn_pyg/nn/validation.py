@@ -11,6 +11,7 @@ def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
 
 
+@torch.compiler.disable  # value checks run eagerly, outside compiled graphs
 def check_inputs(
     z: Tensor,
     pos: Tensor,
@@ -59,6 +60,7 @@ def check_inputs(
             )
 
 
+@torch.compiler.disable
 def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
     r"""Maps atomic numbers to rows of the one-hot table; unknown elements raise."""
     valid = (z >= 0) & (z < lookup.numel())
@@ -74,6 +76,7 @@ def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
     return index
 
 
+@torch.compiler.disable
 def check_min_distance(
     distances: Tensor, edge_index: Tensor, min_distance: float
 ) -> None:
@@ -83,7 +86,7 @@ def check_min_distance(
     shortest = distances.detach().min()
     if float(shortest) < min_distance:
         edge = int(distances.detach().argmin())
-        j, i = edge_index[:, edge].tolist()
+        i, j = sorted(edge_index[:, edge].tolist())
         raise ValueError(
             f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than the "
             f"model's lower limit min_distance={min_distance} Å (overlapping atoms)"

@@ -47,7 +47,7 @@ def random_crystal(
     assert num_atoms <= 8
     shear = 0.3 * torch.rand(3, 3, generator=generator, dtype=dtype)
     cell = cell_scale * (torch.eye(3, dtype=dtype) + shear)
-    grid = torch.cartesian_product(*[torch.tensor([0.0, 0.5], dtype=dtype)] * 3)
+    grid = torch.cartesian_prod(*[torch.tensor([0.0, 0.5], dtype=dtype)] * 3)
     sites = torch.randperm(8, generator=generator)[:num_atoms]
     jitter = 0.08 * (torch.rand(num_atoms, 3, generator=generator, dtype=dtype) - 0.5)
     frac = grid[sites] + jitter

@@ -33,8 +33,8 @@ def test_nan_or_inf_positions(model, value: float) -> None:
 
 def test_overlapping_atoms(model) -> None:
     z, pos = ethanol()
-    pos[4] = pos[3] + 0.01
-    with pytest.raises(ValueError, match="atoms 4 and 3 are 0.0100 Å apart"):
+    pos[4] = pos[3] + torch.tensor([0.01, 0.0, 0.0], dtype=pos.dtype)
+    with pytest.raises(ValueError, match="atoms 3 and 4 are 0.0100 Å apart"):
         model(z, pos)
 
 

@@ -50,7 +50,7 @@ def test_supercell_has_eight_times_the_energy(cell_scale: float) -> None:
     model = small_model()
     z, pos, cell = random_crystal(5, cell_scale, torch.Generator().manual_seed(1))
     unit = periodic_energy(model, z, pos, cell)
-    shifts = torch.cartesian_product(*[torch.arange(2.0, dtype=torch.float64)] * 3)
+    shifts = torch.cartesian_prod(*[torch.arange(2.0, dtype=torch.float64)] * 3)
     super_pos = (pos[None] + (shifts @ cell)[:, None]).reshape(-1, 3)
     supercell = periodic_energy(model, z.repeat(8), super_pos, 2 * cell)
     torch.testing.assert_close(supercell, 8 * unit, rtol=1e-10, atol=1e-8)
