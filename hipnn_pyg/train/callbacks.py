@@ -1,0 +1,47 @@
+r"""Training callbacks."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+
+class EpochSeed(Callback):
+    r"""Reseeds the random number generators at the start of every training epoch
+    from ``(seed, epoch)``.
+
+    Lightning checkpoints do not hold RNG states, and a sampler that shuffles from
+    the global generator would draw a different order after a resume than in an
+    uninterrupted run. Reseeding per epoch makes epoch ``k``'s shuffle a function of
+    ``k`` alone, so a run resumed from ``last.ckpt`` repeats the uninterrupted run
+    exactly. (Distributed samplers already seed from the epoch; this covers the
+    single-process :class:`~torch.utils.data.RandomSampler`, with or without its own
+    generator.)
+
+    Args:
+        seed (int): Base seed. (default: :obj:`0`)
+    """
+
+    def __init__(self, seed: int | None = 0) -> None:
+        super().__init__()
+        self.seed = int(seed or 0)
+
+    def epoch_seed(self, epoch: int) -> int:
+        r"""The seed of epoch ``epoch``."""
+        return (self.seed * 1_000_003 + epoch) % 2**31
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seed = self.epoch_seed(trainer.current_epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            for owner in (loader, getattr(loader, "sampler", None),
+                          getattr(loader, "batch_sampler", None)):
+                generator = getattr(owner, "generator", None)
+                if isinstance(generator, torch.Generator):
+                    generator.manual_seed(seed)
