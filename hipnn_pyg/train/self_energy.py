@@ -1,0 +1,111 @@
+r"""Per-species self-energies: least squares of total energies on element counts.
+
+HIP-NN's layer-0 readout is a per-species energy; fitting it before training lets the
+network learn only the remainder (Lubbers et al., arXiv:1710.00017). Fit it on the
+training split only, so no validation or test energy leaks into the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+from torch_geometric.data import Data
+
+from hipnn_pyg.data.base import AtomsDataset
+
+
+def composition_and_energy(
+    data: AtomsDataset | Subset | Iterable[Data], species: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Element counts ``[G, len(species)]`` and energies ``[G]`` (both float64).
+
+    Args:
+        data: an :class:`~hipnn_pyg.data.AtomsDataset` (or an index selection of one;
+            vectorised), a :class:`~torch.utils.data.Subset` of one, or any iterable of
+            ``Data``/``Batch`` objects carrying ``z`` and ``energy`` such as a
+            :class:`~torch_geometric.loader.DataLoader`.
+        species: atomic numbers, one column each.
+
+    Raises:
+        ValueError: if some configuration has no energy or holds an element not in
+            ``species``.
+    """
+    species = [int(s) for s in species]
+    if isinstance(data, Subset) and isinstance(data.dataset, AtomsDataset):
+        data = data.dataset[torch.as_tensor(list(data.indices), dtype=torch.long)]
+    if isinstance(data, AtomsDataset):
+        if not data.has("energy"):
+            raise ValueError(data.missing_message("energy"))
+        all_counts = data.composition(range(119))
+        energy = data._data.energy.to(torch.float64)[torch.as_tensor(data.indices())]
+    else:
+        parts, energies = [], []
+        for item in data:
+            if getattr(item, "energy", None) is None:
+                raise ValueError("self-energy fit needs 'energy' on every configuration")
+            batch = getattr(item, "batch", None)
+            graph = torch.zeros_like(item.z) if batch is None else batch
+            counts = torch.zeros(int(item.energy.numel()), 119, dtype=torch.float64)
+            counts.index_put_(
+                (graph, item.z), torch.ones_like(item.z, dtype=torch.float64), accumulate=True
+            )
+            parts.append(counts)
+            energies.append(item.energy.detach().reshape(-1).to(torch.float64))
+        if not parts:
+            raise ValueError("self-energy fit got no configurations")
+        all_counts, energy = torch.cat(parts), torch.cat(energies)
+    others = sorted(set(torch.nonzero(all_counts.sum(0)).flatten().tolist()) - set(species))
+    if others:
+        raise ValueError(f"the data hold elements {others} that are not in species {species}")
+    return all_counts[:, species], energy
+
+
+def fit_self_energies(
+    data: AtomsDataset | Subset | Iterable[Data], species: Sequence[int]
+) -> torch.Tensor:
+    r"""Least-squares self-energies :math:`e_s` with :math:`E_n \approx \sum_s c_{ns} e_s`.
+
+    Species absent from ``data`` get 0 (with a warning). When the counts do not
+    determine every :math:`e_s` (rank deficiency, e.g. rMD17 where every frame is the
+    same molecule and only :math:`\sum_s c_s e_s` is fixed), the solution returned is
+    the least-squares one closest to the mean energy per atom
+    :math:`\bar e = \sum_n E_n / \sum_{ns} c_{ns}` for every species: the mean per-atom
+    energy spread evenly, corrected only along directions the data determine. For
+    full-rank counts this is the ordinary least-squares solution.
+
+    Args:
+        data: the **training** configurations: an
+            :class:`~hipnn_pyg.data.AtomsDataset` (or a selection of one), a
+            :class:`~torch.utils.data.Subset`, or a data loader; energies in eV.
+        species: atomic numbers, in the model's species order.
+
+    Returns:
+        Self-energies ``[len(species)]`` in the data's energy unit (eV), float64.
+    """
+    counts, energy = composition_and_energy(data, species)
+    x, y = counts.numpy(), energy.numpy()
+    present = x.sum(axis=0) > 0
+    if not present.all():
+        absent = [s for s, p in zip(species, present, strict=True) if not p]
+        warnings.warn(
+            f"species {absent} do not occur in the data; their self-energy is 0", stacklevel=2
+        )
+    x = x[:, present]
+    result = np.zeros(len(species))
+    if x.shape[1] == 0:
+        return torch.as_tensor(result)
+    prior = y.sum() / x.sum()  # mean energy per atom
+    delta, _, rank, _ = np.linalg.lstsq(x, y - x.sum(axis=1) * prior, rcond=None)
+    if rank < x.shape[1]:
+        warnings.warn(
+            f"element counts have rank {rank} < {x.shape[1]} species: only {rank} "
+            "combination(s) of self-energies are determined by the data; the rest take the "
+            "mean energy per atom",
+            stacklevel=2,
+        )
+    result[present] = prior + delta
+    return torch.as_tensor(result)
