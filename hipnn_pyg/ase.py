@@ -1,8 +1,10 @@
-r"""ASE calculator for HIP-NN models, so ASE's optimisers and MD drivers can use them."""
+r"""ASE calculators for HIP-NN models (single and committee), so ASE's optimisers, MD
+drivers and vibrational analysis can use them."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,11 +39,55 @@ def atoms_to_batch(
     return _AtomsBatch(atoms, torch.device(device), dtype)
 
 
+def _load(model: nn.Module | str | os.PathLike[str], device: torch.device,
+          dtype: torch.dtype) -> nn.Module:
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, map_location=device)
+    model = model.to(device=device, dtype=dtype).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _has_charges(model: nn.Module) -> bool:
+    return callable(getattr(model, "electrostatics", None))
+
+
+def _numpy_results(model: nn.Module, atoms: Atoms, device: torch.device,
+                   dtype: torch.dtype, charge: float | None) -> dict[str, Any]:
+    r"""One model's energy, forces, stress and (with a charge head) charges, dipole and
+    quadrupole for ``atoms``, in ASE units and layout."""
+    data = atoms_to_batch(atoms, device, dtype)
+    if charge is not None:
+        data.charge = torch.tensor([float(charge)], dtype=dtype, device=device)
+    periodic = bool(atoms.pbc.any())
+    result = predict(model, data, compute_forces=True, compute_stress=periodic)
+    energy = float(result["energy"].sum())
+    out: dict[str, Any] = {
+        "energy": energy,
+        "free_energy": energy,
+        "energies": result["atom_energy"].detach().cpu().numpy(),
+        "forces": result["forces"].detach().cpu().numpy(),
+    }
+    if periodic:
+        stress = result["stress"][0].detach().cpu().numpy()
+        out["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    if "charges" in result:
+        out["charges"] = result["charges"].detach().cpu().numpy()
+        out["dipole"] = result["dipole"][0].detach().cpu().numpy()
+        out["quadrupole"] = result["quadrupole"][0].detach().cpu().numpy()
+    return out
+
+
 class HIPNNCalculator(Calculator):
     r"""An ASE calculator for a HIP-NN model.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's Voigt order) for periodic
-    cells; all derivatives are exact, by autograd.
+    cells; all derivatives are exact, by autograd. Models with a charge head
+    (:class:`~hipnn_pyg.nn.HIPNNPotential`) also give ``charges`` (e), ``dipole``
+    (e·Å, as :meth:`ase.Atoms.get_dipole_moment` expects) and ``quadrupole`` (e·Å²,
+    traceless, in ``calc.results`` only); the total charge is
+    ``atoms.info["charge"]`` (default 0) unless ``charge`` is given.
 
     Args:
         model (nn.Module or str): A model such as :class:`~hipnn_pyg.HIPNN`, or the path
@@ -50,6 +96,8 @@ class HIPNNCalculator(Calculator):
         device (str): Torch device to run on. (default: :obj:`"cpu"`)
         dtype (torch.dtype): Precision of the evaluation; float64 keeps MD energy
             conservation clean. (default: :obj:`torch.float64`)
+        charge (float, optional): Total charge in e for every structure.
+            (default: :obj:`None`, from ``atoms.info``)
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -59,16 +107,18 @@ class HIPNNCalculator(Calculator):
         model: nn.Module | str | os.PathLike[str],
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
+        charge: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(model, map_location=device)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model = model.to(device=self.device, dtype=dtype).eval()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        self.charge = charge
+        self.model = _load(model, self.device, dtype)
+        if _has_charges(self.model):
+            # an instance attribute, so plain-energy calculators keep refusing dipoles
+            self.implemented_properties = [*type(self).implemented_properties,
+                                           "charges", "dipole"]
 
     def calculate(
         self,
@@ -78,16 +128,68 @@ class HIPNNCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         assert self.atoms is not None
-        data = atoms_to_batch(self.atoms, self.device, self.dtype)
-        periodic = bool(self.atoms.pbc.any())
-        result = predict(self.model, data, compute_forces=True, compute_stress=periodic)
-        energy = float(result["energy"].detach().sum())
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": result["atom_energy"].detach().cpu().numpy(),
-            "forces": result["forces"].detach().cpu().numpy(),
-        }
-        if periodic:
-            stress = result["stress"][0].detach().cpu().numpy()
-            self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        self.results = _numpy_results(self.model, self.atoms, self.device, self.dtype,
+                                      self.charge)
+
+
+class HIPNNEnsembleCalculator(Calculator):
+    r"""The mean of several HIP-NN models and their spread, the query-by-committee
+    uncertainty of active learning (Smith et al., arXiv:1801.09319).
+
+    ``calc.results`` holds the committee means under the usual names (``energy``,
+    ``forces``, ``stress``, and ``charges``/``dipole`` when every model has a charge
+    head) and the standard deviations over models (population, ``ddof=0``):
+    ``energy_std`` (eV), ``forces_std`` ``[num_atoms, 3]`` (eV/Å), ``stress_std``,
+    ``dipole_std``; plus ``energies_all`` ``[num_models]``, the members' energies.
+
+    Args:
+        models (Sequence[nn.Module or str]): The members, or paths of saved models.
+        device (str): Torch device. (default: :obj:`"cpu"`)
+        dtype (torch.dtype): Precision. (default: :obj:`torch.float64`)
+        charge (float, optional): Total charge in e. (default: :obj:`None`, from
+            ``atoms.info``)
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module | str | os.PathLike[str]],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float64,
+        charge: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if len(models) < 2:
+            raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.charge = charge
+        self.models = [_load(model, self.device, dtype) for model in models]
+        if all(_has_charges(model) for model in self.models):
+            self.implemented_properties = [*type(self).implemented_properties,
+                                           "charges", "dipole"]
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        assert self.atoms is not None
+        members = [_numpy_results(model, self.atoms, self.device, self.dtype, self.charge)
+                   for model in self.models]
+        results: dict[str, Any] = {}
+        for key in members[0]:
+            if not all(key in member for member in members):
+                continue
+            stack = np.stack([np.asarray(member[key]) for member in members])
+            mean = stack.mean(axis=0)
+            results[key] = float(mean) if stack.ndim == 1 else mean
+            if key in ("energy", "forces", "stress", "dipole", "charges"):
+                std = stack.std(axis=0)
+                results[f"{key}_std"] = float(std) if stack.ndim == 1 else std
+        results["energies_all"] = np.array([member["energy"] for member in members])
+        self.results = results

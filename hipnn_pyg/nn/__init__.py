@@ -1,5 +1,6 @@
 r"""HIP-NN building blocks: sensitivities, interaction layers, heads and the model."""
 
+from hipnn_pyg.nn.charges import HierarchicalCharges, HIPNNPotential
 from hipnn_pyg.nn.heads import HierarchicalEnergy
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction, ResidualLayer
 from hipnn_pyg.nn.model import HIPNN, HIPNNOutput, energy_forces_stress
@@ -13,6 +14,8 @@ __all__ = [
     "AtomLayer",
     "ResidualLayer",
     "HierarchicalEnergy",
+    "HierarchicalCharges",
+    "HIPNNPotential",
     "CosineCutoff",
     "InverseGaussianSensitivity",
     "energy_forces_stress",

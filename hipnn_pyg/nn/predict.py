@@ -22,6 +22,12 @@ def predict(
     Returns a dictionary with ``energy`` ``[num_graphs]``, ``atom_energy``,
     ``layer_energy`` and, as asked, ``forces`` ``[num_atoms, 3]`` and ``stress``
     ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
+
+    Models with a charge head (:class:`~hipnn_pyg.nn.HIPNNPotential`, anything with an
+    ``electrostatics`` method) add ``charges`` ``[num_atoms]`` (e), ``dipole``
+    ``[num_graphs, 3]`` (e·Å), ``dipole_magnitude`` ``[num_graphs]`` and
+    ``quadrupole`` ``[num_graphs, 3, 3]`` (e·Å²); the total charge of each structure is
+    read from ``data.charge`` (0 where absent).
     """
     batch = getattr(data, "batch", None)
     cell = getattr(data, "cell", None)
@@ -42,5 +48,19 @@ def predict(
         compute_stress=compute_stress and cell is not None,
         create_graph=create_graph,
     )
-    result.pop("output", None)
+    output = result.pop("output", None)
+    electrostatics = getattr(model, "electrostatics", None)
+    if electrostatics is not None and output is not None:
+        total_charge = getattr(data, "charge", None)
+        moments = electrostatics(
+            data.z,
+            data.pos,
+            output.batch,
+            cell,
+            pbc,
+            total_charge=total_charge,
+            features=output.features,
+            num_graphs=output.energy.size(0),
+        )
+        result.update(moments)
     return result
