@@ -289,6 +289,10 @@ def energy_forces_stress(
                 result["forces"] = -grads[0]
             if strain is not None:
                 assert cell is not None
-                result["stress"] = grads[-1] / cell_volume(cell.detach())[:, None, None]
+                # Free graphs in a mixed batch have no volume and get zero stress.
+                volume = cell_volume(cell.detach())[:, None, None]
+                result["stress"] = torch.where(
+                    volume > 0, grads[-1] / volume.clamp_min(1e-12), torch.zeros_like(grads[-1])
+                )
     result["output"] = output  # type: ignore[assignment]
     return result

@@ -145,3 +145,20 @@ def test_reset_parameters_and_repr() -> None:
     assert any(changed)
     assert "HIPNN(species=[1, 6, 8]" in repr(model)
     assert math.isclose(model.cutoff, 4.0)
+
+
+def test_mixed_batch_stress_is_zero_for_free_graphs() -> None:
+    model = small_model()
+    z_mol, pos_mol = ethanol()
+    z_xtal, pos_xtal, cell = random_crystal(5, 3.0, torch.Generator().manual_seed(8))
+    z = torch.cat([z_mol, z_xtal])
+    pos = torch.cat([pos_mol, pos_xtal])
+    batch = torch.tensor([0] * 9 + [1] * 5)
+    cells = torch.stack([torch.zeros(3, 3, dtype=cell.dtype), cell])
+    pbc = torch.tensor([[False] * 3, [True] * 3])
+    mixed = energy_forces_stress(model, z, pos, batch, cells, pbc, compute_stress=True)
+    alone = energy_forces_stress(model, z_xtal, pos_xtal, None, cell[None], pbc[1:],
+                                 compute_stress=True)
+    assert torch.all(mixed["stress"][0] == 0)
+    torch.testing.assert_close(mixed["stress"][1], alone["stress"][0])
+    torch.testing.assert_close(mixed["forces"][9:], alone["forces"])
