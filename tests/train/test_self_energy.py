@@ -1,0 +1,99 @@
+"""Self-energy fit: exact on synthetic data, rank deficiency, real QM9 and ANI-1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Subset
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from hipnn_pyg.data import ANIDataset, QM9Dataset, RMD17Dataset, split_indices
+from hipnn_pyg.train.self_energy import composition_and_energy, fit_self_energies
+
+SPECIES = [1, 6, 7, 8]
+TRUE = torch.tensor([-13.6, -1030.0, -1485.0, -2040.0], dtype=torch.float64)
+
+
+def _synthetic(n: int = 60, seed: int = 0) -> list[Data]:
+    rng = np.random.default_rng(seed)
+    data = []
+    for _ in range(n):
+        z = torch.as_tensor(rng.choice(SPECIES, size=int(rng.integers(2, 12))))
+        counts = torch.tensor([(z == s).sum().item() for s in SPECIES], dtype=torch.float64)
+        energy = counts @ TRUE + 1e-3 * rng.normal()
+        data.append(
+            Data(
+                z=z, pos=torch.zeros(len(z), 3), energy=torch.tensor([energy], dtype=torch.float64)
+            )
+        )
+    return data
+
+
+def test_recovers_known_self_energies():
+    data = _synthetic()
+    fitted = fit_self_energies(data, SPECIES)
+    assert fitted.dtype == torch.float64 and fitted.shape == (4,)
+    torch.testing.assert_close(fitted, TRUE, atol=2e-3, rtol=0)
+    from_loader = fit_self_energies(DataLoader(data, batch_size=7, shuffle=True), SPECIES)
+    torch.testing.assert_close(from_loader, fitted)
+
+
+def test_absent_species_is_zero_with_warning():
+    data = [d for d in _synthetic(200) if not (d.z == 7).any()]
+    with pytest.warns(UserWarning, match=r"species \[7, 9\] do not occur"):
+        fitted = fit_self_energies(data, [*SPECIES, 9])
+    assert fitted[2] == 0 and fitted[4] == 0
+    torch.testing.assert_close(fitted[[0, 1, 3]], TRUE[[0, 1, 3]], atol=5e-3, rtol=0)
+
+
+def test_foreign_element_is_an_error():
+    with pytest.raises(ValueError, match=r"elements \[8\] that are not in species"):
+        fit_self_energies(_synthetic(), [1, 6, 7])
+
+
+def test_rank_deficient_rmd17(shared_data):
+    path = shared_data / "rmd17" / "rmd17_ethanol_train_01.npz"
+    if not path.exists():
+        pytest.skip(f"reference file not found: {path}")
+    dataset = RMD17Dataset(path)
+    with pytest.warns(UserWarning, match="rank 1 < 3"):
+        fitted = fit_self_energies(dataset, [1, 6, 8])
+    mean_per_atom = dataset._data.energy.mean() / 9
+    torch.testing.assert_close(fitted, mean_per_atom.repeat(3), atol=1e-6, rtol=0)
+    counts, energy = composition_and_energy(dataset, [1, 6, 8])
+    assert abs((energy - counts @ fitted).mean().item()) < 1e-6
+
+
+def _residual_ratio(dataset, species):
+    counts, energy = composition_and_energy(dataset, species)
+    fitted = fit_self_energies(dataset, species)
+    return (energy - counts @ fitted).std() / energy.std(), fitted
+
+
+def test_qm9_training_split_only(shared_data):
+    path = shared_data / "qm9" / "qm9_qm9pack_130831.npz"
+    if not path.exists():
+        pytest.skip(f"reference file not found: {path}")
+    dataset = QM9Dataset(path, mulliken=False)
+    split = split_indices(dataset, 20_000, 5_000, 5_000, seed=0)
+    train = dataset[torch.as_tensor(split.train)]
+    ratio, fitted = _residual_ratio(train, [1, 6, 7, 8, 9])
+    assert ratio < 2e-3  # a spread of ~1e3 eV in total energies down to about 1 eV
+    assert -17.0 < fitted[0].item() < -13.0  # H near its atomic energy (-13.6 eV)
+    val = dataset[torch.as_tensor(split.val)]
+    counts, energy = composition_and_energy(val, [1, 6, 7, 8, 9])
+    assert (energy - counts @ fitted).abs().mean() < 2.0  # generalises, in eV
+    as_subset = fit_self_energies(Subset(dataset, split.train.tolist()), [1, 6, 7, 8, 9])
+    torch.testing.assert_close(as_subset, fitted)
+
+
+def test_ani1(shared_data):
+    path = shared_data / "ani1" / "ani_gdb_s01.h5"
+    if not path.exists():
+        pytest.skip(f"reference file not found: {path}")
+    # CH4, NH3, H2O only: three compositions for four species.
+    with pytest.warns(UserWarning, match="rank 3 < 4"):
+        ratio, _ = _residual_ratio(ANIDataset(path), SPECIES)
+    assert ratio < 1e-2
