@@ -145,8 +145,22 @@ class Frames:
                     else bad
                 )
                 raise DataFormatError(f"{path}: '{key}' holds NaN or inf (configuration {where})")
-        if np.any(self.z <= 0) or np.any(self.z > 118):
-            raise DataFormatError(f"{path}: atomic numbers outside 1..118")
+        bad_z = np.flatnonzero((self.z <= 0) | (self.z > 118))
+        if bad_z.size:
+            frame = int(np.searchsorted(offsets, bad_z[0], side="right") - 1)
+            raise DataFormatError(
+                f"{path}: atomic number {int(self.z[bad_z[0]])} outside 1..118 "
+                f"(configuration {frame})"
+            )
+        if self.cell is not None and self.pbc is not None:
+            lengths = np.linalg.norm(self.cell, axis=2)
+            degenerate = np.argwhere(self.pbc & (lengths <= 1e-8))
+            if degenerate.size:
+                frame, axis = (int(v) for v in degenerate[0])
+                raise DataFormatError(
+                    f"{path}: periodic direction {axis} has a zero cell vector "
+                    f"(configuration {frame})"
+                )
 
     def items(self) -> list[tuple[str, np.ndarray]]:
         r"""Present ``(key, array)`` pairs, offsets excluded."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 
+import ase.io as ase_io
 import numpy as np
 import pytest
 
@@ -107,3 +108,14 @@ def test_require_forces(shared_data):
     module = HIPNNDataModule(path, num_train=10, num_val=5, require_forces=True)
     with pytest.raises(ValueError, match=r"require_forces=True.*test_dimers.xyz.*'forces'"):
         module.setup()
+
+
+def test_degenerate_periodic_cell_and_bad_elements(tmp_path):
+    from ase import Atoms
+
+    flat = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[3.0, 3.0, 0.0], pbc=True)
+    ase_io.write(tmp_path / "flat.extxyz", flat)
+    with pytest.raises(DataFormatError, match=r"flat.extxyz: periodic direction 2 .*zero"):
+        ASEDataset(tmp_path / "flat.extxyz")
+    with pytest.raises(DataFormatError, match=r"atomic number 0 outside 1..118"):
+        RMD17Dataset(_md17(tmp_path / "z.npz", nuclear_charges=np.array([8, 0, 1])))
