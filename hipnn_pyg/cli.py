@@ -1,0 +1,38 @@
+r"""Console entry points ``hipnn-train`` and ``hipnn-eval`` (see ``pyproject.toml``).
+
+They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py``.
+The config folder is ``$HIPNN_CONF_DIR`` if set, else the ``conf/`` of the checkout
+that holds the package (``pip install -e .``; a non-editable install needs
+``HIPNN_CONF_DIR``, ``HIPNN_ROOT`` or Hydra's ``--config-dir``).
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from hipnn_pyg.train.resolvers import conf_dir
+
+
+def _train(cfg: DictConfig) -> float | None:
+    from hipnn_pyg.train.run import train as run_train
+
+    return run_train(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> None:
+    from hipnn_pyg.train.run import evaluate as run_evaluate
+
+    run_evaluate(cfg)
+
+
+def train() -> None:
+    r"""``hipnn-train [overrides]``: trains a model (``conf/train.yaml``)."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")(_train)()
+
+
+def evaluate() -> None:
+    r"""``hipnn-eval ckpt_path=... [overrides]``: evaluates a model (``conf/eval.yaml``)."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")(
+        _evaluate
+    )()

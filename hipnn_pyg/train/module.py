@@ -1,0 +1,302 @@
+r"""The Lightning module that trains a HIP-NN model on energies, forces and more."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+
+from hipnn_pyg.io import model_state
+from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.train.ema import ExponentialMovingAverage
+from hipnn_pyg.train.losses import (
+    PER_ATOM_TARGETS,
+    hierarchicality,
+    l2_penalty,
+    per_atom,
+    regularized_weights,
+    residual,
+    target_residuals,
+    weighted_loss,
+)
+from hipnn_pyg.train.metrics import ErrorMetric
+
+log = logging.getLogger(__name__)
+
+#: Targets that get MAE/RMSE whenever both the model and the data provide them.
+METRIC_TARGETS = ("energy", "forces", "stress", "dipole", "dipole_magnitude", "charge")
+#: Targets obtained by differentiating the energy (need gradients in evaluation).
+DERIVED_TARGETS = ("forces", "stress")
+DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 100.0}
+
+
+class HIPNNLightningModule(LightningModule):
+    r"""Trains a HIP-NN model (or any model that :func:`hipnn_pyg.nn.predict` can run)
+    with the loss of :mod:`hipnn_pyg.train.losses`.
+
+    Validation, test, the ``hipnn_model`` entry of every checkpoint and the final
+    ``model.pt`` use the EMA weights when ``ema_decay`` is set. Metrics are logged as
+    ``{split}/{target}_{mae,rmse}`` in the data's units (eV, eV/Å, eV/Å³, e·Å), plus
+    ``{split}/energy_per_atom_*`` and ``{split}/loss``; ``val/loss`` is the weighted
+    data loss without regularisers, computed exactly over the whole split.
+
+    Evaluation needs autograd for forces, so the Trainer must run with
+    ``inference_mode=False`` (the ``conf/trainer`` configs do).
+
+    Args:
+        model (nn.Module): The model to train, e.g. :class:`hipnn_pyg.HIPNN`.
+        loss_weights (Mapping[str, float], optional): Weight of each target's
+            mean-squared error; a target is trained on when its weight is > 0 and then
+            must be in both the predictions and the data. Extra heads plug in by name
+            (e.g. ``dipole``). (default: :obj:`{"energy": 1.0, "forces": 100.0}`)
+        per_atom_energy (bool): Divide energy residuals by the atom count in the loss.
+            (default: :obj:`True`)
+        hierarchicality_weight (float): Weight of hippynn's hierarchicality penalty.
+            (default: :obj:`0.0`)
+        l2_weight (float): Weight of the squared norm of the weight matrices (not
+            biases, sensitivities or self-energies). (default: :obj:`0.0`)
+        optimizer (str): ``"adam"`` or ``"adamw"``. (default: :obj:`"adam"`)
+        lr (float): Learning rate after warm-up. (default: :obj:`1e-3`)
+        weight_decay (float): Optimizer weight decay, applied to the same weights as
+            ``l2_weight``. (default: :obj:`0.0`)
+        scheduler_factor (float): ReduceLROnPlateau factor. (default: :obj:`0.5`)
+        scheduler_patience (int): ReduceLROnPlateau patience in validation epochs.
+            (default: :obj:`5`)
+        min_lr (float): Smallest learning rate of the plateau schedule.
+            (default: :obj:`1e-6`)
+        warmup_steps (int): Optimizer steps of linear warm-up from ``lr / warmup_steps``
+            to ``lr``. (default: :obj:`0`)
+        ema_decay (float, optional): Decay of the exponential moving average of the
+            weights, e.g. 0.999. (default: :obj:`None`, no EMA)
+        fit_self_energies (bool): Before the first epoch, fit the per-species
+            self-energies on the training split when they are all zero (never on
+            resume). (default: :obj:`True`)
+        monitor (str): Metric that drives the plateau schedule. (default: :obj:`"val/loss"`)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_weights: Mapping[str, float] | None = None,
+        per_atom_energy: bool = True,
+        hierarchicality_weight: float = 0.0,
+        l2_weight: float = 0.0,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler_factor: float = 0.5,
+        scheduler_patience: int = 5,
+        min_lr: float = 1e-6,
+        warmup_steps: int = 0,
+        ema_decay: float | None = None,
+        fit_self_energies: bool = True,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        if optimizer.lower() not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got '{optimizer}'")
+        weights = dict(loss_weights) if loss_weights is not None else dict(DEFAULT_LOSS_WEIGHTS)
+        if any(float(w) < 0 for w in weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {weights}")
+        self.save_hyperparameters(ignore=["model"])
+        # plain types only (not Hydra's DictConfig): checkpoints stay weights_only-loadable
+        self.hparams["loss_weights"] = {name: float(w) for name, w in weights.items()}
+        self.model = model
+        self.loss_weights = {name: float(w) for name, w in weights.items() if float(w) > 0}
+        if not self.loss_weights:
+            raise ValueError(f"no loss weight > 0 in {weights}: nothing to train on")
+        self.ema = ExponentialMovingAverage(model, ema_decay) if ema_decay else None
+        # Persistent flag, so that a resumed run never refits the self-energies.
+        self.register_buffer("self_energies_fitted", torch.tensor(False))
+        self.metrics = nn.ModuleDict()
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def eval_model(self) -> nn.Module:
+        r"""The weights used for validation, test and saving: EMA if enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _metric(self, split: str, target: str) -> ErrorMetric:
+        key = f"{split}_{target}"
+        if key not in self.metrics:
+            self.metrics[key] = ErrorMetric().to(self.device)
+        return self.metrics[key]  # type: ignore[return-value]
+
+    @staticmethod
+    def _num_atoms(data: Any) -> Tensor:
+        if getattr(data, "ptr", None) is not None:
+            return data.ptr[1:] - data.ptr[:-1]
+        return torch.bincount(data.batch, minlength=data.num_graphs)
+
+    @staticmethod
+    def _has(data: Any, name: str) -> bool:
+        return getattr(data, name, None) is not None
+
+    def _predict(self, model: nn.Module, data: Any, training: bool) -> dict[str, Tensor]:
+        if training:  # derivatives only where trained on; their graph is kept for backward
+            forces = "forces" in self.loss_weights
+            stress = "stress" in self.loss_weights
+        else:
+            forces = "forces" in self.loss_weights or self._has(data, "forces")
+            stress = "stress" in self.loss_weights or self._has(data, "stress")
+        if (forces or stress) and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "forces and stress need autograd during validation/test: create the "
+                "Trainer with inference_mode=False (conf/trainer/default.yaml does)"
+            )
+        return predict(
+            model,
+            data,
+            compute_forces=forces,
+            compute_stress=stress,
+            create_graph=training and (forces or stress),
+        )
+
+    def _update_metrics(self, split: str, prediction: Mapping[str, Tensor], data: Any) -> None:
+        num_atoms = self._num_atoms(data)
+        for target in dict.fromkeys((*METRIC_TARGETS, *self.loss_weights)):
+            if target not in prediction or not self._has(data, target):
+                continue
+            error = residual(prediction[target].detach(), getattr(data, target))
+            self._metric(split, target).update(error)
+            if target in PER_ATOM_TARGETS:
+                self._metric(split, f"{target}_per_atom").update(per_atom(error, num_atoms))
+
+    def _loss_metric_name(self, target: str) -> str:
+        per_atom_energy = self.hparams.per_atom_energy
+        return f"{target}_per_atom" if per_atom_energy and target in PER_ATOM_TARGETS else target
+
+    def _log_epoch_metrics(self, split: str) -> None:
+        values: dict[str, float] = {}
+        mse: dict[str, float] = {}
+        prefix = f"{split}_"
+        for key, metric in self.metrics.items():
+            if not key.startswith(prefix) or not metric.update_called:
+                continue
+            result = metric.compute()  # sums over processes: exact under DDP
+            target = key[len(prefix) :]
+            values[f"{split}/{target}_mae"] = float(result["mae"])
+            values[f"{split}/{target}_rmse"] = float(result["rmse"])
+            mse[target] = float(result["mse"])
+            metric.reset()
+        if split != "train" and mse:
+            names = {t: self._loss_metric_name(t) for t in self.loss_weights}
+            missing = [t for t, name in names.items() if name not in mse]
+            if missing:
+                raise KeyError(
+                    f"the {split} data lack the trained target(s) {missing}: "
+                    "cannot compute the validation loss"
+                )
+            values[f"{split}/loss"] = sum(w * mse[names[t]] for t, w in self.loss_weights.items())
+        for key, value in values.items():
+            self.log(key, value, sync_dist=True, prog_bar=key in self._progress_keys)
+
+    _progress_keys = ("val/loss", "val/energy_mae", "val/forces_mae")
+
+    # ----------------------------------------------------------------- hooks
+    def forward(self, data: Any) -> dict[str, Tensor]:  # type: ignore[override]
+        return self._predict(self.eval_model, data, training=False)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.fit_self_energies and not bool(self.self_energies_fitted):
+            self._fit_self_energies()
+        self.self_energies_fitted.fill_(True)
+        if self.ema is not None and int(self.ema.num_updates) == 0:
+            self.ema.reset(self.model)  # start the average from the fitted model
+
+    def _fit_self_energies(self) -> None:
+        current = getattr(self.model, "self_energies", None)
+        if current is None or bool(current.abs().gt(0).any()):
+            return  # not a HIP-NN, or given by the user
+        from hipnn_pyg.train.self_energy import fit_self_energies
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_dataset", None)
+        if dataset is None:
+            raise RuntimeError(
+                "fit_self_energies=True needs a datamodule with a train_dataset "
+                "(or set the model's self-energies, or fit_self_energies=False)"
+            )
+        energies = fit_self_energies(dataset, self.model.species)
+        self.model.set_self_energies(energies.to(current))
+        log.info("fitted self-energies (eV) on %d training structures: %s", len(dataset),
+                 dict(zip(self.model.species, energies.tolist(), strict=True)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        prediction = self._predict(self.model, batch, training=True)
+        residuals = target_residuals(
+            prediction, batch, self.loss_weights, self._num_atoms(batch),
+            self.hparams.per_atom_energy,
+        )
+        loss = weighted_loss(residuals, self.loss_weights)
+        size = batch.num_graphs
+        if self.hparams.hierarchicality_weight > 0:
+            hier = hierarchicality(prediction["layer_energy"], batch.batch, batch.num_graphs)
+            loss = loss + self.hparams.hierarchicality_weight * hier
+            self.log("train/hierarchicality", hier, batch_size=size, sync_dist=True)
+        if self.hparams.l2_weight > 0:
+            l2 = l2_penalty(regularized_weights(self.model))
+            loss = loss + self.hparams.l2_weight * l2
+            self.log("train/l2", l2, batch_size=size, sync_dist=True)
+        self.log("train/loss", loss, batch_size=size, prog_bar=True, on_step=True,
+                 on_epoch=True, sync_dist=True)
+        self._update_metrics("train", prediction, batch)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._update_metrics("val", self._predict(self.eval_model, batch, False), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._update_metrics("test", self._predict(self.eval_model, batch, False), batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self._predict(self.eval_model, batch, False).items()}
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Any = None) -> None:
+        warmup = self.hparams.warmup_steps
+        if warmup > 0 and self.trainer.global_step < warmup:
+            scale = (self.trainer.global_step + 1) / warmup
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr * scale
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decayed = {id(p) for p in regularized_weights(self.model)}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [  # no weight decay on biases, sensitivities and self-energies
+            {"params": [p for p in params if id(p) in decayed],
+             "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        cls = torch.optim.AdamW if self.hparams.optimizer.lower() == "adamw" else torch.optim.Adam
+        optimizer = cls(groups, lr=self.hparams.lr)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.hparams.scheduler_factor,
+            patience=self.hparams.scheduler_patience, min_lr=self.hparams.min_lr,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
+                             "interval": "epoch", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets hipnn_pyg.io.load_model read the (EMA) model straight from a checkpoint.
+        checkpoint["hipnn_model"] = model_state(self.eval_model)

@@ -1,0 +1,214 @@
+r"""Training and evaluation driven by a composed Hydra config (see ``conf/``).
+
+:func:`train` and :func:`evaluate` take the config that ``scripts/train.py``,
+``scripts/eval.py`` or the ``hipnn-train``/``hipnn-eval`` console scripts compose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
+from hipnn_pyg.io import atomic_torch_save, load_model, save_model
+from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.train.metrics import DISPLAY_UNITS, ErrorMetric, format_table
+from hipnn_pyg.train.module import METRIC_TARGETS
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_list(config: DictConfig | None, kind: type) -> list[Any]:
+    r"""Instantiates every ``_target_`` entry of a config group (callbacks, loggers);
+    ``null`` entries are skipped, so one can be switched off with ``callbacks.x=null``."""
+    objects: list[Any] = []
+    if not config:
+        return objects
+    for name, entry in config.items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            obj = instantiate(entry)
+            if not isinstance(obj, kind):
+                raise TypeError(f"{name}: expected a {kind.__name__}, got {type(obj).__name__}")
+            objects.append(obj)
+    return objects
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    r"""``cfg.ckpt_path`` if given, else with ``resume=true`` the run folder's
+    ``checkpoints/last.ckpt`` when it exists (a requeued job resumes, a first one
+    starts fresh)."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={path} does not exist")
+        return str(path)
+    if cfg.get("resume"):
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        log.warning("resume=true but %s does not exist: starting a new run", last)
+    return None
+
+
+def _has_test_data(datamodule: LightningDataModule) -> bool:
+    checker = getattr(datamodule, "has_test", None)
+    if checker is not None:
+        return bool(checker() if callable(checker) else checker)
+    return datamodule.test_dataloader.__qualname__ != "LightningDataModule.test_dataloader"
+
+
+def apply_threads(cfg: DictConfig) -> None:
+    r"""``torch.set_num_threads(cfg.num_threads)`` when set: small models on shared
+    CPUs run several times faster on one thread than on oversubscribed cores."""
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def train(cfg: DictConfig) -> float | None:
+    r"""Trains (and tests) the model that ``cfg`` describes.
+
+    Writes to ``cfg.paths.output_dir``: ``checkpoints/`` (best and ``last.ckpt``,
+    atomically), the loggers' metrics, ``model.pt`` (the best weights, EMA if used,
+    loadable with :func:`hipnn_pyg.io.load_model`) and ``results.json``.
+
+    Returns:
+        The value of ``cfg.optimized_metric`` (for sweeps; its best value when it is
+        the checkpoint's monitor), or ``None`` if it was not logged.
+    """
+    apply_threads(cfg)
+    if cfg.get("seed") is not None:
+        seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    log.info("output folder: %s", output_dir)
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    module = instantiate(cfg.module, model=model)
+    callbacks = instantiate_list(cfg.get("callbacks"), Callback)
+    loggers = instantiate_list(cfg.get("logger"), Logger)
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if loggers:  # the resolved config, without Hydra's own node (present in compose())
+        config = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))  # type: ignore[arg-type]
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+    results = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+
+    checkpoint = trainer.checkpoint_callback if isinstance(
+        trainer.checkpoint_callback, ModelCheckpoint) else None
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if cfg.get("test", True) and _has_test_data(datamodule):
+        if best is None:
+            log.warning("no best checkpoint: testing the current weights")
+        for entry in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+            results.update({k: _scalar(v) for k, v in entry.items()})
+
+    objective = cfg.get("optimized_metric")
+    value = results.get(objective) if objective else None
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    if best_score is not None and objective == checkpoint.monitor:
+        value = _scalar(best_score)
+
+    if trainer.is_global_zero:
+        if best is not None:  # the best weights (EMA if used), as load_model reads them
+            state = torch.load(best, map_location="cpu", weights_only=False)["hipnn_model"]
+            atomic_torch_save(state, output_dir / "model.pt")
+        else:
+            save_model(module.eval_model, output_dir / "model.pt")
+        summary = {"best_checkpoint": best, "objective": objective, "objective_value": value,
+                   "metrics": results}
+        (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+        log.info("\n%s", format_table(
+            {k: v for k, v in results.items() if k.startswith(("test/", "val/"))},
+            title=f"Final errors (val: last epoch; test: {'best' if best else 'final'} weights)",
+        ))
+        log.info("model: %s", output_dir / "model.pt")
+    return value
+
+
+@torch.no_grad()
+def _collect(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, list]:
+    collected: dict[str, list] = {}
+    for batch in loader:
+        batch = batch.to(device)
+        has = {t for t in METRIC_TARGETS if getattr(batch, t, None) is not None}
+        prediction = predict(model, batch, compute_forces="forces" in has,
+                             compute_stress="stress" in has)
+        num_atoms = batch.ptr[1:] - batch.ptr[:-1]
+        for target in has & set(prediction):
+            pred = prediction[target].detach().double().cpu()
+            ref = getattr(batch, target).double().cpu().view_as(pred)
+            collected.setdefault(target, []).append((ref, pred))
+            if target == "energy":
+                atoms = num_atoms.double().cpu().view_as(pred)
+                collected.setdefault("energy_per_atom", []).append((ref / atoms, pred / atoms))
+    return collected
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    r"""Evaluates a trained model (``cfg.ckpt_path``: a ``model.pt`` or a Lightning
+    checkpoint) on one split (``cfg.split``: ``test``, ``val`` or ``train``) of the data
+    that ``cfg.data`` describes. Prints MAE/RMSE per target in meV, meV/Å, ...; writes
+    ``parity_<target>.png`` and ``results.json`` to ``cfg.paths.output_dir``.
+
+    Returns:
+        ``{"<split>/<target>_mae": value, ...}`` in eV-based units.
+    """
+    if not cfg.get("ckpt_path"):
+        raise ValueError("evaluation needs ckpt_path=<model.pt or .ckpt>")
+    apply_threads(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    device = torch.device(cfg.get("device") or "cpu")
+    model = load_model(cfg.ckpt_path, map_location=device).to(device)
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    split = cfg.get("split", "test")
+    stages = {"test": "test", "val": "validate", "train": "fit"}
+    if split not in stages:
+        raise ValueError(f"split must be one of {sorted(stages)}, got '{split}'")
+    datamodule.setup(stages[split])
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    pairs = _collect(model, loader, device)
+    if not pairs:
+        raise ValueError("the data hold no target that the model predicts")
+
+    results: dict[str, float] = {}
+    for target, chunks in pairs.items():
+        reference = torch.cat([r.reshape(-1) for r, _ in chunks])
+        prediction = torch.cat([p.reshape(-1) for _, p in chunks])
+        metric = ErrorMetric()
+        metric.update(prediction - reference)
+        values = metric.compute()
+        results[f"{split}/{target}_mae"] = float(values["mae"])
+        results[f"{split}/{target}_rmse"] = float(values["rmse"])
+        if cfg.get("plots", True) and target in ("energy", "forces", "stress", "dipole"):
+            from hipnn_pyg.train.plots import parity_plot
+
+            unit, factor = DISPLAY_UNITS.get(target, ("", 1.0))
+            base_unit = unit.replace("meV", "eV").replace("me·", "e·")
+            parity_plot(reference.numpy(), prediction.numpy(), output_dir / f"parity_{target}.png",
+                        title=target.capitalize(), unit=base_unit)
+    table = format_table(results, title=f"Errors of {cfg.ckpt_path} on the {split} split")
+    print(table)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(
+        {"ckpt_path": str(cfg.ckpt_path), "split": split, "metrics": results,
+         "num_structures": int(sum(r.numel() for r, _ in pairs.get("energy", [])))}, indent=2))
+    if any(math.isnan(v) for v in results.values()):
+        log.warning("some errors are NaN")
+    return results

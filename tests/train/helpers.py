@@ -1,0 +1,75 @@
+"""Helpers for the training tests: config composition and a simulated crash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, open_dict
+
+from hipnn_pyg.train.resolvers import conf_dir
+
+#: A tiny model and a quiet trainer: seconds per run on one CPU core.
+TINY = [
+    "model.hidden_channels=8",
+    "model.num_interactions=1",
+    "model.num_atom_layers=1",
+    "model.num_sensitivities=4",
+    "num_threads=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
+#: 16/8/8 frames of the shipped rMD17 ethanol files.
+SHIPPED = [
+    "data=rmd17_shipped",
+    "model.species=[1,6,8]",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=4",
+    "data.val_batch_size=8",
+    "+data.max_frames=40",
+]
+
+
+def compose_config(
+    name: str, output_dir: Path, overrides: Sequence[str] = (), data_dir: Path | None = None
+) -> DictConfig:
+    r"""Composes ``conf/<name>.yaml`` like ``@hydra.main`` would, with the run folder
+    set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        cfg = compose(config_name=name, return_hydra_config=True, overrides=list(overrides))
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        if data_dir is not None:
+            cfg.paths.data_dir = str(data_dir)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def results(output_dir: Path) -> dict[str, Any]:
+    return json.loads((output_dir / "results.json").read_text())
+
+
+class CrashAt(Callback):
+    r"""Raises at training batch ``batch`` of epoch ``epoch``, like a killed job."""
+
+    def __init__(self, epoch: int, batch: int = 1) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")

@@ -1,0 +1,66 @@
+"""Every experiment config composes, instantiates and runs one fast_dev_run batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from hipnn_pyg.io import load_model
+from hipnn_pyg.train.resolvers import conf_dir
+from hipnn_pyg.train.run import train
+
+from .helpers import TINY, compose_config
+
+#: Per experiment: overrides that shrink its data to a few configurations.
+SMALL_DATA = {
+    "rmd17_ethanol": ["+data.max_frames=20", "data.num_train=8", "data.num_val=4",
+                      "data.num_test=4"],
+    "rmd17_aspirin": ["+data.max_frames=20", "data.num_train=8", "data.num_val=4",
+                      "data.num_test=4"],
+    "qm9_u0": ["+data.max_molecules=40", "data.num_train=8", "data.num_val=4",
+               "data.num_test=4"],
+    "water_deepmd": ["+data.index=':6'", "data.num_train=2", "data.num_val=2",
+                     "data.num_test=2"],
+    "mlearn_si": ["+data.index=':6'", "data.num_train=4", "data.num_val=2",
+                  "data.num_test=2"],
+}
+
+
+def test_every_experiment_is_listed() -> None:
+    shipped = {p.stem for p in (conf_dir() / "experiment").glob("*.yaml")}
+    assert shipped == set(SMALL_DATA) | {"rmd17_ethanol_quick"}
+
+
+def test_quick_experiment_fast_dev_run(tmp_path: Path) -> None:
+    cfg = compose_config("train", tmp_path, ["experiment=rmd17_ethanol_quick", "debug=fdr",
+                                             "data.num_train=16", "data.num_val=8",
+                                             "data.num_test=8", "+data.max_frames=40", *TINY])
+    train(cfg)
+    assert (tmp_path / "model.pt").is_file()
+    assert load_model(tmp_path / "model.pt").species == [1, 6, 8]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(SMALL_DATA))
+def test_experiment_fast_dev_run(experiment: str, tmp_path: Path, shared_data: Path) -> None:
+    overrides = [f"experiment={experiment}", "debug=fdr", *SMALL_DATA[experiment], *TINY]
+    cfg = compose_config("train", tmp_path, overrides, data_dir=shared_data)
+    train(cfg)
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="hidden_chanels"):
+        compose_config("train", tmp_path, ["model.hidden_chanels=8"])
+    with pytest.raises(ConfigCompositionException, match="experiment"):
+        compose_config("train", tmp_path, ["experiment=no_such_experiment"])
+
+
+def test_missing_checkpoint_for_eval_is_reported(tmp_path: Path) -> None:
+    cfg = compose_config("eval", tmp_path, [])
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match="ckpt_path"):
+        _ = cfg.ckpt_path
