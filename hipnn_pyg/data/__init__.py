@@ -11,6 +11,7 @@ from hipnn_pyg.data.ase_dataset import ASEDataset, voigt_to_matrix
 from hipnn_pyg.data.base import AtomsDataset, DataFormatError, Frames
 from hipnn_pyg.data.datamodule import HIPNNDataModule
 from hipnn_pyg.data.load import FORMATS, detect_format, load_dataset
+from hipnn_pyg.data.loader import AtomsLoader
 from hipnn_pyg.data.qm9 import QM9_TARGETS, QM9Dataset
 from hipnn_pyg.data.rmd17 import RMD17Dataset, rmd17_split_files
 from hipnn_pyg.data.splits import (
@@ -26,6 +27,7 @@ __all__ = [
     "ANIDataset",
     "ASEDataset",
     "AtomsDataset",
+    "AtomsLoader",
     "DataFormatError",
     "FORMATS",
     "Frames",

@@ -11,12 +11,13 @@ from torch_geometric.loader import DataLoader
 
 from hipnn_pyg.data.base import AtomsDataset, PathLike
 from hipnn_pyg.data.load import load_dataset
+from hipnn_pyg.data.loader import AtomsLoader
 from hipnn_pyg.data.splits import Size, Split, split_dataset, split_indices
 
 
 class HIPNNDataModule(L.LightningDataModule):
     r"""Loads a dataset with :func:`~hipnn_pyg.data.load_dataset`, splits it
-    deterministically and serves PyG :class:`~torch_geometric.loader.DataLoader` s.
+    deterministically and serves batches of PyG :class:`~torch_geometric.data.Batch`.
 
     All arguments are flat scalars or strings, so a Hydra config can build it with
     ``_target_: hipnn_pyg.data.HIPNNDataModule``. Extra keyword arguments go to the
@@ -47,6 +48,9 @@ class HIPNNDataModule(L.LightningDataModule):
         require_forces: raise if the data carry no forces.
         require_energy: raise if the data carry no energies.
         pin_memory: pin batches in page-locked memory (for GPU training).
+        fast_loader: batch with :class:`~hipnn_pyg.data.loader.AtomsLoader` (vectorised,
+            identical batches); ``False`` uses PyG's
+            :class:`~torch_geometric.loader.DataLoader`.
         **dataset_kwargs: keyword arguments for the dataset class.
     """
 
@@ -66,6 +70,7 @@ class HIPNNDataModule(L.LightningDataModule):
         require_forces: bool = False,
         require_energy: bool = True,
         pin_memory: bool = False,
+        fast_loader: bool = True,
         **dataset_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -82,6 +87,7 @@ class HIPNNDataModule(L.LightningDataModule):
         self.require_forces = require_forces
         self.require_energy = require_energy
         self.pin_memory = pin_memory
+        self.fast_loader = fast_loader
         self.dataset_kwargs = dataset_kwargs
 
         self.dataset: AtomsDataset | None = None
@@ -132,10 +138,13 @@ class HIPNNDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() first")
         return self.train_dataset.species()
 
-    def _loader(self, dataset: AtomsDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: AtomsDataset | None, batch_size: int, shuffle: bool
+    ) -> DataLoader | AtomsLoader:
         if dataset is None:
             raise RuntimeError("call setup() first")
-        return DataLoader(
+        loader_cls = AtomsLoader if self.fast_loader else DataLoader
+        return loader_cls(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
@@ -144,14 +153,14 @@ class HIPNNDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | AtomsLoader:
         return self._loader(self.train_dataset, self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | AtomsLoader:
         return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | AtomsLoader:
         return self._loader(self.test_dataset, self.val_batch_size, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | AtomsLoader:
         return self.test_dataloader()
