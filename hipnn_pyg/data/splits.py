@@ -24,38 +24,47 @@ class Split(NamedTuple):
     test: np.ndarray
 
 
-def _count(size: Size, n: int, name: str) -> int | None:
+def _check(size: Size, name: str) -> None:
     if size is None:
-        return None
+        return
     if isinstance(size, bool) or not isinstance(size, int | float | np.integer | np.floating):
         raise TypeError(f"{name} must be an int count, a float fraction or None, got {size!r}")
-    if isinstance(size, float | np.floating):
-        if not 0.0 <= size <= 1.0:
-            raise ValueError(f"{name}={size} is a fraction and must lie in [0, 1]")
-        return int(size * n)
+    if isinstance(size, float | np.floating) and not 0.0 <= size <= 1.0:
+        raise ValueError(f"{name}={size} is a fraction and must lie in [0, 1]")
     if size < 0:
         raise ValueError(f"{name}={size} must not be negative")
-    return int(size)
 
 
 def split_sizes(n: int, train: Size, val: Size = 0, test: Size = None) -> tuple[int, int, int]:
     r"""Counts of the three parts; ``None`` takes what is left (at most one may be).
 
+    Fractions are rounded by the largest-remainder rule, so that fractions summing
+    to 1 use every configuration (``0.9, 0.1`` of 214 gives 193 and 21).
+
     Args:
         n: number of configurations.
-        train, val, test: a count (int), a fraction of ``n`` (float, rounded down)
-            or ``None`` for the remainder.
+        train, val, test: a count (int), a fraction of ``n`` (float) or ``None`` for
+            the remainder.
     """
-    counts = [
-        _count(size, n, name) for size, name in ((train, "train"), (val, "val"), (test, "test"))
-    ]
-    if sum(c is None for c in counts) > 1:
+    sizes = {"train": train, "val": val, "test": test}
+    for name, size in sizes.items():
+        _check(size, name)
+    if sum(size is None for size in sizes.values()) > 1:
         raise ValueError("at most one of train, val, test may be None (the remainder)")
-    used = sum(c for c in counts if c is not None)
+    fractions = {k: float(v) * n for k, v in sizes.items() if isinstance(v, float | np.floating)}
+    counts = {k: (None if v is None else int(v)) for k, v in sizes.items()}
+    counts.update({k: int(np.floor(v)) for k, v in fractions.items()})
+    extra = int(round(sum(fractions.values()))) - sum(counts[k] for k in fractions)
+    for k in sorted(fractions, key=lambda k: counts[k] - fractions[k])[:extra]:
+        counts[k] += 1
+    used = sum(c for c in counts.values() if c is not None)
     if used > n:
-        raise ValueError(f"split sizes {counts} add up to {used} > {n} configurations")
-    counts = [n - used if c is None else c for c in counts]
-    return counts[0], counts[1], counts[2]
+        raise ValueError(
+            f"split sizes {list(counts.values())} add up to {used} > {n} configurations"
+        )
+    remainder = {k: n - used for k, c in counts.items() if c is None}
+    counts.update(remainder)
+    return counts["train"], counts["val"], counts["test"]
 
 
 def split_indices(

@@ -12,6 +12,7 @@ def test_sizes():
     assert split_sizes(100, 0.8, 0.1) == (80, 10, 10)
     assert split_sizes(100, 50, 0.1, 5) == (50, 10, 5)
     assert split_sizes(100, None, 10, 20) == (70, 10, 20)
+    assert split_sizes(214, 0.9, 0.1, 0) == (193, 21, 0)  # fractions summing to 1 use all
     with pytest.raises(ValueError, match="add up to 110 > 100"):
         split_sizes(100, 100, 10)
     with pytest.raises(ValueError, match="at most one"):
