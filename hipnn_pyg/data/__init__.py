@@ -4,12 +4,18 @@ Every loader yields :class:`~torch_geometric.data.Data` with the schema document
 :mod:`hipnn_pyg.data.base`: ``z``, ``pos``, ``cell``, ``pbc``, ``charge``, ``idx``
 always; ``energy`` (float64), ``forces``, ``stress``, ``dipole``,
 ``dipole_magnitude``, ``quadrupole``, ``charges`` where the file has them.
+
+:class:`HIPNNDataModule` is imported on first use, so that ``import hipnn_pyg.data``
+does not pull in Lightning.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from hipnn_pyg.data.ani import ANIDataset
 from hipnn_pyg.data.ase_dataset import ASEDataset, voigt_to_matrix
 from hipnn_pyg.data.base import AtomsDataset, DataFormatError, Frames
-from hipnn_pyg.data.datamodule import HIPNNDataModule
 from hipnn_pyg.data.load import FORMATS, detect_format, load_dataset
 from hipnn_pyg.data.loader import AtomsLoader
 from hipnn_pyg.data.qm9 import QM9_TARGETS, QM9Dataset
@@ -46,3 +52,11 @@ __all__ = [
     "split_sizes",
     "voigt_to_matrix",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HIPNNDataModule":
+        from hipnn_pyg.data.datamodule import HIPNNDataModule
+
+        return HIPNNDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
