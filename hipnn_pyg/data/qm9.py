@@ -81,6 +81,11 @@ class QM9Dataset(AtomsDataset):
                 f"{self.path}: 'Z' {list(raw['Z'].shape)} and 'R_ang' "
                 f"{list(raw['R_ang'].shape)} do not match offsets ({offsets[-1]} atoms)"
             )
+        if "mulliken_e" in raw and raw["mulliken_e"].shape != raw["Z"].shape:
+            raise DataFormatError(
+                f"{self.path}: 'mulliken_e' has shape {list(raw['mulliken_e'].shape)}, "
+                f"expected {list(raw['Z'].shape)} like 'Z'"
+            )
         rows = np.arange(num) if self.subset is None else self.subset
         if rows.size and (rows.min() < 0 or rows.max() >= num):
             raise IndexError(f"{self.path}: subset indices outside 0..{num - 1}")
