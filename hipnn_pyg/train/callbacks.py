@@ -7,6 +7,7 @@ import random
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+from torch.utils.data import RandomSampler
 
 
 class EpochSeed(Callback):
@@ -33,15 +34,32 @@ class EpochSeed(Callback):
         r"""The seed of epoch ``epoch``."""
         return (self.seed * 1_000_003 + epoch) % 2**31
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run resumed from a checkpoint written at the end of an epoch starts the
+        # next epoch without on_train_epoch_start: seed it here.
+        self.reseed(trainer)
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.reseed(trainer)
+
+    def reseed(self, trainer: Trainer) -> None:
+        r"""Seeds the global generators, and the shuffling sampler of every training
+        loader, from ``(seed, trainer.current_epoch)``."""
         seed = self.epoch_seed(trainer.current_epoch)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
         loaders = trainer.train_dataloader
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-            for owner in (loader, getattr(loader, "sampler", None),
-                          getattr(loader, "batch_sampler", None)):
+            sampler = getattr(loader, "sampler", None)
+            if isinstance(sampler, RandomSampler) and sampler.generator is None:
+                # Without its own generator the sampler draws its seed from the global
+                # one when iteration starts, after however many draws Lightning and the
+                # DataLoader made in between (which differ between a fresh and a
+                # resumed epoch). A private generator makes the order depend on the
+                # epoch alone.
+                sampler.generator = torch.Generator()
+            for owner in (loader, sampler):
                 generator = getattr(owner, "generator", None)
                 if isinstance(generator, torch.Generator):
                     generator.manual_seed(seed)

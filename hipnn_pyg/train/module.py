@@ -192,10 +192,29 @@ class HIPNNLightningModule(LightningModule):
                     "cannot compute the validation loss"
                 )
             values[f"{split}/loss"] = sum(w * mse[names[t]] for t, w in self.loss_weights.items())
+        if split == "val" and not self.trainer.sanity_checking:
+            self._step_plateau(values)
         for key, value in values.items():
             self.log(key, value, sync_dist=True, prog_bar=key in self._progress_keys)
 
     _progress_keys = ("val/loss", "val/energy_mae", "val/forces_mae")
+
+    def _step_plateau(self, values: Mapping[str, float]) -> None:
+        # Stepped here, before ModelCheckpoint saves at on_validation_end, so that the
+        # saved scheduler state includes this epoch's step: Lightning's own plateau
+        # step comes after the checkpoint and is skipped on resume, which would make a
+        # resumed run diverge from an uninterrupted one.
+        monitor = self.hparams.monitor
+        if monitor not in values:
+            raise KeyError(f"scheduler monitor '{monitor}' not among the logged {sorted(values)}")
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step(values[monitor])
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # stepped in _step_plateau
+        super().lr_scheduler_step(scheduler, metric)
 
     # ----------------------------------------------------------------- hooks
     def forward(self, data: Any) -> dict[str, Tensor]:  # type: ignore[override]
