@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from hipnn_pyg.io import model_state
 from hipnn_pyg.nn.predict import predict
@@ -113,6 +114,7 @@ class HIPNNLightningModule(LightningModule):
         # Persistent flag, so that a resumed run never refits the self-energies.
         self.register_buffer("self_energies_fitted", torch.tensor(False))
         self.metrics = nn.ModuleDict()
+        self._seen: dict[str, int] = {}  # evaluation samples seen this epoch, per split
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -156,15 +158,39 @@ class HIPNNLightningModule(LightningModule):
             create_graph=training and (forces or stress),
         )
 
-    def _update_metrics(self, split: str, prediction: Mapping[str, Tensor], data: Any) -> None:
+    def _update_metrics(
+        self, split: str, prediction: Mapping[str, Tensor], data: Any, keep: Tensor | None = None
+    ) -> None:
         num_atoms = self._num_atoms(data)
+        atom_keep = keep[data.batch] if keep is not None else None
         for target in dict.fromkeys((*METRIC_TARGETS, *self.loss_weights)):
             if target not in prediction or not self._has(data, target):
                 continue
             error = residual(prediction[target].detach(), getattr(data, target))
+            per_structure = error
+            if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
+                mask = keep if error.size(0) == keep.numel() else atom_keep
+                error = error[mask]
+                per_structure = per_structure[keep] if target in PER_ATOM_TARGETS else error
             self._metric(split, target).update(error)
             if target in PER_ATOM_TARGETS:
-                self._metric(split, f"{target}_per_atom").update(per_atom(error, num_atoms))
+                atoms = num_atoms if keep is None else num_atoms[keep]
+                self._metric(split, f"{target}_per_atom").update(per_atom(per_structure, atoms))
+
+    def _padding_mask(self, split: str, data: Any) -> Tensor | None:
+        r"""Which graphs of an evaluation batch are real, not the duplicates that a
+        :class:`~torch.utils.data.DistributedSampler` appends so that every process
+        gets as many samples: rank ``r`` of ``W`` holds positions ``r, r+W, ...`` of the
+        padded list, and positions ``>= len(dataset)`` are padding. ``None`` if none."""
+        loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
+        sampler = getattr(loaders, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
+            return None
+        start = self._seen.get(split, 0)
+        self._seen[split] = start + data.num_graphs
+        local = torch.arange(start, start + data.num_graphs, device=data.z.device)
+        keep = sampler.rank + sampler.num_replicas * local < len(sampler.dataset)
+        return None if bool(keep.all()) else keep
 
     def _loss_metric_name(self, target: str) -> str:
         per_atom_energy = self.hparams.per_atom_energy
@@ -269,14 +295,22 @@ class HIPNNLightningModule(LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
+    def on_validation_epoch_start(self) -> None:
+        self._seen["val"] = 0
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._update_metrics("val", self._predict(self.eval_model, batch, False), batch)
+        prediction = self._predict(self.eval_model, batch, False)
+        self._update_metrics("val", prediction, batch, self._padding_mask("val", batch))
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._seen["test"] = 0
+
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._update_metrics("test", self._predict(self.eval_model, batch, False), batch)
+        prediction = self._predict(self.eval_model, batch, False)
+        self._update_metrics("test", prediction, batch, self._padding_mask("test", batch))
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
