@@ -1,0 +1,90 @@
+r"""The ``hipnn-md`` and ``hipnn-label`` programs behind ``scripts/md.py``,
+``scripts/label.py`` and :mod:`hipnn_pyg.cli` (configs ``conf/md.yaml`` and
+``conf/label.yaml``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: Exit status of a run stopped by :class:`~hipnn_pyg.md.MDBlowUpError`.
+EXIT_BLOW_UP = 2
+
+
+def run_md_from_config(cfg: DictConfig) -> Any:
+    r"""Builds the calculator and structure from ``cfg`` and runs
+    :func:`hipnn_pyg.md.run_md`; returns its :class:`~hipnn_pyg.md.MDResult`."""
+    import ase.io
+    import torch
+
+    from hipnn_pyg.ase import HIPNNCalculator
+    from hipnn_pyg.md.dynamics import run_md
+
+    dtype = getattr(torch, str(cfg.dtype))
+    calculator = HIPNNCalculator(str(cfg.model_path), device=cfg.device, dtype=dtype,
+                                 charge=cfg.charge)
+    atoms = None
+    if not cfg.restart:
+        atoms = ase.io.read(str(cfg.structure), index=cfg.structure_index)
+    options = OmegaConf.to_container(cfg.md, resolve=True)
+    assert isinstance(options, dict)
+    ensemble = options.pop("ensemble")
+    result = run_md(
+        atoms,  # type: ignore[arg-type]
+        calculator,
+        ensemble=ensemble,
+        steps=cfg.steps,
+        timestep_fs=cfg.timestep_fs,
+        temperature_K=cfg.temperature_K,
+        trajectory=cfg.trajectory,
+        log=cfg.log,
+        traj_interval=cfg.traj_interval,
+        log_interval=cfg.log_interval,
+        restart=cfg.restart,
+        initial_temperature_K=cfg.initial_temperature_K,
+        seed=cfg.seed,
+        max_temperature_K=cfg.max_temperature_K,
+        progress=cfg.progress,
+        **options,
+    )
+    log.info("MD %s: %d steps done (last step %d); trajectory %s, log %s", ensemble,
+             result.steps_done, result.last_step, result.trajectory, result.log)
+    return result
+
+
+def md_main(cfg: DictConfig) -> None:
+    r"""Runs MD; a blow-up or bad input prints a one-line error and exits non-zero
+    (2 for a blow-up), keeping the files written so far."""
+    from hipnn_pyg.md.dynamics import MDBlowUpError
+
+    try:
+        run_md_from_config(cfg)
+    except MDBlowUpError as error:
+        log.error("MD blew up: %s (trajectory and log so far are kept)", error)
+        print(f"hipnn-md: error: MD blew up: {error}", file=sys.stderr)
+        sys.exit(EXIT_BLOW_UP)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"hipnn-md: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def label_main(cfg: DictConfig) -> None:
+    r"""Runs :func:`hipnn_pyg.label.label` from ``conf/label.yaml``."""
+    from hipnn_pyg.label import label
+
+    options = OmegaConf.to_container(cfg.calculator_options, resolve=True) or {}
+    try:
+        summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
+                        index=str(cfg.index), progress=cfg.progress)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        print(f"hipnn-label: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    log.info("labelled %d new frames (%d already done, %d total) -> %s", summary.labelled,
+             summary.already_done, summary.total, summary.output)
+    print(f"labelled {summary.labelled} new frames ({summary.already_done} already done, "
+          f"{summary.total} total) -> {summary.output}")
