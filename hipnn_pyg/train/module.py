@@ -247,11 +247,28 @@ class HIPNNLightningModule(LightningModule):
         return self._predict(self.eval_model, data, training=False)
 
     def on_fit_start(self) -> None:
+        self._check_targets()
         if self.hparams.fit_self_energies and not bool(self.self_energies_fitted):
             self._fit_self_energies()
         self.self_energies_fitted.fill_(True)
         if self.ema is not None and int(self.ema.num_updates) == 0:
             self.ema.reset(self.model)  # start the average from the fitted model
+
+    def _check_targets(self) -> None:
+        r"""Fails before the first step if the training data lack a trained target."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_dataset", None)
+        if dataset is None or not hasattr(dataset, "has"):
+            return  # checked per batch in target_residuals instead
+        for target in self.loss_weights:
+            if not dataset.has(target):
+                detail = dataset.missing_message(target) if hasattr(
+                    dataset, "missing_message") else f"no '{target}' in the data"
+                raise ValueError(
+                    f"module.loss_weights.{target}={self.loss_weights[target]} > 0, but the "
+                    f"training data have no '{target}' labels ({detail}); set its weight to 0 "
+                    "or use a data set that has them"
+                )
 
     def _fit_self_energies(self) -> None:
         current = getattr(self.model, "self_energies", None)

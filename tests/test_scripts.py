@@ -1,0 +1,99 @@
+"""The Hydra entry points as a user runs them: scripts/train.py (single run and -m
+sweep), scripts/eval.py, and the hipnn-train / hipnn-eval console scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import hipnn_pyg.train.resolvers  # noqa: F401  (${hipnn_root:} in printed configs)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data=rmd17_shipped", "model.species=[1,6,8]", "+data.max_frames=30",
+    "data.num_train=8", "data.num_val=4", "data.num_test=4", "data.batch_size=4",
+    "model.hidden_channels=8", "model.num_interactions=1", "model.num_atom_layers=1",
+    "model.num_sensitivities=4", "trainer.max_epochs=1", "num_threads=1",
+    "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    process = subprocess.run(list(args), cwd=REPO, env=ENV, capture_output=True, text=True,
+                             timeout=600)
+    if check:
+        assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-4000:]
+    return process
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path) -> None:
+    _run(sys.executable, "scripts/train.py", "-m", *TINY, "model.hidden_channels=8,16",
+         f"hydra.sweep.dir={tmp_path}")
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    widths = []
+    for job in jobs:
+        config = OmegaConf.load(job / ".hydra" / "config.yaml")
+        widths.append(config.model.hidden_channels)
+        assert list(job.glob("csv/version_*/metrics.csv"))
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert (job / "model.pt").is_file()
+        result = json.loads((job / "results.json").read_text())
+        assert result["objective"] == "val/loss" and result["objective_value"] > 0
+    assert widths == [8, 16]
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_with_scripts_and_console_entry_points(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = _run(sys.executable, "scripts/train.py", *TINY, f"hydra.run.dir={run}")
+    log = (run / "train.log").read_text()
+    assert "Final errors" in log and "meV/Å" in log
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert process.returncode == 0
+
+    evaluated = tmp_path / "eval"
+    process = _run(sys.executable, "scripts/eval.py", f"ckpt_path={run}/checkpoints/last.ckpt",
+                   "data=rmd17_shipped", "+data.max_frames=30", "data.num_train=8",
+                   "data.num_val=4", "data.num_test=5",
+                   f"hydra.run.dir={evaluated}")
+    assert "test   forces" in process.stdout and "meV/Å" in process.stdout
+    assert (evaluated / "parity_energy.png").stat().st_size > 1000
+    assert (evaluated / "parity_forces.png").stat().st_size > 1000
+    metrics = json.loads((evaluated / "results.json").read_text())["metrics"]
+    assert metrics["test/forces_mae"] > 0
+
+    console = shutil.which("hipnn-eval", path=str(Path(sys.executable).parent))
+    if console is None:
+        pytest.skip("hipnn-eval not installed (pip install -e .)")
+    process = _run(console, f"ckpt_path={run}/model.pt", "data=rmd17_shipped",
+                   "+data.max_frames=30", "data.num_train=8", "data.num_val=4", "split=val",
+                   "plots=false",
+                   f"hydra.run.dir={tmp_path / 'eval2'}")
+    assert "val    energy" in process.stdout
+
+
+def test_console_train_finds_the_config() -> None:
+    console = shutil.which("hipnn-train", path=str(Path(sys.executable).parent))
+    if console is None:
+        pytest.skip("hipnn-train not installed (pip install -e .)")
+    process = _run(console, "--cfg", "job", "experiment=rmd17_ethanol_quick")
+    config = OmegaConf.create(process.stdout)
+    assert config.model._target_ == "hipnn_pyg.HIPNN"
+    assert config.data.path.endswith("data/rmd17_ethanol/rmd17_ethanol_train_01.npz")
+
+
+def test_unknown_key_fails_with_hydra_message() -> None:
+    process = _run(sys.executable, "scripts/train.py", "model.hidden_chanels=8", check=False)
+    assert process.returncode != 0
+    assert "Could not override 'model.hidden_chanels'" in process.stderr
+    assert "hidden_chanels" in process.stderr and "not in struct" in process.stderr

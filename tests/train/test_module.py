@@ -1,0 +1,86 @@
+"""The Lightning module: clear errors, self-energies, EMA weights in what is saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from hipnn_pyg import HIPNN
+from hipnn_pyg.io import load_model
+from hipnn_pyg.train import HIPNNLightningModule
+from hipnn_pyg.train.run import train
+
+from .helpers import SHIPPED, TINY, compose_config
+
+REPO = Path(__file__).resolve().parents[2]
+ETHANOL = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"
+
+
+@pytest.fixture
+def energies_only(tmp_path: Path) -> Path:
+    """Ten ethanol frames as extxyz with energies but no forces."""
+    raw = np.load(ETHANOL)
+    frames = []
+    for coords, energy in zip(raw["coords"][:10], raw["energies"][:10], strict=True):
+        atoms = ase.Atoms(numbers=raw["nuclear_charges"], positions=coords)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(energy) * 0.043364)
+        frames.append(atoms)
+    path = tmp_path / "energies.extxyz"
+    ase.io.write(path, frames)
+    return path
+
+
+def test_missing_forces_with_forces_weight_is_a_clear_error(
+    tmp_path: Path, energies_only: Path
+) -> None:
+    overrides = ["data=ase", f"data.path={energies_only}", "data.num_train=6",
+                 "data.num_val=2", "data.num_test=2", "model.species=[1,6,8]",
+                 "trainer.max_epochs=1", *TINY]
+    cfg = compose_config("train", tmp_path / "a", [*overrides, "data.require_forces=false"])
+    with pytest.raises(ValueError, match=r"loss_weights.forces=100.0 > 0, but the training data"):
+        train(cfg)
+    # the data module's own check, when asked for
+    cfg = compose_config("train", tmp_path / "b", [*overrides, "data.require_forces=true"])
+    with pytest.raises(ValueError, match="forces"):
+        train(cfg)
+    # energies alone train fine once the forces weight is 0
+    cfg = compose_config("train", tmp_path / "c", [*overrides, "data.require_forces=false",
+                                                   "module.loss_weights.forces=0"])
+    train(cfg)
+    assert (tmp_path / "c" / "model.pt").is_file()
+
+
+def test_bad_module_arguments() -> None:
+    model = HIPNN(species=(1,), hidden_channels=4, num_interactions=1, num_atom_layers=1)
+    with pytest.raises(ValueError, match="optimizer"):
+        HIPNNLightningModule(model, optimizer="sgd")
+    with pytest.raises(ValueError, match="nothing to train on"):
+        HIPNNLightningModule(model, loss_weights={"energy": 0.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        HIPNNLightningModule(model, loss_weights={"energy": -1.0})
+
+
+def test_self_energies_fitted_once_and_ema_weights_saved(tmp_path: Path) -> None:
+    cfg = compose_config("train", tmp_path, [*SHIPPED, *TINY, "trainer.max_epochs=2",
+                                             "module.ema_decay=0.5"])
+    train(cfg)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    state = checkpoint["state_dict"]
+    assert bool(state["self_energies_fitted"])
+    self_energies = state["model.energy_head.readouts.0.weight"]
+    assert self_energies.abs().min() > 100  # eV: fitted, not zero
+    # the model inside the checkpoint and model.pt carry the EMA weights
+    from_ckpt = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    key = "interactions.0.interaction_weight"
+    torch.testing.assert_close(from_ckpt.state_dict()[key], state[f"ema.module.{key}"])
+    assert not torch.equal(state[f"ema.module.{key}"], state[f"model.{key}"])
+    best = torch.load(checkpoint["callbacks"][next(k for k in checkpoint["callbacks"]
+                                                   if "ModelCheckpoint" in k)]["best_model_path"],
+                      weights_only=False)
+    final = load_model(tmp_path / "model.pt")
+    torch.testing.assert_close(final.state_dict()[key], best["state_dict"][f"ema.module.{key}"])
