@@ -1,0 +1,161 @@
+r"""Accuracy benchmark (not a test): HIP-NN on rMD17, official split 01, against
+published numbers.
+
+For each molecule: train on 950 frames and validate on 50 frames of
+``rmd17_<molecule>_train_01.npz`` (the official 1000-frame training file), test on the
+1000 frames of ``rmd17_<molecule>_test_01.npz``, with ``experiment=rmd17_<molecule>``
+(or ``rmd17_ethanol``'s settings for molecules without their own experiment) under a
+wall-time budget. Prints energy MAE (meV) and force MAE (meV/Å) next to published
+results and the training wall time; writes ``bench.json`` and ``bench.md``.
+
+Examples::
+
+    python scripts/bench_accuracy.py --max-minutes 12
+    python scripts/bench_accuracy.py --molecules ethanol --max-minutes 60 model.hidden_channels=64
+    python scripts/bench_accuracy.py --max-epochs 2000 --max-minutes 0 trainer=gpu
+
+Extra ``key=value`` arguments are Hydra overrides applied to every molecule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hipnn_pyg.train.resolvers import conf_dir, repo_root
+from hipnn_pyg.train.run import train
+
+#: Published rMD17 errors with 1000 training configurations: (energy MAE meV,
+#: force MAE meV/Å). Source: Batatia et al., "MACE", NeurIPS 2022, Table 2, as
+#: collected in ../shared/design/benchmarks.md.
+PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
+    "aspirin": {"MACE": (2.2, 6.6), "NequIP": (2.3, 8.2), "PaiNN": (6.9, 16.1)},
+    "ethanol": {"MACE": (0.4, 2.1), "NequIP": (0.4, 2.8), "PaiNN": (2.7, 10.0)},
+    "malonaldehyde": {"MACE": (0.8, 4.1), "NequIP": (0.8, 5.1), "PaiNN": (3.9, 13.8)},
+    "toluene": {"MACE": (0.5, 1.5), "NequIP": (0.3, 1.6), "PaiNN": (4.2, 4.4)},
+    "uracil": {"MACE": (0.5, 2.1), "NequIP": (0.4, 3.1), "PaiNN": (4.5, 6.1)},
+}
+SOURCE = "Batatia et al., MACE, NeurIPS 2022, Table 2 (../shared/design/benchmarks.md)"
+
+
+def _config(molecule: str, output_dir: Path, args: argparse.Namespace) -> DictConfig:
+    experiment = f"rmd17_{molecule}"
+    if not (conf_dir() / "experiment" / f"{experiment}.yaml").is_file():
+        experiment = "rmd17_ethanol"
+    overrides = [
+        f"experiment={experiment}",
+        f"data.path=${{paths.data_dir}}/rmd17/rmd17_{molecule}_train_01.npz",
+        f"data.test_path=${{paths.data_dir}}/rmd17/rmd17_{molecule}_test_01.npz",
+        f"num_threads={args.threads}",
+        f"seed={args.seed}",
+        "task_name=bench",
+        f"callbacks.progress_bar.refresh_rate={0 if args.quiet else 50}",
+        *args.overrides,
+    ]
+    if args.max_epochs is not None:
+        overrides.append(f"trainer.max_epochs={args.max_epochs}")
+    if args.data_dir:
+        overrides.append(f"paths.data_dir={args.data_dir}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=overrides)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if args.max_minutes > 0:
+            seconds = int(args.max_minutes * 60)
+            hours, rest = divmod(seconds, 3600)
+            cfg.trainer.max_time = f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def _epochs(output_dir: Path) -> int | None:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    import torch
+
+    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--molecules", nargs="+", default=["ethanol", "aspirin"])
+    parser.add_argument("--max-minutes", type=float, default=12.0,
+                        help="training wall-time budget per molecule (0: none)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="epoch limit (default: the experiment's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--data-dir", default=None, help="folder holding rmd17/ (default: "
+                        "$HIPNN_DATA_DIR or ../shared/data)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="output folder (default: logs/bench/<date>_<time>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides, e.g. model.hidden_channels=64")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    root = args.output or repo_root() / "logs" / "bench" / stamp
+    rows = []
+    for molecule in args.molecules:
+        output_dir = root / molecule
+        cfg = _config(molecule, output_dir, args)
+        start = time.perf_counter()
+        train(cfg)
+        wall = time.perf_counter() - start
+        metrics = json.loads((output_dir / "results.json").read_text())["metrics"]
+        rows.append({
+            "molecule": molecule,
+            "energy_mae_meV": 1000 * metrics["test/energy_mae"],
+            "forces_mae_meV_per_A": 1000 * metrics["test/forces_mae"],
+            "energy_rmse_meV": 1000 * metrics["test/energy_rmse"],
+            "forces_rmse_meV_per_A": 1000 * metrics["test/forces_rmse"],
+            "epochs": _epochs(output_dir),
+            "wall_time_s": wall,
+            "model": OmegaConf.to_container(cfg.model),
+            "output_dir": str(output_dir),
+        })
+
+    models = ["MACE", "NequIP", "PaiNN"]
+    lines = [
+        "rMD17, official split 01: 950 train / 50 val of the train file, 1000 test frames.",
+        "Energy MAE (meV) / force MAE (meV/Å); published numbers: " + SOURCE + ".",
+        "",
+        "| molecule | HIP-NN (this run) | " + " | ".join(models) + " | epochs | wall time |",
+        "|---|---|" + "---|" * len(models) + "---|---|",
+    ]
+    for row in rows:
+        published = PUBLISHED.get(row["molecule"], {})
+        cells = [f"{published[m][0]} / {published[m][1]}" if m in published else "-"
+                 for m in models]
+        lines.append(
+            f"| {row['molecule']} | {row['energy_mae_meV']:.2f} / "
+            f"{row['forces_mae_meV_per_A']:.2f} | " + " | ".join(cells) +
+            f" | {row['epochs']} | {row['wall_time_s'] / 60:.1f} min |"
+        )
+    table = "\n".join(lines)
+    print("\n" + table)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bench.md").write_text(table + "\n")
+    (root / "bench.json").write_text(json.dumps(
+        {"rows": rows, "published": PUBLISHED, "source": SOURCE,
+         "max_minutes": args.max_minutes, "overrides": args.overrides}, indent=2))
+    print(f"\nwritten to {root}")
+
+
+if __name__ == "__main__":
+    main()
