@@ -151,7 +151,7 @@ def _collect(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[
         prediction = predict(model, batch, compute_forces="forces" in has,
                              compute_stress="stress" in has)
         num_atoms = batch.ptr[1:] - batch.ptr[:-1]
-        for target in has & set(prediction):
+        for target in (t for t in METRIC_TARGETS if t in has and t in prediction):
             pred = prediction[target].detach().double().cpu()
             ref = getattr(batch, target).double().cpu().view_as(pred)
             collected.setdefault(target, []).append((ref, pred))
@@ -199,10 +199,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("plots", True) and target in ("energy", "forces", "stress", "dipole"):
             from hipnn_pyg.train.plots import parity_plot
 
-            unit, factor = DISPLAY_UNITS.get(target, ("", 1.0))
+            unit = DISPLAY_UNITS.get(target, ("", 1.0))[0]
             base_unit = unit.replace("meV", "eV").replace("me·", "e·")
             parity_plot(reference.numpy(), prediction.numpy(), output_dir / f"parity_{target}.png",
-                        title=target.capitalize(), unit=base_unit)
+                        title=target.capitalize(), unit=base_unit, center=target == "energy")
     table = format_table(results, title=f"Errors of {cfg.ckpt_path} on the {split} split")
     print(table)
     output_dir.mkdir(parents=True, exist_ok=True)
