@@ -64,3 +64,25 @@ def test_missing_checkpoint_for_eval_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(MissingMandatoryValue, match="ckpt_path"):
         _ = cfg.ckpt_path
+
+
+@pytest.mark.parametrize("data", ["botnet_ethanol", "ani1_s01"])
+def test_data_configs_without_experiment_load(data: str, tmp_path: Path,
+                                              shared_data: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", tmp_path, [f"data={data}"], data_dir=shared_data)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataset) > len(datamodule.val_dataset) > 0
+    assert set(datamodule.species) <= set(cfg.model.species)
+
+
+@pytest.mark.parametrize("search", ["grid", "rmd17_width_depth"])
+def test_hparams_search_configs_compose(search: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", tmp_path, [f"hparams_search={search}"])
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.optimized_metric == "val/loss"
+    for key in cfg.hydra.sweeper.params:
+        top = key.split(".")[0]
+        assert top in cfg, key  # every swept key exists in the composed config
