@@ -62,7 +62,7 @@ def _numpy_results(model: nn.Module, atoms: Atoms, device: torch.device,
         data.charge = torch.tensor([float(charge)], dtype=dtype, device=device)
     periodic = bool(atoms.pbc.any())
     result = predict(model, data, compute_forces=True, compute_stress=periodic)
-    energy = float(result["energy"].sum())
+    energy = float(result["energy"].detach().sum())
     out: dict[str, Any] = {
         "energy": energy,
         "free_energy": energy,

@@ -14,7 +14,7 @@ AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
 def density_g_cm3(atoms: Atoms) -> float:
     r"""Mass density of a periodic cell in g/cm³ (standard atomic masses)."""
-    volume = atoms.get_volume()
+    volume = abs(atoms.cell.volume)
     if volume <= 0:
         raise ValueError("density needs a cell with positive volume")
     return float(atoms.get_masses().sum() / volume * AMU_PER_A3_TO_G_PER_CM3)

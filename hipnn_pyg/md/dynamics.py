@@ -254,7 +254,7 @@ def run_md(
             MaxwellBoltzmannDistribution(atoms, temperature_K=temperature,
                                          rng=np.random.default_rng(seed))
             Stationary(atoms)
-            if not atoms.pbc.any():
+            if not atoms.pbc.any() and len(atoms) > 2:  # (ASE's is singular for dimers)
                 ZeroRotation(atoms)
     atoms.calc = calculator
     remaining = steps - start_step
@@ -285,13 +285,18 @@ def run_md(
         epot = atoms.get_potential_energy()
         ekin = atoms.get_kinetic_energy()
         temperature = atoms.get_temperature()
+        problem = None
         if not (math.isfinite(epot) and math.isfinite(ekin)
                 and np.isfinite(atoms.positions).all()):
-            raise MDBlowUpError(f"non-finite energy or positions at step {step} "
-                                f"(E_pot={epot}, E_kin={ekin})")
-        if max_temperature_K is not None and temperature > max_temperature_K:
-            raise MDBlowUpError(f"temperature {temperature:.0f} K at step {step} exceeds "
-                                f"max_temperature_K={max_temperature_K:g}")
+            problem = f"non-finite energy or positions at step {step} (E_pot={epot}, " \
+                      f"E_kin={ekin})"
+        elif max_temperature_K is not None and temperature > max_temperature_K:
+            problem = f"temperature {temperature:.0f} K at step {step} exceeds " \
+                      f"max_temperature_K={max_temperature_K:g}"
+        if problem is not None:
+            if np.isfinite(atoms.positions).all():  # keep the offending frame to inspect
+                append_frame(trajectory, _snapshot(atoms, step, time_fs))
+            raise MDBlowUpError(problem)
         if dyn.nsteps > 0:
             bar.update(1)
         if step % log_interval == 0 and not (dyn.nsteps == 0 and restart):

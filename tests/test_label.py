@@ -1,0 +1,152 @@
+"""hipnn-label: labels, units, resumption after a kill, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+
+from hipnn_pyg.data.ase_dataset import ASEDataset
+from hipnn_pyg.label import label, make_calculator, read_structures
+from hipnn_pyg.md.io import complete_frames_size, read_frames
+from tests.conftest import REPO
+
+ETHANOL_NPZ = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"
+
+
+def copper_cells(path: Path, count: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    cells = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.05, rng=rng)
+        cells.append(atoms)
+    ase.io.write(path, cells, format="extxyz")
+    return path
+
+
+def test_emt_labels_periodic_cells_with_stress(tmp_path) -> None:
+    source = copper_cells(tmp_path / "cu.extxyz")
+    summary = label(source, tmp_path / "out.extxyz", "emt", progress=False)
+    assert (summary.total, summary.labelled) == (4, 4)
+    data = ASEDataset(tmp_path / "out.extxyz")
+    assert len(data) == 4 and data[0].stress.shape == (1, 3, 3)
+    frames = read_frames(tmp_path / "out.extxyz")
+    reference = bulk("Cu", "fcc", a=3.6, cubic=True)
+    reference.positions = frames[2].positions
+    reference.calc = make_calculator("emt")
+    assert frames[2].get_potential_energy() == pytest.approx(reference.get_potential_energy())
+
+
+def test_gfn2_labels_have_dipoles_in_e_angstrom(tmp_path) -> None:
+    pytest.importorskip("tblite")
+    if not ETHANOL_NPZ.is_file():
+        pytest.skip("shipped rMD17 ethanol missing")
+    label(ETHANOL_NPZ, tmp_path / "eth.extxyz", index=":3", progress=False)
+    data = ASEDataset(tmp_path / "eth.extxyz")
+    assert len(data) == 3 and data[0].dipole.shape == (1, 3)
+    assert abs(float(data[0].charges.sum())) < 1e-4
+    # GFN2 ethanol: about 2 D = 0.42 e·Å (a Debye value would be ~5x larger)
+    assert 0.2 < float(data[0].dipole.norm()) < 0.7
+    assert read_frames(tmp_path / "eth.extxyz")[2].info["source_index"] == 2
+
+
+def test_charged_dipole_is_about_the_centre_of_mass(tmp_path) -> None:
+    pytest.importorskip("tblite")
+    cation = molecule("H2O")
+    cation.info["charge"] = 1.0
+    shifted = cation.copy()
+    shifted.positions += [1.0, -2.0, 3.0]
+    ase.io.write(tmp_path / "in.extxyz", [cation, shifted], format="extxyz")
+    label(tmp_path / "in.extxyz", tmp_path / "out.extxyz", "gfn2",
+          {"multiplicity": 2}, progress=False)
+    a, b = read_frames(tmp_path / "out.extxyz")
+    assert a.get_charges().sum() == pytest.approx(1.0, abs=1e-6)
+    # uncorrected, the shift would move the dipole by Q·(1, -2, 3) e·Å
+    np.testing.assert_allclose(a.get_dipole_moment(), b.get_dipole_moment(), atol=1e-4)
+
+
+def test_resume_truncates_a_torn_tail_without_duplicates(tmp_path) -> None:
+    source = copper_cells(tmp_path / "cu.extxyz", count=5)
+    out = tmp_path / "out.extxyz"
+    label(source, out, "emt", index=":3", progress=False)
+    complete = out.read_bytes()
+    with open(out, "ab") as stream:  # a kill in the middle of frame 4
+        stream.write(complete[: len(complete) // 3 // 2])
+    summary = label(source, out, "emt", progress=False)
+    assert (summary.already_done, summary.labelled) == (3, 2)
+    assert out.read_bytes().startswith(complete)
+    frames = read_frames(out)
+    assert [f.info["label_index"] for f in frames] == [0, 1, 2, 3, 4]
+    assert complete_frames_size(out) == (out.stat().st_size, 5)
+    assert label(source, out, "emt", progress=False).labelled == 0
+
+
+KILLABLE = """
+import sys, time
+from hipnn_pyg.label import label
+label(sys.argv[1], sys.argv[2], "emt", progress=False, callback=lambda i: time.sleep(0.3))
+"""
+
+
+def test_resume_after_a_real_kill(tmp_path) -> None:
+    source = copper_cells(tmp_path / "cu.extxyz", count=12)
+    out = tmp_path / "out.extxyz"
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(source), str(out)],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if out.exists() and complete_frames_size(out)[1] >= 3:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("labelling subprocess produced no frames")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = complete_frames_size(out)[1]
+    assert 3 <= done < 12
+    before = read_frames(out)
+    summary = label(source, out, "emt", progress=False)
+    assert summary.already_done == done and summary.labelled == 12 - done
+    frames = read_frames(out)
+    assert sorted(f.info["label_index"] for f in frames) == list(range(12))
+    for old, new in zip(before, frames, strict=False):
+        assert old.get_potential_energy() == new.get_potential_energy()
+
+
+def test_clear_errors(tmp_path) -> None:
+    source = copper_cells(tmp_path / "cu.extxyz", count=2)
+    other = copper_cells(tmp_path / "other.extxyz", count=3)
+    ase.io.write(other, [bulk("Cu", "fcc", a=3.7, cubic=True)] * 3, format="extxyz")
+    label(source, tmp_path / "out.extxyz", "emt", progress=False)
+    with pytest.raises(ValueError, match="does not match the input"):
+        label(other, tmp_path / "out.extxyz", "emt", progress=False)
+    with pytest.raises(ValueError, match="unknown calculator"):
+        make_calculator("dftb")
+    with pytest.raises(FileNotFoundError, match="structure file not found"):
+        read_structures(tmp_path / "missing.xyz")
+    charged = bulk("Cu", "fcc", a=3.6, cubic=True)
+    charged.info["charge"] = 1.0
+    ase.io.write(tmp_path / "charged.extxyz", charged, format="extxyz")
+    with pytest.raises(RuntimeError, match="cannot label a structure of total charge"):
+        label(tmp_path / "charged.extxyz", tmp_path / "c.extxyz", "emt", progress=False)
+
+
+def test_pyscf_missing_says_how_to_install() -> None:
+    try:
+        import pyscf  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pyscf"):
+            make_calculator("pyscf")
+    else:
+        assert make_calculator("pyscf").parameters["xc"] == "PBE"
