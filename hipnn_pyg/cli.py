@@ -1,4 +1,5 @@
-r"""Console entry points ``hipnn-train`` and ``hipnn-eval`` (see ``pyproject.toml``).
+r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md`` and ``hipnn-label``
+(see ``pyproject.toml``).
 
 They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py``.
 The config folder is ``$HIPNN_CONF_DIR`` if set, else the ``conf/`` of the checkout
@@ -36,3 +37,27 @@ def evaluate() -> None:
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")(
         _evaluate
     )()
+
+
+def _md(cfg: DictConfig) -> None:
+    from hipnn_pyg.md.app import md_main
+
+    md_main(cfg)
+
+
+def _label(cfg: DictConfig) -> None:
+    from hipnn_pyg.md.app import label_main
+
+    label_main(cfg)
+
+
+def md() -> None:
+    r"""``hipnn-md model_path=... structure=... [md=nve|nvt_langevin|npt]``: molecular
+    dynamics (``conf/md.yaml``); exits 2 when the simulation blows up."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="md")(_md)()
+
+
+def label() -> None:
+    r"""``hipnn-label input=... output=... [calculator=gfn2|pyscf|emt]``: resumable
+    labelling with a reference calculator (``conf/label.yaml``)."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="label")(_label)()
