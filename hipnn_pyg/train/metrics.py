@@ -22,6 +22,7 @@ DISPLAY_UNITS: dict[str, tuple[str, float]] = {
     "stress": ("meV/Å³", 1000.0),
     "dipole": ("me·Å", 1000.0),
     "dipole_magnitude": ("me·Å", 1000.0),
+    "quadrupole": ("me·Å²", 1000.0),
     "charge": ("me", 1000.0),
 }
 

@@ -29,7 +29,8 @@ from hipnn_pyg.train.metrics import ErrorMetric
 log = logging.getLogger(__name__)
 
 #: Targets that get MAE/RMSE whenever both the model and the data provide them.
-METRIC_TARGETS = ("energy", "forces", "stress", "dipole", "dipole_magnitude", "charge")
+METRIC_TARGETS = ("energy", "forces", "stress", "dipole", "dipole_magnitude", "quadrupole",
+                  "charge")
 #: Targets obtained by differentiating the energy (need gradients in evaluation).
 DERIVED_TARGETS = ("forces", "stress")
 DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 100.0}
