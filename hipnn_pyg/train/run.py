@@ -44,15 +44,29 @@ def instantiate_list(config: DictConfig | None, kind: type) -> list[Any]:
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    r"""``cfg.ckpt_path`` if given, else with ``resume=true`` the run folder's
-    ``checkpoints/last.ckpt`` when it exists (a requeued job resumes, a first one
-    starts fresh)."""
+    r"""The checkpoint to continue from, if any.
+
+    * ``ckpt_path=<file>``: that checkpoint.
+    * ``resume=true``: this run folder's ``checkpoints/last.ckpt`` (give the old folder
+      with ``hydra.run.dir=...``) if it exists, else a fresh start, so that a requeued
+      job resumes and a first one starts.
+    * ``resume=<run folder or .ckpt>``: that folder's ``checkpoints/last.ckpt`` or that
+      file; logs and new checkpoints go to this run's folder.
+    """
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={path} does not exist")
         return str(path)
-    if cfg.get("resume"):
+    resume = cfg.get("resume")
+    if isinstance(resume, str) and resume.lower() not in ("true", "false"):
+        path = Path(resume)
+        path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+        log.info("resuming from %s", path)
+        return str(path)
+    if resume is True or str(resume).lower() == "true":
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if last.is_file():
             log.info("resuming from %s", last)

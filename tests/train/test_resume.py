@@ -59,7 +59,12 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path: Path) -> None:
     assert len(list((broken / "csv").iterdir())) == 2
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
-    cfg = compose_config("train", tmp_path, [*RUN, "resume=true", "trainer.max_epochs=1"])
-    train(cfg)
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+def test_resume_without_checkpoint_starts_fresh_and_resume_from_folder(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(compose_config("train", first, [*RUN, "resume=true", "trainer.max_epochs=1"]))
+    assert (first / "checkpoints" / "last.ckpt").is_file()
+    train(compose_config("train", second, [*RUN, f"resume={first}", "trainer.max_epochs=2"]))
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 8
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(compose_config("train", tmp_path / "x", [*RUN, f"resume={tmp_path / 'none'}"]))
