@@ -15,18 +15,23 @@ from omegaconf import DictConfig, open_dict
 
 from hipnn_pyg.train.resolvers import conf_dir
 
-#: A tiny model and a quiet trainer: seconds per run on one CPU core.
-TINY = [
-    "model.hidden_channels=8",
-    "model.num_interactions=1",
-    "model.num_atom_layers=1",
-    "model.num_sensitivities=4",
+
+def tiny_model(prefix: str = "model") -> list[str]:
+    r"""Overrides that shrink the HIP-NN at config node ``prefix``."""
+    return [f"{prefix}.hidden_channels=8", f"{prefix}.num_interactions=1",
+            f"{prefix}.num_atom_layers=1", f"{prefix}.num_sensitivities=4"]
+
+
+#: A quiet trainer on one thread.
+QUIET = [
     "num_threads=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",
     "callbacks.model_summary=null",
 ]
+#: A tiny model and a quiet trainer: seconds per run on one CPU core.
+TINY = [*tiny_model(), *QUIET]
 #: 16/8/8 frames of the shipped rMD17 ethanol files.
 SHIPPED = [
     "data=rmd17_shipped",

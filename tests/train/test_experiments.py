@@ -11,7 +11,7 @@ from hipnn_pyg.io import load_model
 from hipnn_pyg.train.resolvers import conf_dir
 from hipnn_pyg.train.run import train
 
-from .helpers import TINY, compose_config
+from .helpers import QUIET, TINY, compose_config, tiny_model
 
 #: Per experiment: overrides that shrink its data to a few configurations.
 SMALL_DATA = {
@@ -26,17 +26,26 @@ SMALL_DATA = {
     "mlearn_si": ["+data.index=':6'", "data.num_train=4", "data.num_val=2",
                   "data.num_test=2"],
 }
+#: Experiments on data shipped in the repository (no shared data needed).
+SHIPPED_DATA = {
+    "rmd17_ethanol_quick": ["data.num_train=16", "data.num_val=8", "data.num_test=8",
+                            "+data.max_frames=40"],
+    "ethanol_gfn2_dipole": ["data.num_train=8", "data.num_val=4", "data.num_test=4"],
+}
+#: Where an experiment's HIP-NN sits in the model config (a charge model wraps one).
+MODEL_NODE = {"ethanol_gfn2_dipole": "model.energy_model"}
 
 
-def test_every_experiment_is_listed() -> None:
+def test_every_experiment_is_tested() -> None:
     shipped = {p.stem for p in (conf_dir() / "experiment").glob("*.yaml")}
-    assert shipped == set(SMALL_DATA) | {"rmd17_ethanol_quick"}
+    assert shipped == set(SMALL_DATA) | set(SHIPPED_DATA)
 
 
-def test_quick_experiment_fast_dev_run(tmp_path: Path) -> None:
-    cfg = compose_config("train", tmp_path, ["experiment=rmd17_ethanol_quick", "debug=fdr",
-                                             "data.num_train=16", "data.num_val=8",
-                                             "data.num_test=8", "+data.max_frames=40", *TINY])
+@pytest.mark.parametrize("experiment", sorted(SHIPPED_DATA))
+def test_shipped_data_experiment_fast_dev_run(experiment: str, tmp_path: Path) -> None:
+    model = tiny_model(MODEL_NODE.get(experiment, "model"))
+    cfg = compose_config("train", tmp_path, [f"experiment={experiment}", "debug=fdr",
+                                             *SHIPPED_DATA[experiment], *model, *QUIET])
     train(cfg)
     assert (tmp_path / "model.pt").is_file()
     assert load_model(tmp_path / "model.pt").species == [1, 6, 8]
