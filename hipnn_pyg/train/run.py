@@ -76,10 +76,10 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
 
 
 def _has_test_data(datamodule: LightningDataModule) -> bool:
-    checker = getattr(datamodule, "has_test", None)
-    if checker is not None:
-        return bool(checker() if callable(checker) else checker)
-    return datamodule.test_dataloader.__qualname__ != "LightningDataModule.test_dataloader"
+    dataset = getattr(datamodule, "test_dataset", None)
+    if dataset is not None:  # HIPNNDataModule after setup: an empty split means no test
+        return len(dataset) > 0
+    return type(datamodule).test_dataloader is not LightningDataModule.test_dataloader
 
 
 def apply_threads(cfg: DictConfig) -> None:
