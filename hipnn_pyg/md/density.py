@@ -65,15 +65,17 @@ def equilibrium_density(time_ps: np.ndarray, density: np.ndarray, equilibration_
 
 def plot_density(time_ps: np.ndarray, density: np.ndarray, path: str | Path,
                  average: BlockAverage | None = None, equilibration_ps: float | None = None,
-                 reference: float | None = None, title: str = "NPT density") -> Path:
-    r"""Saves a density-vs-time PNG with the equilibrium mean ± error band."""
+                 reference: float | None = None, title: str = "NPT density",
+                 label: str = "HIP-NN NPT") -> Path:
+    r"""Saves a density-vs-time PNG with the equilibrium mean ± error band (and a
+    dashed ``reference`` density)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(time_ps, density, lw=1, color="C0", label="HIP-NN NPT")
+    ax.plot(time_ps, density, lw=1, color="C0", label=label)
     if equilibration_ps is not None:
         ax.axvspan(float(np.min(time_ps)), equilibration_ps, color="0.9",
                    label="equilibration")
@@ -83,7 +85,7 @@ def plot_density(time_ps: np.ndarray, density: np.ndarray, path: str | Path,
         ax.axhspan(average.mean - average.error, average.mean + average.error, color="C1",
                    alpha=0.25)
     if reference is not None:
-        ax.axhline(reference, color="k", ls="--", lw=1, label=f"reference {reference:g}")
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"reference {reference:.3f}")
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("density (g/cm³)")
     ax.set_title(title)

@@ -187,7 +187,7 @@ def _restart_log(log: Path, last_step: int) -> None:
 
 
 def run_md(
-    atoms: Atoms,
+    atoms: Atoms | None,
     calculator: Calculator,
     ensemble: str = "nve",
     steps: int = 1000,
@@ -208,7 +208,8 @@ def run_md(
     docs). Fresh runs start by overwriting both files.
 
     Args:
-        atoms (Atoms): Start structure (ignored on restart, but for its calculator).
+        atoms (Atoms, optional): Start structure; ignored (may be :obj:`None`) on
+            restart.
         calculator (Calculator): E.g. :class:`hipnn_pyg.ase.HIPNNCalculator`.
         ensemble (str): See :func:`make_dynamics`. (default: :obj:`"nve"`)
         steps (int): Total number of steps, counting those of earlier runs on
@@ -245,6 +246,8 @@ def run_md(
         atoms, start_step, start_fs = last_frame(trajectory)
         _restart_log(log, start_step)
     else:
+        if atoms is None:
+            raise ValueError("run_md needs a start structure unless restart=True")
         atoms = atoms.copy()
         start_step, start_fs = 0, 0.0
         trajectory.unlink(missing_ok=True)
