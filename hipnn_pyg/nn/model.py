@@ -21,8 +21,8 @@ class HIPNNOutput(NamedTuple):
     r"""Everything one forward pass computes, for analysis and for other heads.
 
     Attributes:
-        energy: Energy per graph ``[num_graphs]`` (eV).
-        atom_energy: Energy per atom ``[num_atoms]``.
+        energy: Energy per graph ``[num_graphs]`` (eV), accumulated in float64.
+        atom_energy: Energy per atom ``[num_atoms]`` (float64).
         layer_energy: Energy per atom and layer ``[num_atoms, num_interactions + 1]``;
             column 0 is the species self-energy.
         features: Atom features of every layer, layer 0 (one-hot species) first.
@@ -189,6 +189,10 @@ class HIPNN(nn.Module):
             return_details (bool): Return a :class:`HIPNNOutput` with per-atom and
                 per-layer energies and features instead of the energies alone.
                 (default: :obj:`False`)
+
+        Energies come back in float64 whatever the model's precision: total energies
+        of 10^4 eV lose meV resolution in float32. Gradients (forces) keep the
+        precision of ``pos``.
         """
         check_inputs(z, pos, batch, cell, pbc)
         if batch is None:
@@ -207,7 +211,9 @@ class HIPNN(nn.Module):
             features.append(x)
 
         layer_energy = self.energy_head(features)
-        atom_energy = layer_energy.sum(dim=-1)
+        # Totals reach 10^4 eV, where float32 rounds at ~1 meV: sum layers and atoms in
+        # float64 (the self-energies are exact in either precision).
+        atom_energy = layer_energy.to(torch.float64).sum(dim=-1)
         energy = scatter(atom_energy, batch, dim=0, dim_size=num_graphs, reduce="sum")
         if not return_details:
             return energy

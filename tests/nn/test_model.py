@@ -162,3 +162,12 @@ def test_mixed_batch_stress_is_zero_for_free_graphs() -> None:
     assert torch.all(mixed["stress"][0] == 0)
     torch.testing.assert_close(mixed["stress"][1], alone["stress"][0])
     torch.testing.assert_close(mixed["forces"][9:], alone["forces"])
+
+
+def test_float32_model_keeps_sub_meV_energy_resolution() -> None:
+    model = small_model(torch.float32, self_energies=[-13.6e2, -1029.0e1, -2041.0e1])
+    z, pos = ethanol(torch.float32)
+    out = model(z, pos, return_details=True)
+    assert out.energy.dtype == torch.float64
+    exact = out.layer_energy.double().sum()
+    assert abs(float(out.energy.sum() - exact)) < 1e-9

@@ -50,9 +50,11 @@ def test_torch_compile_matches_eager() -> None:
     compiled = torch.compile(model, dynamic=True)
     with torch.no_grad():
         expected = model(batch.z, batch.pos, batch.batch)
-        torch.testing.assert_close(compiled(batch.z, batch.pos, batch.batch), expected)
+        # float32 kernels fused differently: agreement to float32 rounding.
+        close = dict(rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(compiled(batch.z, batch.pos, batch.batch), expected, **close)
         # A batch of a different size reuses the dynamic-shape graph.
         single = molecules().get_example(0)
         torch.testing.assert_close(
-            compiled(single.z, single.pos), model(single.z, single.pos)
+            compiled(single.z, single.pos), model(single.z, single.pos), **close
         )
