@@ -113,6 +113,9 @@ def main() -> None:
     rows = []
     for molecule in args.molecules:
         output_dir = root / molecule
+        if output_dir.exists() and any(output_dir.iterdir()):
+            # A reused folder mixes checkpoints (last-v1.ckpt) and epoch counts of runs.
+            raise SystemExit(f"output folder {output_dir} is not empty: pick a new --output")
         cfg = _config(molecule, output_dir, args)
         start = time.perf_counter()
         train(cfg)
