@@ -1,7 +1,7 @@
 r"""HIP-NN building blocks: sensitivities, interaction layers, heads and the model."""
 
 from hipnn_pyg.nn.charges import HierarchicalCharges, HIPNNPotential
-from hipnn_pyg.nn.heads import HierarchicalEnergy
+from hipnn_pyg.nn.heads import HierarchicalEnergy, HierarchicalReadout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction, ResidualLayer
 from hipnn_pyg.nn.model import HIPNN, HIPNNOutput, energy_forces_stress
 from hipnn_pyg.nn.predict import predict
@@ -14,6 +14,7 @@ __all__ = [
     "AtomLayer",
     "ResidualLayer",
     "HierarchicalEnergy",
+    "HierarchicalReadout",
     "HierarchicalCharges",
     "HIPNNPotential",
     "CosineCutoff",

@@ -30,49 +30,26 @@ from typing import Any
 import torch
 from ase.data import atomic_masses
 from torch import Tensor, nn
-from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import scatter
 
+from hipnn_pyg.nn.heads import HierarchicalReadout
 from hipnn_pyg.nn.model import HIPNN, HIPNNOutput
 
 #: Reference points for the multipoles of charged structures.
 ORIGINS = ("center_of_mass", "center_of_geometry")
 
 
-class HierarchicalCharges(nn.Module):
-    r"""One linear readout per layer, :math:`\tilde{q}_i = \sum_\ell w^\ell \cdot
-    z_i^\ell`, like :class:`~hipnn_pyg.nn.HierarchicalEnergy`.
+class HierarchicalCharges(HierarchicalReadout):
+    r"""Raw charges :math:`\tilde{q}_i = \sum_\ell w^\ell \cdot z_i^\ell`, the same
+    hierarchical readout as :class:`~hipnn_pyg.nn.HierarchicalEnergy`.
 
     The layer-0 readout of the one-hot species vector is a per-species charge offset
-    (an electronegativity); higher layers add the environment dependence.
+    (an electronegativity), starting at zero (neutral atoms); higher layers add the
+    environment dependence.
 
     Args:
         channels (list[int]): Feature width of each layer, layer 0 first.
     """
-
-    def __init__(self, channels: list[int]) -> None:
-        super().__init__()
-        self.channels = list(channels)
-        self.readouts = nn.ModuleList(
-            Linear(width, 1, bias=False, weight_initializer="glorot") for width in channels
-        )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for readout in self.readouts:
-            readout.reset_parameters()
-        # Start from neutral atoms; the environment terms break the symmetry.
-        nn.init.zeros_(self.readouts[0].weight)
-
-    def forward(self, features: list[Tensor]) -> Tensor:
-        r"""Returns per-atom, per-layer raw charges ``[num_atoms, num_layers]``."""
-        if len(features) != len(self.readouts):
-            raise ValueError(
-                f"charge head expects {len(self.readouts)} feature layers, got {len(features)}"
-            )
-        return torch.cat(
-            [readout(x) for readout, x in zip(self.readouts, features, strict=True)], dim=-1
-        )
 
 
 def neutralize(
