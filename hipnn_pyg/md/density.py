@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from hipnn_pyg.plotting import pyplot, save_figure
+
 #: 1 amu/Å³ in g/cm³.
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
@@ -69,10 +71,7 @@ def plot_density(time_ps: np.ndarray, density: np.ndarray, path: str | Path,
                  label: str = "HIP-NN NPT") -> Path:
     r"""Saves a density-vs-time PNG with the equilibrium mean ± error band (and a
     dashed ``reference`` density)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(time_ps, density, lw=1, color="C0", label=label)
@@ -90,9 +89,4 @@ def plot_density(time_ps: np.ndarray, density: np.ndarray, path: str | Path,
     ax.set_ylabel("density (g/cm³)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

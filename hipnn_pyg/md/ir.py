@@ -28,6 +28,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from hipnn_pyg.plotting import pyplot, save_figure
+
 #: Speed of light in cm/fs, to turn 1/fs into cm⁻¹.
 C_CM_PER_FS = 2.99792458e-5
 #: hc/k_B in cm·K, so that hcν̃/kT = HC_OVER_K * ν̃ / T.
@@ -244,10 +246,7 @@ def plot_ir(path: str | Path, spectra: dict[str, Spectrum],
         annotate (int): Mark the positions of this many strongest peaks of each
             spectrum. (default: :obj:`6`)
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for k, (label, spectrum) in enumerate(spectra.items()):
@@ -273,12 +272,7 @@ def plot_ir(path: str | Path, spectra: dict[str, Spectrum],
     ax.set_xlim(0, 4000)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def dipoles_from_log(log: str | Path) -> tuple[np.ndarray, np.ndarray]:

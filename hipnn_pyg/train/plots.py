@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hipnn_pyg.plotting import pyplot, save_figure
+
 
 def parity_plot(
     reference: np.ndarray,
@@ -31,10 +33,7 @@ def parity_plot(
         center (bool): Subtract the mean reference from both axes (total energies of
             one molecule span a few eV around 10³-10⁴ eV, unreadable as tick labels).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     reference = np.asarray(reference, dtype=np.float64).ravel()
     prediction = np.asarray(prediction, dtype=np.float64).ravel()
@@ -53,9 +52,4 @@ def parity_plot(
     ax.set_ylabel(f"predicted{shifted} ({unit})")
     ax.set_title(f"{title}: MAE {mae:.4g}, RMSE {rmse:.4g} {unit}", fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
