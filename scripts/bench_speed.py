@@ -110,7 +110,7 @@ def main() -> None:
     fused = statistics.median(timings["hipnn fused envsum"])
     for name, values in timings.items():
         median = statistics.median(values)
-        print(f"  {name:24s} {median:9.1f} ms/step   fused is {median / fused:5.2f}x faster")
+        print(f"  {name:24s} {median:9.1f} ms/step   {median / fused:5.2f}x the fused time")
 
 
 if __name__ == "__main__":
