@@ -79,7 +79,40 @@ def _numpy_results(model: nn.Module, atoms: Atoms, device: torch.device,
     return out
 
 
-class HIPNNCalculator(Calculator):
+class _ModelsCalculator(Calculator):
+    r"""What both calculators share: loading models onto one device and precision,
+    the total charge, and offering charges and dipoles when every model has a charge
+    head."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module | str | os.PathLike[str]],
+        device: str | torch.device,
+        dtype: torch.dtype,
+        charge: float | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.charge = charge
+        self.models = [_load(model, self.device, dtype) for model in models]
+        if all(_has_charges(model) for model in self.models):
+            # an instance attribute, so plain-energy calculators keep refusing dipoles
+            self.implemented_properties = [*type(self).implemented_properties,
+                                           "charges", "dipole"]
+
+    def _member_results(self, atoms: Atoms | None, properties: list[str] | None,
+                        system_changes: list[str]) -> list[dict[str, Any]]:
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        assert self.atoms is not None
+        return [_numpy_results(model, self.atoms, self.device, self.dtype, self.charge)
+                for model in self.models]
+
+
+class HIPNNCalculator(_ModelsCalculator):
     r"""An ASE calculator for a HIP-NN model.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's Voigt order) for periodic
@@ -100,8 +133,6 @@ class HIPNNCalculator(Calculator):
             (default: :obj:`None`, from ``atoms.info``)
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-
     def __init__(
         self,
         model: nn.Module | str | os.PathLike[str],
@@ -110,15 +141,12 @@ class HIPNNCalculator(Calculator):
         charge: float | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.charge = charge
-        self.model = _load(model, self.device, dtype)
-        if _has_charges(self.model):
-            # an instance attribute, so plain-energy calculators keep refusing dipoles
-            self.implemented_properties = [*type(self).implemented_properties,
-                                           "charges", "dipole"]
+        super().__init__([model], device, dtype, charge, **kwargs)
+
+    @property
+    def model(self) -> nn.Module:
+        r"""The model this calculator runs."""
+        return self.models[0]
 
     def calculate(
         self,
@@ -126,13 +154,10 @@ class HIPNNCalculator(Calculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        super().calculate(atoms, properties or ["energy"], system_changes)
-        assert self.atoms is not None
-        self.results = _numpy_results(self.model, self.atoms, self.device, self.dtype,
-                                      self.charge)
+        (self.results,) = self._member_results(atoms, properties, system_changes)
 
 
-class HIPNNEnsembleCalculator(Calculator):
+class HIPNNEnsembleCalculator(_ModelsCalculator):
     r"""The mean of several HIP-NN models and their spread, the query-by-committee
     uncertainty of active learning (Smith et al., arXiv:1801.09319).
 
@@ -150,8 +175,6 @@ class HIPNNEnsembleCalculator(Calculator):
             ``atoms.info``)
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-
     def __init__(
         self,
         models: Sequence[nn.Module | str | os.PathLike[str]],
@@ -160,16 +183,9 @@ class HIPNNEnsembleCalculator(Calculator):
         charge: float | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         if len(models) < 2:
             raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.charge = charge
-        self.models = [_load(model, self.device, dtype) for model in models]
-        if all(_has_charges(model) for model in self.models):
-            self.implemented_properties = [*type(self).implemented_properties,
-                                           "charges", "dipole"]
+        super().__init__(models, device, dtype, charge, **kwargs)
 
     def calculate(
         self,
@@ -177,10 +193,7 @@ class HIPNNEnsembleCalculator(Calculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        super().calculate(atoms, properties or ["energy"], system_changes)
-        assert self.atoms is not None
-        members = [_numpy_results(model, self.atoms, self.device, self.dtype, self.charge)
-                   for model in self.models]
+        members = self._member_results(atoms, properties, system_changes)
         results: dict[str, Any] = {}
         for key in members[0]:
             if not all(key in member for member in members):
