@@ -91,8 +91,9 @@ class PySCFCalculator(Calculator):
     ``"hf"`` likewise give energies only. Use ``basis="cc-pVDZ"`` for them.
 
     Args:
-        method (str): ``"dft"``, ``"hf"``, ``"mp2"``, ``"ccsd"`` or ``"ccsd(t)"``.
-            (default: :obj:`"dft"`)
+        method (str): ``"dft"``, ``"hf"``, ``"mp2"``, ``"ccsd"`` or ``"ccsd(t)"``
+            (also spelled ``"ccsd_t"``, which needs no quoting on a Hydra command
+            line). (default: :obj:`"dft"`)
         xc (str): Exchange-correlation functional (DFT). (default: :obj:`"PBE"`)
         basis (str): Basis set. (default: :obj:`"def2-SVP"`)
         density_fit (bool): Density fitting (RI-J) of the DFT SCF. (default: :obj:`True`)
@@ -111,7 +112,7 @@ class PySCFCalculator(Calculator):
     def __init__(self, **kwargs: Any) -> None:
         _import_pyscf()
         super().__init__(**kwargs)
-        method = str(self.parameters.method).lower()
+        method = _method_name(self.parameters.method)
         if method not in PYSCF_METHODS:
             raise ValueError(f"unknown PySCF method '{self.parameters.method}'; choose one "
                              f"of {PYSCF_METHODS}")
@@ -128,7 +129,7 @@ class PySCFCalculator(Calculator):
                              "supported")
         gto, dft = _import_pyscf()
         p = self.parameters
-        if str(p.method).lower() != "dft":
+        if _method_name(p.method) != "dft":
             energy = _correlated_energy(self.atoms, p)
             self.results = {"energy": energy * Hartree, "free_energy": energy * Hartree}
             return
@@ -160,6 +161,11 @@ class PySCFCalculator(Calculator):
 PYSCF_METHODS = ("dft", "hf", "mp2", "ccsd", "ccsd(t)")
 
 
+def _method_name(method: str) -> str:
+    name = str(method).lower().replace("-", "").replace(" ", "")
+    return "ccsd(t)" if name in ("ccsd_t", "ccsdt") else name
+
+
 def _correlated_energy(atoms: Atoms, p: Any) -> float:
     r"""Total energy (Hartree) of ``atoms`` by RHF and, as ``p.method`` asks, frozen-core
     MP2, CCSD or CCSD(T); raises when the SCF or the CC equations do not converge."""
@@ -175,7 +181,7 @@ def _correlated_energy(atoms: Atoms, p: Any) -> float:
     energy = mf.kernel()
     if not mf.converged:
         raise RuntimeError("PySCF RHF did not converge")
-    method = str(p.method).lower()
+    method = _method_name(p.method)
     if method == "hf":
         return float(energy)
     frozen = _frozen_core_orbitals(mol) if p.frozen_core else None
