@@ -15,9 +15,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
+from lightning.pytorch.strategies import DDPStrategy
 
 from hipnn_pyg.train.run import train
 
@@ -138,3 +141,11 @@ def test_signal_to_the_launcher_ends_every_rank(tmp_path: Path, signum: int) -> 
         assert not (run / "results.json").exists() and not (run / "model.pt").exists()
         if signum == signal.SIGINT:  # (Lightning ends a SIGTERM'd run with status 0)
             assert process.returncode != 0
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu"])
+def test_ddp_configs_set_a_finite_process_group_timeout(tmp_path: Path, trainer: str) -> None:
+    cfg = compose_config("train", tmp_path, [f"trainer={trainer}"])
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, DDPStrategy)
+    assert timedelta(0) < strategy._timeout <= timedelta(minutes=30)
