@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from hipnn_pyg.io import model_state
 from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
 from hipnn_pyg.train.ema import ExponentialMovingAverage
 from hipnn_pyg.train.losses import (
     PER_ATOM_TARGETS,
@@ -354,6 +355,10 @@ class HIPNNLightningModule(LightningModule):
         )
         self._update_metrics("train", prediction, batch)
         return loss
+
+    def on_train_start(self) -> None:
+        # Lightning's SIGTERM handler makes a collective call and can hang DDP ranks
+        install_sigterm_flag_handler(self.trainer)
 
     def on_train_epoch_start(self) -> None:
         self.errors["train"].reset()
