@@ -9,14 +9,18 @@ Two layouts are supported:
   into the package as ``hipnn_pyg/conf`` and ``hipnn_pyg/shipped_data`` (``setup.py``).
 
 Nothing except the log folder of an installed package depends on the current folder.
+:class:`CheckDataPaths` (a Hydra callback) turns a missing data file into an error that
+says where it was looked for.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Where the wheel build puts the top-level conf/ and data/ folders (see setup.py).
@@ -71,36 +75,61 @@ def shipped_data_dir() -> Path:
     return BUNDLED_DATA_DIR
 
 
+# paths.data_dir of an installed package without $HIPNN_DATA_DIR: no folder of that
+# name exists, so nothing is read from an unintended place and any error names the cause.
+DATA_DIR_UNSET = "/HIPNN_DATA_DIR-not-set"
+_HOW_TO_SET = "set HIPNN_DATA_DIR=<folder> or override paths.data_dir=<folder>"
+
+
 def reference_data_dir() -> Path:
     r"""The reference data folder (``paths.data_dir``: rMD17, QM9, ...):
-    ``$HIPNN_DATA_DIR``, else ``../shared/data`` beside the checkout; never the current
-    folder.
+    ``$HIPNN_DATA_DIR``, else ``../shared/data`` beside the checkout, else (installed
+    package) the placeholder :data:`DATA_DIR_UNSET`; never the current folder.
 
-    Only called when a config reads ``paths.data_dir``, so a run on shipped data works
-    without it.
-
-    Raises:
-        FileNotFoundError: naming the folder tried and how to point elsewhere.
+    The folder need not exist: a run on shipped data does not read it, and
+    :class:`CheckDataPaths` says what was tried when a run needs a missing file.
     """
-    how = "set HIPNN_DATA_DIR=<folder> or override paths.data_dir=<folder>"
     if os.environ.get("HIPNN_DATA_DIR"):
-        folder = Path(os.environ["HIPNN_DATA_DIR"]).expanduser().resolve()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"HIPNN_DATA_DIR={folder} is not a folder; {how}")
-        return folder
+        return Path(os.environ["HIPNN_DATA_DIR"]).expanduser().resolve()
     checkout = checkout_root()
     if checkout is None:
-        raise FileNotFoundError(
-            "this config needs reference data, but hipnn_pyg is installed outside a "
-            f"checkout, so there is no default folder (../shared/data beside it); {how}"
-        )
-    folder = (checkout.parent / "shared" / "data").resolve()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"this config needs reference data, looked for it in {folder} (../shared/data "
-            f"beside the checkout {checkout}), which does not exist; {how}"
-        )
-    return folder
+        return Path(DATA_DIR_UNSET)
+    return (checkout.parent / "shared" / "data").resolve()
+
+
+def _data_dir_origin() -> str:
+    r"""How :func:`reference_data_dir` chose its folder, for error messages."""
+    if os.environ.get("HIPNN_DATA_DIR"):
+        return "$HIPNN_DATA_DIR"
+    checkout = checkout_root()
+    if checkout is None:
+        return "hipnn_pyg is installed outside a checkout and $HIPNN_DATA_DIR is not set"
+    return f"the default: ../shared/data beside the checkout {checkout}"
+
+
+class CheckDataPaths(Callback):
+    r"""Hydra callback (``conf/hydra/default.yaml``): before a job starts, checks that
+    ``data.path`` and ``data.test_path`` exist, and if not, says which folder they were
+    looked up in and how to point elsewhere."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        data = config.get("data")
+        if not isinstance(data, DictConfig):
+            return
+        for key in ("path", "test_path"):
+            if key not in data or OmegaConf.is_missing(data, key) or data[key] is None:
+                continue
+            path = Path(str(data[key])).expanduser()
+            if path.exists():
+                continue
+            message = f"data.{key}={path} not found"
+            data_dir = Path(str(config.paths.data_dir)) if "paths" in config else None
+            if data_dir is not None and path.is_relative_to(data_dir):
+                default = data_dir == reference_data_dir()
+                origin = _data_dir_origin() if default else "set in the config or on the command line"
+                message += (f"; reference data folder paths.data_dir={data_dir} "
+                            f"({origin}); {_HOW_TO_SET}")
+            raise FileNotFoundError(message)
 
 
 def register_resolvers() -> None:
