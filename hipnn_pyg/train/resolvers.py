@@ -9,17 +9,15 @@ Two layouts are supported:
   into the package as ``hipnn_pyg/conf`` and ``hipnn_pyg/shipped_data`` (``setup.py``).
 
 Nothing except the log folder of an installed package depends on the current folder.
-:class:`CheckDataPaths` (a Hydra callback) turns a missing data file into an error that
-says where it was looked for.
+:func:`check_data_paths` turns a missing data file into an error that says where it
+was looked for.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -87,7 +85,7 @@ def reference_data_dir() -> Path:
     package) the placeholder :data:`DATA_DIR_UNSET`; never the current folder.
 
     The folder need not exist: a run on shipped data does not read it, and
-    :class:`CheckDataPaths` says what was tried when a run needs a missing file.
+    :func:`check_data_paths` says what was tried when a run needs a missing file.
     """
     if os.environ.get("HIPNN_DATA_DIR"):
         return Path(os.environ["HIPNN_DATA_DIR"]).expanduser().resolve()
@@ -107,29 +105,32 @@ def _data_dir_origin() -> str:
     return f"the default: ../shared/data beside the checkout {checkout}"
 
 
-class CheckDataPaths(Callback):
-    r"""Hydra callback (``conf/hydra/default.yaml``): before a job starts, checks that
-    ``data.path`` and ``data.test_path`` exist, and if not, says which folder they were
-    looked up in and how to point elsewhere."""
+def check_data_paths(cfg: DictConfig) -> None:
+    r"""Checks that ``cfg.data.path`` and ``cfg.data.test_path`` (where given) exist.
 
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        data = config.get("data")
-        if not isinstance(data, DictConfig):
-            return
-        for key in ("path", "test_path"):
-            if key not in data or OmegaConf.is_missing(data, key) or data[key] is None:
-                continue
-            path = Path(str(data[key])).expanduser()
-            if path.exists():
-                continue
-            message = f"data.{key}={path} not found"
-            data_dir = Path(str(config.paths.data_dir)) if "paths" in config else None
-            if data_dir is not None and path.is_relative_to(data_dir):
-                default = data_dir == reference_data_dir()
-                origin = _data_dir_origin() if default else "set in the config or on the command line"
-                message += (f"; reference data folder paths.data_dir={data_dir} "
-                            f"({origin}); {_HOW_TO_SET}")
-            raise FileNotFoundError(message)
+    Args:
+        cfg: a composed config (``train.yaml``, ``eval.yaml``); one without ``data`` passes.
+
+    Raises:
+        FileNotFoundError: naming the key and file, and for a file under
+            ``paths.data_dir`` the folder tried, why, and how to point elsewhere.
+    """
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig):
+        return
+    for key in ("path", "test_path"):
+        if key not in data or OmegaConf.is_missing(data, key) or data[key] is None:
+            continue
+        path = Path(str(data[key])).expanduser()
+        if path.exists():
+            continue
+        message = f"data.{key}={path} not found"
+        data_dir = Path(str(cfg.paths.data_dir)) if "paths" in cfg else None
+        if data_dir is not None and path.is_relative_to(data_dir):
+            default = data_dir == reference_data_dir()
+            origin = _data_dir_origin() if default else "set in the config or on the command line"
+            message += f"; reference data folder paths.data_dir={data_dir} ({origin}); {_HOW_TO_SET}"
+        raise FileNotFoundError(message)
 
 
 def register_resolvers() -> None:
