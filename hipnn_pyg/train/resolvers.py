@@ -129,7 +129,8 @@ def check_data_paths(cfg: DictConfig) -> None:
         if data_dir is not None and path.is_relative_to(data_dir):
             default = data_dir == reference_data_dir()
             origin = _data_dir_origin() if default else "set in the config or on the command line"
-            message += f"; reference data folder paths.data_dir={data_dir} ({origin}); {_HOW_TO_SET}"
+            message += (f"; reference data folder paths.data_dir={data_dir} ({origin}); "
+                        f"{_HOW_TO_SET}")
         raise FileNotFoundError(message)
 
 
