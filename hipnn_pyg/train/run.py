@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
-from hipnn_pyg.io import atomic_torch_save, load_model, save_model
+from hipnn_pyg.io import atomic_torch_save, load_model, save_model, torch_load
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.train.metrics import DISPLAY_UNITS, ErrorMetric, format_table
 from hipnn_pyg.train.module import METRIC_TARGETS
@@ -141,7 +141,7 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero:
         if best is not None:  # the best weights (EMA if used), as load_model reads them
-            state = torch.load(best, map_location="cpu", weights_only=False)["hipnn_model"]
+            state = torch_load(best)["hipnn_model"]
             atomic_torch_save(state, output_dir / "model.pt")
         else:
             save_model(module.eval_model, output_dir / "model.pt")
