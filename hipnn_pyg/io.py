@@ -20,8 +20,8 @@ from torch import nn
 
 from hipnn_pyg.atomic import atomic_torch_save
 
-__all__ = ["atomic_torch_save", "build_model", "load_model", "model_from_state", "model_state", "save_model",
-           "torch_load"]
+__all__ = ["UnsafeFileError", "atomic_torch_save", "build_model", "load_model",
+           "model_from_state", "model_state", "save_model", "torch_load"]
 
 FORMAT_VERSION = 1
 
@@ -30,13 +30,27 @@ class UnsafeFileError(ValueError):
     r"""A file holds Python objects that only a full (code-running) unpickling reads."""
 
 
-def torch_load(path: str | os.PathLike[str],
-               map_location: str | torch.device | None = "cpu") -> Any:
+#: Phrases of torch's weights-only unpickler that mean "an object outside the allowlist"
+#: (rather than a broken file).
+_REFUSALS = ("unsupported global", "unrecognized function", "can only build",
+             "can only create new object", "unsupported class")
+
+
+def _unpickler_detail(error: Exception) -> str:
+    r"""What torch's weights-only unpickler stopped at, from its long message."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = text.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+    return " ".join(text.split()).rstrip(".")
+
+
+def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     r"""``torch.load(path, weights_only=True)``, with clear errors.
 
     Args:
         path (str or os.PathLike): A file written by :func:`torch.save`.
-        map_location (str or torch.device, optional): Where to put the tensors.
+        map_location: Where to put the tensors, as :func:`torch.load` takes it.
             (default: :obj:`"cpu"`)
 
     Raises:
@@ -51,16 +65,18 @@ def torch_load(path: str | os.PathLike[str],
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
-            detail = str(error).split("\n\n")[1] if "\n\n" in str(error) else str(error)
-            raise UnsafeFileError(
-                f"refusing to load {path}: it holds Python objects beyond tensors and plain "
-                f"containers, and unpickling them could run arbitrary code. Only weights-only "
-                f"files are read (hipnn_pyg's save_model and training checkpoints are). "
-                f"torch says: {detail.strip()}"
-            ) from None
-        raise ValueError(f"cannot read {path}: {error}") from error
-    except (RuntimeError, EOFError, OSError) as error:
+        detail = _unpickler_detail(error)
+        if not any(phrase in detail.lower() for phrase in _REFUSALS):
+            raise ValueError(f"cannot read {path}: not a torch file ({detail})") from None
+        raise UnsafeFileError(
+            f"refusing to load {path}: it holds Python objects beyond tensors and plain "
+            f"containers ({detail}), and unpickling them could run arbitrary code. Only "
+            f"weights-only files are read; hipnn_pyg's model files and training checkpoints "
+            f"are such files."
+        ) from None
+    except OSError:
+        raise
+    except Exception as error:  # truncated, foreign or corrupted files
         raise ValueError(f"cannot read {path}: {error}") from error
 
 
@@ -135,8 +151,9 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 def model_from_state(state: dict[str, Any]) -> nn.Module:
     r"""Rebuilds a model from :func:`model_state`'s dictionary, in the precision it was
     saved in, so that it predicts bit for bit what the saved model did."""
-    if "state_dict" not in state:
-        raise ValueError("not a hipnn_pyg model file: key 'state_dict' missing")
+    for key in ("class", "hyperparameters", "state_dict"):
+        if key not in state:
+            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
     model = build_model(state)
     dtype = _saved_dtype(state)
     if dtype is not None:  # before loading: weights are copied in without rounding
@@ -146,7 +163,9 @@ def model_from_state(state: dict[str, Any]) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    r"""Saves a model (class, hyperparameters and weights) atomically to ``path``."""
+    r"""Saves a model (class, hyperparameters, precision and weights) atomically to
+    ``path``; only tensors and plain containers, so :func:`load_model` reads it
+    weights-only."""
     atomic_torch_save(model_state(model), path)
 
 

@@ -42,9 +42,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self,
         path: str | os.PathLike[str],
-        map_location: Any | None = lambda storage, loc: storage,
+        map_location: Any = lambda storage, loc: storage,
         weights_only: bool | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
+        # weights_only is ignored on purpose: True whatever the caller asks for
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True,
+                                           **kwargs)
         return torch_load(path, map_location=map_location)
