@@ -122,6 +122,11 @@ def train(cfg: DictConfig) -> float | None:
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+        if not any(key.startswith("val/") for key in trainer.callback_metrics) and len(
+                getattr(datamodule, "val_dataset", None) or []):
+            # resumed after its last epoch (killed before the end): nothing was trained,
+            # so validate the final weights again for the results
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     results = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = trainer.checkpoint_callback if isinstance(

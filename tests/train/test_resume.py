@@ -83,3 +83,16 @@ def test_resume_reads_checkpoints_weights_only(tmp_path: Path) -> None:
         with pytest.raises(UnsafeFileError, match=r"refusing to load .*crafted\.ckpt"):
             train(compose_config("train", tmp_path / "second", [*RUN, override]))
     assert not marker.exists()
+
+
+def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path: Path) -> None:
+    # a run killed after its last checkpoint but before results.json: resuming trains
+    # nothing, and must still report the final validation errors
+    run = [*RUN, "trainer.max_epochs=1"]
+    train(compose_config("train", tmp_path, run))
+    first = results(tmp_path)["metrics"]
+    (tmp_path / "results.json").unlink()
+    train(compose_config("train", tmp_path, [*run, "resume=true"]))
+    again = results(tmp_path)["metrics"]
+    for key in ("val/loss", "val/energy_mae", "val/forces_mae"):
+        assert again[key] == pytest.approx(first[key], rel=1e-6), key
