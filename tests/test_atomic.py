@@ -61,6 +61,6 @@ def test_a_full_disk_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_only_whole_file_writes(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="mode must start with 'w'"):
-        with atomic_write(tmp_path / "x", "a"):
-            pass
+    with pytest.raises(ValueError, match="mode must start with 'w'"), atomic_write(
+            tmp_path / "x", "a"):
+        pass
