@@ -73,6 +73,11 @@ def test_foreign_and_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     torch.save({**state, "class": "os.system"}, path)
     with pytest.raises(ValueError, match="refusing to build class 'os.system' outside hipnn_pyg"):
         load_model(path)
+    nested = model_state(HIPNNPotential(small_model()))
+    nested["hyperparameters"]["energy_model"]["class"] = "subprocess.Popen"
+    torch.save(nested, path)
+    with pytest.raises(ValueError, match="refusing to build class 'subprocess.Popen'"):
+        load_model(path)
     torch.save({**state, "class": "hipnn_pyg.io.torch_load"}, path)
     with pytest.raises(ValueError, match="not a torch module"):
         load_model(path)
