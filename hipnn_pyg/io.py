@@ -154,11 +154,16 @@ def model_from_state(state: dict[str, Any]) -> nn.Module:
     for key in ("class", "hyperparameters", "state_dict"):
         if key not in state:
             raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
+    if not isinstance(state["state_dict"], dict):
+        raise ValueError(f"state_dict must be a dict, got {type(state['state_dict']).__name__}")
     model = build_model(state)
     dtype = _saved_dtype(state)
     if dtype is not None:  # before loading: weights are copied in without rounding
         model = model.to(dtype)
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:  # missing, unexpected or misshapen weights
+        raise ValueError(f"the weights do not fit {state['class']}: {error}") from None
     return model
 
 

@@ -81,6 +81,9 @@ def test_foreign_and_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     torch.save({**state, "class": "hipnn_pyg.io.torch_load"}, path)
     with pytest.raises(ValueError, match="not a torch module"):
         load_model(path)
+    torch.save({**state, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="other.pt: the weights do not fit hipnn_pyg.*Missing"):
+        load_model(path)
     save_model(small_model(), path)
     path.write_bytes(path.read_bytes()[:200])  # truncated
     with pytest.raises(ValueError, match="cannot read .*other.pt"):
