@@ -1,84 +1,203 @@
-r"""Saving and loading trained models, with atomic writes."""
+r"""Saving and loading trained models.
+
+Files are written atomically (:mod:`hipnn_pyg.atomic`) and read weights-only: opening a
+model or checkpoint file never runs code. A pickle may name any Python callable, so a
+crafted ``model.pt`` could otherwise run commands the moment it is loaded;
+:func:`torch_load` accepts only tensors, plain containers and numbers, and refuses
+anything else with an error naming the file.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from hipnn_pyg.atomic import atomic_torch_save
+
+__all__ = ["UnsafeFileError", "atomic_torch_save", "build_model", "load_model",
+           "model_from_state", "model_state", "save_model", "torch_load"]
+
 FORMAT_VERSION = 1
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    r"""Writes ``torch.save(obj)`` to a temporary file beside ``path`` and renames it
-    into place, so a crash mid-write never leaves a truncated file behind."""
+class UnsafeFileError(ValueError):
+    r"""A file holds Python objects that only a full (code-running) unpickling reads."""
+
+
+#: Phrases of torch's weights-only unpickler that mean "an object outside the allowlist"
+#: (rather than a broken file).
+_REFUSALS = ("unsupported global", "unrecognized function", "can only build",
+             "can only create new object", "unsupported class")
+
+
+def _unpickler_detail(error: Exception) -> str:
+    r"""What torch's weights-only unpickler stopped at, from its long message."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = text.split("Please use", 1)[0].split("Check the documentation", 1)[0]
+    return " ".join(text.split()).rstrip(".")
+
+
+def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    r"""``torch.load(path, weights_only=True)``, with clear errors.
+
+    Args:
+        path (str or os.PathLike): A file written by :func:`torch.save`.
+        map_location: Where to put the tensors, as :func:`torch.load` takes it.
+            (default: :obj:`"cpu"`)
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        UnsafeFileError: if the file holds Python objects beyond tensors, plain
+            containers and numbers; they are refused because unpickling could run code.
+        ValueError: if the file is not a readable torch file (truncated, foreign...).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = _unpickler_detail(error)
+        if not any(phrase in detail.lower() for phrase in _REFUSALS):
+            raise ValueError(f"cannot read {path}: not a torch file ({detail})") from None
+        raise UnsafeFileError(
+            f"refusing to load {path}: it holds Python objects beyond tensors and plain "
+            f"containers ({detail}), and unpickling them could run arbitrary code. Only "
+            f"weights-only files are read; hipnn_pyg's model files and training checkpoints "
+            f"are such files."
+        ) from None
+    except OSError:
         raise
+    except Exception as error:  # truncated, foreign or corrupted files
+        raise ValueError(f"cannot read {path}: {error}") from error
+
+
+def _floating_dtype(tensors: Any) -> torch.dtype | None:
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            return tensor.dtype
+    return None
 
 
 def model_state(model: nn.Module) -> dict[str, Any]:
-    r"""A self-describing dictionary: class path, constructor arguments, weights."""
+    r"""A self-describing dictionary: class path, constructor arguments, precision
+    (``"float32"``, ``"float64"``...) and weights."""
     if not hasattr(model, "hyperparameters"):
         raise TypeError(f"{type(model).__name__} has no hyperparameters() to save")
     cls = type(model)
-    return {
+    state = {
         "format_version": FORMAT_VERSION,
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "hyperparameters": model.hyperparameters(),
         "state_dict": model.state_dict(),
     }
+    dtype = _floating_dtype(model.parameters())
+    if dtype is not None:
+        state["dtype"] = str(dtype).removeprefix("torch.")
+    return state
+
+
+def _saved_dtype(state: dict[str, Any]) -> torch.dtype | None:
+    r"""The precision the model was saved in: the recorded one, else (older files)
+    that of its first floating-point weight."""
+    name = state.get("dtype")
+    if name is None:
+        return _floating_dtype(state["state_dict"].values())
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"model file: dtype '{name}' is not a floating-point torch dtype")
+    return dtype
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    r"""Builds (untrained) the model that ``spec`` describes: ``spec["class"]``, the
+    dotted path of a module class inside ``hipnn_pyg`` (any other is refused, so a
+    file cannot make us import or call foreign code), and its
+    ``spec["hyperparameters"]``.
+
+    Args:
+        spec (dict): A :func:`model_state` dictionary or its class/hyperparameters.
+    """
+    for key in ("class", "hyperparameters"):
+        if key not in spec:
+            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
+    name = spec["class"]
+    if not isinstance(name, str) or not name.startswith("hipnn_pyg."):
+        raise ValueError(f"refusing to build class {name!r} outside hipnn_pyg")
+    module_name, _, class_name = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError as error:
+        raise ValueError(f"unknown model class {name}: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"unknown model class {name}: not a torch module of hipnn_pyg")
+    hyperparameters = spec["hyperparameters"]
+    if not isinstance(hyperparameters, dict):
+        raise ValueError(f"{name}: hyperparameters must be a dict, "
+                         f"got {type(hyperparameters).__name__}")
+    if hasattr(cls, "from_hyperparameters"):
+        return cls.from_hyperparameters(hyperparameters)
+    return cls(**hyperparameters)
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
-    r"""Rebuilds a model from :func:`model_state`'s dictionary."""
+    r"""Rebuilds a model from :func:`model_state`'s dictionary, in the precision it was
+    saved in, so that it predicts bit for bit what the saved model did."""
     for key in ("class", "hyperparameters", "state_dict"):
         if key not in state:
             raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
-    module_name, _, class_name = state["class"].rpartition(".")
-    if not module_name.startswith("hipnn_pyg."):
-        raise ValueError(f"refusing to build class {state['class']} outside hipnn_pyg")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls.from_hyperparameters(state["hyperparameters"]) if hasattr(
-        cls, "from_hyperparameters"
-    ) else cls(**state["hyperparameters"])
-    model.load_state_dict(state["state_dict"])
+    if not isinstance(state["state_dict"], dict):
+        raise ValueError(f"state_dict must be a dict, got {type(state['state_dict']).__name__}")
+    model = build_model(state)
+    dtype = _saved_dtype(state)
+    if dtype is not None:  # before loading: weights are copied in without rounding
+        model = model.to(dtype)
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:  # missing, unexpected or misshapen weights
+        raise ValueError(f"the weights do not fit {state['class']}: {error}") from None
     return model
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    r"""Saves a model (class, hyperparameters and weights) atomically to ``path``."""
+    r"""Saves a model (class, hyperparameters, precision and weights) atomically to
+    ``path``; only tensors and plain containers, so :func:`load_model` reads it
+    weights-only."""
     atomic_torch_save(model_state(model), path)
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
     r"""Loads a model written by :func:`save_model`, or the model inside a Lightning
-    checkpoint written by :class:`hipnn_pyg.train.HIPNNLightningModule`."""
+    checkpoint written by :class:`hipnn_pyg.train.HIPNNLightningModule`, in the
+    precision it was saved in and in eval mode.
+
+    The file is read weights-only (see :func:`torch_load`): a file holding other
+    Python objects is refused, and no code in it runs.
+
+    Args:
+        path (str or os.PathLike): The ``model.pt`` or ``.ckpt`` file.
+        map_location (str or torch.device): Where to load the weights.
+            (default: :obj:`"cpu"`)
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:
-        raise ValueError(f"cannot read model file {path}: {error}") from error
+    state = torch_load(path, map_location=map_location)
     if isinstance(state, dict) and "hipnn_model" in state:  # a Lightning checkpoint
         state = state["hipnn_model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a hipnn_pyg model")
-    model = model_from_state(state)
+    try:
+        model = model_from_state(state)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     model.eval()
     return model

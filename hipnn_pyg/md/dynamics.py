@@ -37,6 +37,7 @@ from ase.md.velocitydistribution import (
     ZeroRotation,
 )
 
+from hipnn_pyg.atomic import atomic_write
 from hipnn_pyg.md.density import density_g_cm3
 from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
 
@@ -178,12 +179,8 @@ def _restart_log(log: Path, last_step: int) -> None:
     if not rows:
         return
     kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= last_step]
-    temporary = log.with_suffix(log.suffix + ".tmp")
-    with open(temporary, "w", newline="") as stream:
+    with atomic_write(log, "w", newline="") as stream:
         csv.writer(stream).writerows(kept)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, log)
 
 
 def run_md(

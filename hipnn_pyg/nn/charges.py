@@ -24,7 +24,6 @@ periodic structures are used as given (unwrapped), as a trajectory stores them.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -32,6 +31,7 @@ from ase.data import atomic_masses
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from hipnn_pyg.io import build_model
 from hipnn_pyg.nn.heads import HierarchicalReadout
 from hipnn_pyg.nn.model import HIPNN, HIPNNOutput
 
@@ -126,17 +126,6 @@ def _module_spec(model: nn.Module) -> dict[str, Any]:
             "hyperparameters": model.hyperparameters()}
 
 
-def _module_from_spec(spec: dict[str, Any]) -> nn.Module:
-    module_name, _, class_name = spec["class"].rpartition(".")
-    if not module_name.startswith("hipnn_pyg."):
-        raise ValueError(f"refusing to build class {spec['class']} outside hipnn_pyg")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    hyperparameters = spec["hyperparameters"]
-    if hasattr(cls, "from_hyperparameters"):
-        return cls.from_hyperparameters(hyperparameters)
-    return cls(**hyperparameters)
-
-
 class HIPNNPotential(nn.Module):
     r"""A HIP-NN energy model with a hierarchical charge head (Sifain et al. 2018):
     energies, forces and stress as :class:`~hipnn_pyg.HIPNN`, plus atomic charges that
@@ -222,8 +211,8 @@ class HIPNNPotential(nn.Module):
         r"""Rebuilds the model from :meth:`hyperparameters` (weights not included)."""
         charge = hyperparameters.get("charge_model")
         return cls(
-            energy_model=_module_from_spec(hyperparameters["energy_model"]),  # type: ignore[arg-type]
-            charge_model=None if charge is None else _module_from_spec(charge),  # type: ignore[arg-type]
+            energy_model=build_model(hyperparameters["energy_model"]),  # type: ignore[arg-type]
+            charge_model=None if charge is None else build_model(charge),  # type: ignore[arg-type]
             origin=hyperparameters.get("origin", "center_of_mass"),
         )
 
