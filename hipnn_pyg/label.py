@@ -285,12 +285,12 @@ def label(
     images = read_structures(structures, index)
     for i, atoms in enumerate(images):  # every frame, before anything is written
         check_atoms(atoms, name=f"structure {i} of {structures}")
+    if isinstance(calculator, str):  # (an unknown name fails before the output is touched)
+        calculator = make_calculator(calculator, **dict(calculator_options or {}))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     repair_extxyz(output)
     done = _finished(read_frames(output), images, output)
-    if isinstance(calculator, str):
-        calculator = make_calculator(calculator, **dict(calculator_options or {}))
     todo = [i for i in range(len(images)) if i not in done]
     bar = tqdm(total=len(images), initial=len(done), disable=not progress,
                desc=f"labelling {Path(structures).name}", unit="frame")

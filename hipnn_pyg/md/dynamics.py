@@ -257,6 +257,8 @@ def run_md(
             raise ValueError("run_md needs a start structure unless restart=True")
         # before the old files are replaced: a broken structure must not cost them
         check_atoms(atoms, models, name="start structure")
+        make_dynamics(atoms.copy(), ensemble, timestep_fs, temperature_K,  # (options, too)
+                      **dynamics_options)
         atoms = atoms.copy()
         start_step, start_fs = 0, 0.0
         trajectory.unlink(missing_ok=True)
