@@ -120,6 +120,10 @@ def _overlap_in_frame_2(folder: Path) -> Path:
     return folder / "in.extxyz"
 
 
+def _good_input(folder: Path) -> Path:
+    return _cells(folder / "in.extxyz")
+
+
 def _empty_input(folder: Path) -> Path:
     (folder / "in.extxyz").write_text("")
     return folder / "in.extxyz"
@@ -147,15 +151,13 @@ LABEL_CASES: list[tuple[str, Callable[[Path], Path], str, str]] = [
     ("singular-cell", _singular_cell, "emt", r"structure 0 of .*in\.extxyz: singular cell"),
     ("empty-input", _empty_input, "emt", r"no structures in .*in\.extxyz"),
     ("input-cut-mid-frame", _cut_input, "emt", r"in\.extxyz"),
-    ("unknown-calculator", _cells, "dftb", r"unknown calculator 'dftb'; choose one of"),
+    ("unknown-calculator", _good_input, "dftb", r"unknown calculator 'dftb'; choose one of"),
 ]
 
 
 @pytest.mark.parametrize(("make", "calculator", "message"), [c[1:] for c in LABEL_CASES],
                          ids=[c[0] for c in LABEL_CASES])
 def test_label_refuses_before_labelling(tmp_path: Path, make, calculator, message) -> None:
-    if make is _cells:
-        make = lambda folder: _cells(folder / "in.extxyz")  # noqa: E731
     source = make(tmp_path)
     output = _cells(tmp_path / "labelled.extxyz", count=1)  # the user's earlier labels
     before = snapshot(source, output)
@@ -165,14 +167,13 @@ def test_label_refuses_before_labelling(tmp_path: Path, make, calculator, messag
 
 
 def test_hipnn_label_names_the_problem_and_keeps_the_output(tmp_path: Path) -> None:
-    source = _nan_in_frame_1(tmp_path)
+    clean, source = _cells(tmp_path / "clean.extxyz"), _nan_in_frame_1(tmp_path)
     output = _cells(tmp_path / "labelled.extxyz", count=1)
-    before = snapshot(source, output)
-    common = [f"input={source}", f"output={output}", f"hydra.run.dir={tmp_path / 'run'}",
-              "progress=false"]
-    text = failed_with(run_cli("label", *common, "calculator=dftb"))
+    before = snapshot(clean, source, output)
+    common = [f"output={output}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"]
+    text = failed_with(run_cli("label", f"input={clean}", *common, "calculator=dftb"))
     assert "hipnn-label: error: unknown calculator 'dftb'" in text
-    text = failed_with(run_cli("label", *common, "calculator=emt"))
+    text = failed_with(run_cli("label", f"input={source}", *common, "calculator=emt"))
     assert "hipnn-label: error: structure 1 of" in text and "NaN or inf (atoms [2])" in text
     assert "Traceback" not in text
     assert_unchanged(before)

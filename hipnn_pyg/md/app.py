@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,14 +36,14 @@ def read_structure(path: str, index: int | str = -1) -> Any:
     return atoms
 
 
-def _fail(program: str, message: str, status: int) -> None:
-    r"""Prints a one-line error and exits with ``status``; the traceback goes to the
-    log at debug level (``hydra.verbose=true``), or is raised with
-    ``HYDRA_FULL_ERROR=1``."""
-    log.debug("%s failed", program, exc_info=True)
+def _fail(program: str, error: BaseException, message: str, status: int) -> NoReturn:
+    r"""Prints a one-line error and exits with ``status``. The traceback is not lost:
+    it goes to the log at debug level (``hydra.verbose=true``), and
+    ``HYDRA_FULL_ERROR=1`` re-raises the error instead."""
+    log.debug("%s failed", program, exc_info=error)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise
-    log.error(message)
+        raise error
+    log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", message)
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(status)
 
@@ -93,16 +93,17 @@ def run_md_from_config(cfg: DictConfig) -> Any:
 
 def md_main(cfg: DictConfig) -> None:
     r"""Runs MD; a blow-up or bad input prints a one-line error and exits non-zero
-    (2 for a blow-up), keeping the files written so far."""
+    (2 for a blow-up), keeping the files written so far (a bad start structure is
+    found before any file is touched). ``HYDRA_FULL_ERROR=1`` raises instead."""
     from hipnn_pyg.md.dynamics import MDBlowUpError
 
     try:
         run_md_from_config(cfg)
     except MDBlowUpError as error:
-        _fail("hipnn-md", f"MD blew up: {error} (trajectory and log so far are kept)",
+        _fail("hipnn-md", error, f"MD blew up: {error} (trajectory and log so far are kept)",
               EXIT_BLOW_UP)
     except (ValueError, OSError, KeyError, TypeError) as error:
-        _fail("hipnn-md", str(error), 1)
+        _fail("hipnn-md", error, str(error), 1)
 
 
 def label_main(cfg: DictConfig) -> None:
@@ -114,7 +115,7 @@ def label_main(cfg: DictConfig) -> None:
         summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
                         index=str(cfg.index), progress=cfg.progress)
     except (ValueError, OSError, ImportError, RuntimeError) as error:
-        _fail("hipnn-label", str(error), 1)
+        _fail("hipnn-label", error, str(error), 1)
     log.info("labelled %d new frames (%d already done, %d total) -> %s", summary.labelled,
              summary.already_done, summary.total, summary.output)
     print(f"labelled {summary.labelled} new frames ({summary.already_done} already done, "

@@ -41,10 +41,9 @@ def _empty(folder: Path) -> Path:
     return path
 
 
-def _npz_without_energies(folder: Path) -> Path:
-    path = folder / "noenergy.npz"
-    np.savez(path, nuclear_charges=np.array([8, 1, 1]), coords=np.zeros((2, 3, 3)),
-             forces=np.zeros((2, 3, 3)))
+def _npz_without_coords(folder: Path) -> Path:
+    path = folder / "nocoords.npz"
+    np.savez(path, nuclear_charges=np.array([8, 1, 1]), energies=np.zeros(2))
     return path
 
 
@@ -65,9 +64,10 @@ def _text_named_npz(folder: Path) -> Path:
 CASES: list[tuple[str, Callable[[Path], Path], Callable[[Path], object], str]] = [
     ("extxyz-cut-mid-frame", _extxyz_cut_mid_frame, ASEDataset, r"cut\.extxyz"),
     ("empty-file", _empty, load_dataset, r"empty\.extxyz"),
-    ("npz-missing-energies", _npz_without_energies, RMD17Dataset, r"noenergy\.npz.*energies"),
+    ("npz-missing-coords", _npz_without_coords, RMD17Dataset,
+     r"nocoords\.npz: not an \(r\)MD17 file: needs 'nuclear_charges' and 'coords'"),
     ("npz-wrong-atom-count", _npz_wrong_atom_count, RMD17Dataset,
-     r"short\.npz: 'pos' has shape \[4, 3\], expected \[6, 3\]"),
+     r"short\.npz: 'coords' has shape \[2, 2, 3\], expected \[configurations, 3, 3\]"),
     ("text-named-npz", _text_named_npz, load_dataset, r"notes\.npz"),
 ]
 
