@@ -16,6 +16,7 @@ from ase import Atoms
 from hipnn_pyg.ase import HIPNNCalculator
 from hipnn_pyg.io import save_model
 from hipnn_pyg.md import run_md
+from hipnn_pyg.md.app import md_main
 from tests.bad_inputs import (
     UNSAFE,
     assert_unchanged,
@@ -25,6 +26,7 @@ from tests.bad_inputs import (
     snapshot,
 )
 from tests.nn.helpers import ethanol, small_model
+from tests.train.helpers import compose_config
 
 
 def _ethanol() -> Atoms:
@@ -95,16 +97,20 @@ def model_file(tmp_path: Path) -> Path:
     return tmp_path / "model.pt"
 
 
-def test_hipnn_md_with_missing_files_names_them(tmp_path: Path, model_file: Path) -> None:
+@pytest.mark.parametrize("missing", ["model", "structure"])
+def test_hipnn_md_with_a_missing_file_names_it(tmp_path: Path, model_file: Path, missing: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     ase.io.write(tmp_path / "start.xyz", _ethanol())
-    common = [f"hydra.run.dir={tmp_path / 'run'}", "progress=false", "steps=2"]
-    output = failed_with(run_cli("md", f"model_path={tmp_path / 'nowhere.pt'}",
-                                 f"structure={tmp_path / 'start.xyz'}", *common))
-    assert "hipnn-md: error: model file not found" in output and "nowhere.pt" in output
-    output = failed_with(run_cli("md", f"model_path={model_file}",
-                                 f"structure={tmp_path / 'absent.xyz'}", *common))
-    assert "hipnn-md: error: structure file not found" in output and "absent.xyz" in output
-    assert "Traceback" not in output
+    paths = {"model": model_file, "structure": tmp_path / "start.xyz"}
+    paths[missing] = tmp_path / f"absent_{missing}"
+    cfg = compose_config("md", tmp_path / "run", [f"model_path={paths['model']}",
+                                                  f"structure={paths['structure']}",
+                                                  "progress=false", "steps=2"])
+    with pytest.raises(SystemExit) as exit_:  # what hipnn-md runs, in-process
+        md_main(cfg)
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert f"hipnn-md: error: {missing} file not found" in error and f"absent_{missing}" in error
 
 
 def test_hipnn_md_with_nan_positions_keeps_the_earlier_run(tmp_path: Path,
