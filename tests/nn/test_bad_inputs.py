@@ -158,3 +158,14 @@ def test_structure_check_accepts_a_lone_atom_and_real_cells() -> None:
     check_atoms(Atoms("H", positions=[[0.0, 0.0, 0.0]]), small_model())
     crystal = Atoms("CO", positions=[[0, 0, 0], [1.2, 0, 0]], cell=[3.0, 3.0, 3.0], pbc=True)
     check_atoms(crystal, small_model())
+
+
+def test_a_charge_loss_without_a_charge_head_names_the_fix() -> None:
+    from hipnn_pyg.train.losses import target_residuals
+
+    z, pos = ethanol()
+    data = Batch.from_data_list([Data(z=z, pos=pos, dipole=torch.zeros(1, 3))])
+    prediction = predict(small_model(), data, compute_forces=False)
+    with pytest.raises(KeyError, match=r"'dipole' is > 0 but the model does not predict "
+                                       r"'dipole'.*set its weight to 0"):
+        target_residuals(prediction, data, ["dipole"], torch.tensor([9]))
