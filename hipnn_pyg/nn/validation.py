@@ -1,4 +1,7 @@
-r"""Input checks with messages that name the problem."""
+r"""Input checks with messages that name the problem: of the model's tensors
+(:func:`check_inputs`, :func:`species_index`, :func:`check_min_distance`) and, with
+the same messages, of an ASE structure before MD, labelling or active learning
+(:func:`check_atoms`)."""
 
 from __future__ import annotations
 
@@ -87,9 +90,11 @@ def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
 
 @torch.compiler.disable
 def check_min_distance(
-    distances: Tensor, edge_index: Tensor, min_distance: float
+    distances: Tensor, edge_index: Tensor, min_distance: float,
+    limit: str = "the model's lower limit",
 ) -> None:
-    r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry)."""
+    r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry);
+    ``limit`` names where the bound comes from in the message."""
     if distances.numel() == 0:
         return
     shortest = distances.detach().min()
@@ -97,8 +102,8 @@ def check_min_distance(
         edge = int(distances.detach().argmin())
         i, j = sorted(edge_index[:, edge].tolist())
         raise ValueError(
-            f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than the "
-            f"model's lower limit min_distance={min_distance} Å (overlapping atoms)"
+            f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than "
+            f"{limit} min_distance={min_distance} Å (overlapping atoms)"
         )
 
 
@@ -158,6 +163,7 @@ def check_atoms(
                 species_index(z, lookup, species)
         if min_distance > 0:
             graph = radius_graph(pos, min_distance, None, cell, pbc)  # also checks the cell
-            check_min_distance(graph.distances, graph.edge_index, min_distance)
+            limit = "the model's lower limit" if models else "the lower limit"
+            check_min_distance(graph.distances, graph.edge_index, min_distance, limit)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
