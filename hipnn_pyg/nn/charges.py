@@ -230,11 +230,13 @@ class HIPNNPotential(nn.Module):
         cell: Tensor | None = None,
         pbc: Tensor | None = None,
         return_details: bool = False,
+        num_graphs: int | None = None,
     ) -> Tensor | HIPNNOutput:
         r"""Energies, exactly as :meth:`HIPNN.forward` of the energy model (so
         :func:`~hipnn_pyg.energy_forces_stress` works unchanged); charges and
         multipoles come from :meth:`electrostatics`."""
-        return self.energy_model(z, pos, batch, cell, pbc, return_details=return_details)
+        return self.energy_model(z, pos, batch, cell, pbc, return_details=return_details,
+                                 num_graphs=num_graphs)
 
     def electrostatics(
         self,

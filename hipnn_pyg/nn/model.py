@@ -174,6 +174,7 @@ class HIPNN(nn.Module):
         cell: Tensor | None = None,
         pbc: Tensor | None = None,
         return_details: bool = False,
+        num_graphs: int | None = None,
     ) -> Tensor | HIPNNOutput:
         r"""Computes energies.
 
@@ -189,6 +190,9 @@ class HIPNN(nn.Module):
             return_details (bool): Return a :class:`HIPNNOutput` with per-atom and
                 per-layer energies and features instead of the energies alone.
                 (default: :obj:`False`)
+            num_graphs (int, optional): Number of graphs, counting graphs without atoms
+                (e.g. ``data.num_graphs`` of a PyG batch). (default: :obj:`None`, from
+                ``cell`` or ``batch.max() + 1``)
 
         Energies come back in float64 whatever the model's precision: total energies
         of 10^4 eV lose meV resolution in float32. Gradients (forces) keep the
@@ -197,9 +201,10 @@ class HIPNN(nn.Module):
         check_inputs(z, pos, batch, cell, pbc)
         if batch is None:
             batch = torch.zeros_like(z)
-        num_graphs = (
-            cell.size(0) if cell is not None else (int(batch.max()) + 1 if z.numel() else 1)
-        )
+        if num_graphs is None:
+            num_graphs = (
+                cell.size(0) if cell is not None else (int(batch.max()) + 1 if z.numel() else 1)
+            )
         index = species_index(z, self.species_lookup, self.species)
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
@@ -239,6 +244,7 @@ def energy_forces_stress(
     compute_forces: bool = True,
     compute_stress: bool = False,
     create_graph: bool = False,
+    num_graphs: int | None = None,
 ) -> dict[str, Tensor]:
     r"""Energy, forces :math:`-\partial E/\partial x` and stress
     :math:`V^{-1}\,\partial E/\partial \varepsilon` by autograd.
@@ -255,6 +261,8 @@ def energy_forces_stress(
             periodic ``cell``. (default: :obj:`False`)
         create_graph (bool): Keep the graph of the derivatives, for training on
             forces. (default: :obj:`False`)
+        num_graphs (int, optional): Number of graphs, passed to the model when given.
+            (default: :obj:`None`, the model counts them)
 
     Returns:
         dict with ``energy``, ``atom_energy``, ``layer_energy``, ``output``
@@ -268,15 +276,15 @@ def energy_forces_stress(
         strain = None
         if compute_stress:
             assert cell is not None
-            num_graphs = cell.size(0)
             if batch is None:
                 batch = torch.zeros_like(z)
-            strain = torch.zeros(num_graphs, 3, 3, dtype=pos.dtype, device=pos.device)
+            strain = torch.zeros(cell.size(0), 3, 3, dtype=pos.dtype, device=pos.device)
             strain.requires_grad_(True)
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             pos = pos + torch.einsum("nd,nde->ne", pos, symmetric[batch])
             cell = cell + torch.bmm(cell, symmetric)
-        output = model(z, pos, batch, cell, pbc, return_details=True)
+        extra = {} if num_graphs is None else {"num_graphs": num_graphs}
+        output = model(z, pos, batch, cell, pbc, return_details=True, **extra)
         result: dict[str, Tensor] = {
             "energy": output.energy,
             "atom_energy": output.atom_energy,

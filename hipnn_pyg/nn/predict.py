@@ -28,15 +28,26 @@ def predict(
     ``[num_graphs, 3]`` (e·Å), ``dipole_magnitude`` ``[num_graphs]`` and
     ``quadrupole`` ``[num_graphs, 3, 3]`` (e·Å²); the total charge of each structure is
     read from ``data.charge`` (0 where absent).
+
+    Raises:
+        ValueError: ``compute_stress`` for a batch without a periodic structure.
     """
     batch = getattr(data, "batch", None)
     cell = getattr(data, "cell", None)
     pbc = getattr(data, "pbc", None)
+    num_graphs = getattr(data, "num_graphs", None)  # counts trailing empty graphs too
     if cell is not None:
         cell = cell.view(-1, 3, 3).to(data.pos.dtype)
         pbc = pbc.view(-1, 3).bool() if pbc is not None else None
         if pbc is None or not bool(pbc.any()):
-            cell, pbc = None, None
+            cell, pbc = None, None  # molecules: no images, no stress
+    if compute_stress and cell is None:
+        raise ValueError(
+            "stress was asked for (a 'stress' loss weight or target) but no structure in "
+            "the batch is periodic (no cell with pbc): stress exists only for periodic "
+            "cells. Drop the stress loss for molecular data, or give the structures "
+            "their cell and pbc"
+        )
     result = energy_forces_stress(
         model,
         data.z,
@@ -45,8 +56,9 @@ def predict(
         cell,
         pbc,
         compute_forces=compute_forces,
-        compute_stress=compute_stress and cell is not None,
+        compute_stress=compute_stress,
         create_graph=create_graph,
+        num_graphs=num_graphs,
     )
     output = result.pop("output", None)
     electrostatics = getattr(model, "electrostatics", None)
