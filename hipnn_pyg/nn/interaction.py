@@ -98,6 +98,9 @@ class HIPNNInteraction(MessagePassing):
             :class:`~hipnn_pyg.nn.InverseGaussianSensitivity`.
         method (str): ``"envsum"``, ``"padded"`` or ``"message_passing"``.
             (default: :obj:`"envsum"`)
+        envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"`` or
+            ``"cpp"``. (default: :obj:`None`, see
+            :func:`~hipnn_pyg.nn.envsum.environment_sum`)
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class HIPNNInteraction(MessagePassing):
         out_channels: int,
         sensitivity: nn.Module,
         method: str = "envsum",
+        envsum_backend: str | None = None,
     ) -> None:
         super().__init__(aggr="add")
         self.in_channels = in_channels
@@ -114,6 +118,7 @@ class HIPNNInteraction(MessagePassing):
         if method not in METHODS:
             raise ValueError(f"unknown environment method {method!r}; choose from {METHODS}")
         self.method = method
+        self.envsum_backend = envsum_backend
         num_sensitivities: int = sensitivity.num_sensitivities
         self.interaction_weight = nn.Parameter(
             torch.empty(num_sensitivities * in_channels, out_channels)
@@ -149,7 +154,8 @@ class HIPNNInteraction(MessagePassing):
         if self.method == "envsum":
             if layout is None:
                 layout = neighbour_layout(edge_index, x.size(0))
-            environment = environment_sum(x, sensitivities, layout).flatten(1)
+            environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
+            environment = environment.flatten(1)
         elif self.method == "padded":
             environment = padded_environment(x, edge_index, sensitivities)
         else:

@@ -7,6 +7,7 @@ import torch
 
 from hipnn_pyg import energy_forces_stress, radius_graph
 from hipnn_pyg.nn import CosineCutoff, HIPNNInteraction, InverseGaussianSensitivity
+from hipnn_pyg.nn.envsum import available_backends
 from hipnn_pyg.nn.interaction import METHODS, neighbour_slots
 from tests.nn.helpers import ethanol, random_crystal, small_model
 
@@ -50,9 +51,11 @@ def test_model_energy_forces_stress_and_training_gradients_agree(system: str) ->
     inputs = molecule_crystal_and_mixed()[system]
     model = small_model()
     results = {}
-    for method in METHODS:
+    variants = [("envsum", backend) for backend in available_backends()]
+    variants += [(method, None) for method in METHODS if method != "envsum"]
+    for method, backend in variants:
         for interaction in model.interactions:
-            interaction.method = method
+            interaction.method, interaction.envsum_backend = method, backend
         model.zero_grad()
         out = energy_forces_stress(model, **inputs, compute_stress=inputs["cell"] is not None,
                                    create_graph=True)
@@ -60,12 +63,13 @@ def test_model_energy_forces_stress_and_training_gradients_agree(system: str) ->
         if "stress" in out:
             loss = loss + out["stress"].square().sum()
         loss.backward()
-        results[method] = [out["energy"], out["forces"], out.get("stress", out["energy"])] + [
-            p.grad.clone() for p in model.parameters()
-        ]
-    assert results["envsum"][1].abs().max() > 0
-    for method in METHODS[1:]:
-        for a, b in zip(results["envsum"], results[method], strict=True):
+        stress = out.get("stress", out["energy"])
+        gradients = [p.grad.clone() for p in model.parameters()]
+        results[method, backend] = [out["energy"], out["forces"], stress, *gradients]
+    reference = results["padded", None]
+    assert reference[1].abs().max() > 0
+    for variant in variants:
+        for a, b in zip(results[variant], reference, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 

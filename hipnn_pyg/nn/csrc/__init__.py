@@ -10,7 +10,9 @@ Set ``HIPNN_NO_CPP_EXTENSION=1`` to skip the build altogether.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import platform
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -25,8 +27,10 @@ def _load() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name="hipnn_envsum", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-fopenmp-simd", "-mavx2", "-mfma"], verbose=False)
+        # Tuned for this CPU (-march=native): the cache entry is named after the CPU's
+        # instruction sets, so a shared cache never hands it to a different machine.
+        return load(name=f"hipnn_envsum_{_cpu_tag()}", sources=[str(SOURCE)],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
     except Exception as error:  # no compiler, no ninja, read-only cache...
         warnings.warn(
             f"the C++ environment-sum kernel did not build ({type(error).__name__}: "
@@ -36,6 +40,18 @@ def _load() -> ModuleType | None:
             stacklevel=3,
         )
         return None
+
+
+def _cpu_tag() -> str:
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
 def extension_available() -> bool:

@@ -11,8 +11,8 @@ namespace {
 
 constexpr int64_t kTile = 16;  // features per register tile
 
-// env[a, v, :] = sum over edges e of centre a: s[e, v] * x[j(e), :], one register
-// tile of features at a time, accumulated over the edges before one store.
+// env[a, v, :] = sum over edges e of centre a: s[e, v] * x[j(e), :]. Each tile of
+// features is accumulated in registers over all the centre's edges, then stored once.
 template <typename scalar_t>
 void envsum_kernel(const scalar_t* s, const scalar_t* x, const int64_t* order,
                    const int64_t* start, const int64_t* edges, const int64_t* nbr,
@@ -21,21 +21,22 @@ void envsum_kernel(const scalar_t* s, const scalar_t* x, const int64_t* order,
     for (int64_t p = begin; p < end; ++p) {
       scalar_t* row = out + order[p] * ns * nf;
       for (int64_t v = 0; v < ns; ++v) {
-        for (int64_t f0 = 0; f0 < nf; f0 += kTile) {
-          const int64_t width = std::min(kTile, nf - f0);
+        int64_t f0 = 0;
+        for (; f0 + kTile <= nf; f0 += kTile) {
           scalar_t acc[kTile] = {};
           for (int64_t k = start[p]; k < start[p + 1]; ++k) {
             const int64_t e = edges[k];
             const scalar_t sv = s[e * ns + v];
             const scalar_t* xj = x + nbr[e] * nf + f0;
-            if (width == kTile) {
 #pragma omp simd
-              for (int64_t t = 0; t < kTile; ++t) acc[t] += sv * xj[t];
-            } else {
-              for (int64_t t = 0; t < width; ++t) acc[t] += sv * xj[t];
-            }
+            for (int64_t t = 0; t < kTile; ++t) acc[t] += sv * xj[t];
           }
-          for (int64_t t = 0; t < width; ++t) row[v * nf + f0 + t] = acc[t];
+          for (int64_t t = 0; t < kTile; ++t) row[v * nf + f0 + t] = acc[t];
+        }
+        for (int64_t k = start[p]; k < start[p + 1] && f0 < nf; ++k) {  // the remainder
+          const int64_t e = edges[k];
+          const scalar_t sv = s[e * ns + v];
+          for (int64_t f = f0; f < nf; ++f) row[v * nf + f] += sv * x[nbr[e] * nf + f];
         }
       }
     }
@@ -62,32 +63,35 @@ void sensesum_kernel(const scalar_t* env, const scalar_t* x, const int64_t* nbr,
   });
 }
 
-// out[j, :] = sum over edges e with neighbour j: sum_v s[e, v] * env[i(e), v, :]
+// out[j, :] = sum over edges e with neighbour j: sum_v s[e, v] * env[i(e), v, :],
+// tiled over features like envsum.
 template <typename scalar_t>
 void featsum_kernel(const scalar_t* env, const scalar_t* s, const int64_t* start,
                     const int64_t* edges, const int64_t* ctr, scalar_t* out,
                     int64_t num_atoms, int64_t ns, int64_t nf) {
   at::parallel_for(0, num_atoms, 16, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
-      for (int64_t f0 = 0; f0 < nf; f0 += kTile) {
-        const int64_t width = std::min(kTile, nf - f0);
+      int64_t f0 = 0;
+      for (; f0 + kTile <= nf; f0 += kTile) {
         scalar_t acc[kTile] = {};
         for (int64_t k = start[j]; k < start[j + 1]; ++k) {
           const int64_t e = edges[k];
           const scalar_t* ei = env + ctr[e] * ns * nf + f0;
-          const scalar_t* se = s + e * ns;
           for (int64_t v = 0; v < ns; ++v) {
-            const scalar_t sv = se[v];
+            const scalar_t sv = s[e * ns + v];
             const scalar_t* source = ei + v * nf;
-            if (width == kTile) {
 #pragma omp simd
-              for (int64_t t = 0; t < kTile; ++t) acc[t] += sv * source[t];
-            } else {
-              for (int64_t t = 0; t < width; ++t) acc[t] += sv * source[t];
-            }
+            for (int64_t t = 0; t < kTile; ++t) acc[t] += sv * source[t];
           }
         }
-        for (int64_t t = 0; t < width; ++t) out[j * nf + f0 + t] = acc[t];
+        for (int64_t t = 0; t < kTile; ++t) out[j * nf + f0 + t] = acc[t];
+      }
+      for (int64_t k = start[j]; k < start[j + 1] && f0 < nf; ++k) {  // the remainder
+        const int64_t e = edges[k];
+        for (int64_t v = 0; v < ns; ++v) {
+          const scalar_t sv = s[e * ns + v];
+          for (int64_t f = f0; f < nf; ++f) out[j * nf + f] += sv * env[(ctr[e] * ns + v) * nf + f];
+        }
       }
     }
   });
