@@ -206,7 +206,8 @@ class HIPNN(nn.Module):
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
 
         # Edges grouped by centre once, for every interaction layer.
-        layout = neighbour_layout(graph.edge_index, z.numel())
+        uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
+        layout = neighbour_layout(graph.edge_index, z.numel()) if uses_envsum else None
         x = F.one_hot(index, len(self.species)).to(pos.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
