@@ -11,7 +11,8 @@ padded block vs message passing, all measured in the same run.
 
 Inference runs with frozen parameters, as the ASE calculator does.
 
-hippynn, if importable, is not wired in as a peer here; the script says so.
+PyG's SchNet (same width and depth) is the peer in the training step; hippynn, if
+importable, is not wired in as a peer here; the script says so.
 
     python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304]
 """
@@ -33,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
+from torch_geometric.nn.models import SchNet
 
-from hipnn_pyg import HIPNN
+from hipnn_pyg import HIPNN, radius_graph
 from hipnn_pyg.nn import predict
 from hipnn_pyg.nn.envsum import available_backends
 
@@ -92,6 +94,30 @@ def training_step(model: HIPNN, batch: Batch) -> Callable[[], None]:
     return step
 
 
+def schnet_step(batch: Batch, cutoff: float) -> Callable[[], None]:
+    r"""PyG's SchNet at the same width and depth, as a peer for the training step."""
+
+    def graph(pos: torch.Tensor, batch_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # PyG's radius_graph needs pyg-lib; the same torch_cluster search stands in.
+        pairs = radius_graph(pos, cutoff, batch_index)
+        return pairs.edge_index, pairs.distances
+
+    model = SchNet(hidden_channels=64, num_filters=64, num_interactions=2, cutoff=cutoff,
+                   interaction_graph=graph)
+    optimiser = torch.optim.Adam(model.parameters())
+
+    def step() -> None:
+        pos = batch.pos.detach().requires_grad_(True)
+        energy = model(batch.z, pos, batch.batch).view(-1)
+        forces = -torch.autograd.grad(energy.sum(), pos, create_graph=True)[0]
+        loss = energy.square().mean() + forces.square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return step
+
+
 def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
     r"""Median seconds per call of each contender, interleaved round by round."""
     for run in contenders.values():
@@ -116,13 +142,16 @@ def throughput(args: argparse.Namespace) -> None:
         for label, (method, backend) in table.items():
             torch.manual_seed(0)
             contenders[label] = make(configure(HIPNN(), method, backend), batch)
+        if make is training_step:
+            torch.manual_seed(0)
+            contenders["pyg SchNet (peer)"] = schnet_step(batch, HIPNN().cutoff)
         seconds = race(contenders, args.rounds)
         amount = batch.num_nodes if count == "atoms" else batch.num_graphs
         print(f"\n{title}, rMD17 aspirin, batch {size} ({batch.num_nodes} atoms), "
               f"median of {args.rounds}")
         reference = seconds["padded"]
         for label, value in seconds.items():
-            print(f"  {label:18s} {amount / value:10.0f} {unit:13s} "
+            print(f"  {label:20s} {amount / value:10.0f} {unit:13s} "
                   f"{reference / value:5.2f}x the padded path's speed")
 
 

@@ -28,6 +28,40 @@ class CosineCutoff(nn.Module):
         return f"cutoff={self.cutoff}"
 
 
+def _cut_gaussians(distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
+    delta = distances.reciprocal().unsqueeze(-1) - inverse_mu
+    gaussian = torch.exp(-0.5 * (delta * sigma).square())
+    return delta, gaussian, gaussian * cutoff.unsqueeze(-1)
+
+
+class _CutGaussians(torch.autograd.Function):
+    r"""The sensitivities, keeping only their ``[num_edges]`` inputs for the backward
+    (autograd would keep three ``[num_edges, num_sensitivities]`` intermediates); the
+    backward recomputes them with differentiable operations, so derivatives of every
+    order (force training) still work."""
+
+    @staticmethod
+    def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
+        ctx.save_for_backward(distances, cutoff, inverse_mu, sigma)
+        return _cut_gaussians(distances, cutoff, inverse_mu, sigma)[2]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
+        delta, gaussian, _ = _cut_gaussians(distances, cutoff, inverse_mu, sigma)
+        # d gaussian / d delta = -sigma^2 delta gaussian; d delta / d r = -1 / r^2.
+        slope = grad * cutoff.unsqueeze(-1) * gaussian * -(sigma.square() * delta)
+        grad_distances = (slope.sum(-1) * -distances.reciprocal().square()
+                          if ctx.needs_input_grad[0] else None)
+        grad_cutoff = (grad * gaussian).sum(-1) if ctx.needs_input_grad[1] else None
+        grad_mu = -slope.sum(0) if ctx.needs_input_grad[2] else None
+        grad_sigma = (
+            (grad * cutoff.unsqueeze(-1) * gaussian * -(sigma * delta.square())).sum(0)
+            if ctx.needs_input_grad[3] else None
+        )
+        return grad_distances, grad_cutoff, grad_mu, grad_sigma
+
+
 class InverseGaussianSensitivity(nn.Module):
     r"""The HIP-NN sensitivity functions from `"Hierarchical modeling of molecular
     energies using a deep neural network" <https://arxiv.org/abs/1710.00017>`_
@@ -82,9 +116,9 @@ class InverseGaussianSensitivity(nn.Module):
 
     def forward(self, distances: Tensor) -> Tensor:
         r"""Returns ``[num_edges, num_sensitivities]`` for ``distances [num_edges]``."""
-        delta = distances.reciprocal().unsqueeze(-1) - self.inverse_mu
-        gaussian = torch.exp(-0.5 * (delta * self.sigma).square())
-        return gaussian * self.cutoff_fn(distances).unsqueeze(-1)
+        return _CutGaussians.apply(
+            distances, self.cutoff_fn(distances), self.inverse_mu, self.sigma
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -10,6 +10,7 @@ import torch
 from hipnn_pyg.nn import csrc
 from hipnn_pyg.nn.envsum import available_backends, environment_sum, neighbour_layout
 from hipnn_pyg.nn.interaction import padded_environment
+from hipnn_pyg.nn.sensitivity import _CutGaussians
 
 BACKENDS = available_backends()
 
@@ -121,3 +122,19 @@ def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cac
 def test_extension_can_be_switched_off(monkeypatch, fresh_extension_cache) -> None:
     monkeypatch.setenv("HIPNN_NO_CPP_EXTENSION", "1")
     assert available_backends() == ["torch"]
+
+
+
+def test_sensitivities_keep_exact_derivatives_to_second_order() -> None:
+    # The sensitivities recompute their intermediates in the backward (memory): check it.
+    generator = torch.Generator().manual_seed(3)
+    distances = 0.8 + 2 * torch.rand(6, generator=generator, dtype=torch.float64)
+    cutoff = torch.rand(6, generator=generator, dtype=torch.float64)
+    inverse_mu = torch.rand(3, generator=generator, dtype=torch.float64)
+    sigma = 1 + torch.rand(3, generator=generator, dtype=torch.float64)  # no underflow
+    inputs = tuple(t.requires_grad_(True) for t in (distances, cutoff, inverse_mu, sigma))
+    delta = distances.reciprocal().unsqueeze(-1) - inverse_mu
+    plain = torch.exp(-0.5 * (delta * sigma).square()) * cutoff.unsqueeze(-1)
+    torch.testing.assert_close(_CutGaussians.apply(*inputs), plain, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(_CutGaussians.apply, inputs)
+    assert torch.autograd.gradgradcheck(_CutGaussians.apply, inputs)
