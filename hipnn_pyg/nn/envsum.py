@@ -23,10 +23,11 @@ within 25% of the edge count whatever the batch mixes (a crystal beside molecule
 pads only its own class), unlike a single block padded to the largest neighbour count.
 
 Backends: ``"torch"`` (the class blocks above, any device) and ``"cpp"`` (a CPU
-OpenMP kernel over the same layout, compiled on first use by
-:func:`torch.utils.cpp_extension.load`; :func:`environment_sum` falls back to
-``"torch"`` when no compiler is available). GPU kernels would plug in at
-:func:`_backend_ops`; on GPU the ``"torch"`` backend runs but is not benchmarked.
+kernel over the same edges in CSR order, threaded by torch's ``at::parallel_for``,
+compiled on first use by :func:`torch.utils.cpp_extension.load`;
+:func:`environment_sum` falls back to ``"torch"`` when no compiler is available).
+GPU kernels would plug in at :func:`_backend_ops`; on GPU the ``"torch"`` backend
+runs but is neither tested nor benchmarked here.
 """
 
 from __future__ import annotations
