@@ -48,18 +48,34 @@ class _CutGaussians(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
-        delta, gaussian, _ = _cut_gaussians(distances, cutoff, inverse_mu, sigma)
-        # d gaussian / d delta = -sigma^2 delta gaussian; d delta / d r = -1 / r^2.
-        slope = grad * cutoff.unsqueeze(-1) * gaussian * -(sigma.square() * delta)
-        grad_distances = (slope.sum(-1) * -distances.reciprocal().square()
-                          if ctx.needs_input_grad[0] else None)
-        grad_cutoff = (grad * gaussian).sum(-1) if ctx.needs_input_grad[1] else None
-        grad_mu = -slope.sum(0) if ctx.needs_input_grad[2] else None
-        grad_sigma = (
-            (grad * cutoff.unsqueeze(-1) * gaussian * -(sigma * delta.square())).sum(0)
-            if ctx.needs_input_grad[3] else None
-        )
+        if torch.is_grad_enabled():  # a graph for higher derivatives: one differentiable pass
+            return _cut_gaussians_grad(grad, distances, cutoff, inverse_mu, sigma)
+        # First derivatives only: chunks of edges bound the temporaries.
+        parts = [
+            _cut_gaussians_grad(grad[start:stop], distances[start:stop], cutoff[start:stop],
+                                inverse_mu, sigma)
+            for start, stop in _chunks(distances.numel(), 1 << 15)
+        ]
+        grad_distances, grad_cutoff = (torch.cat([p[k] for p in parts]) for k in (0, 1))
+        grad_mu, grad_sigma = (sum(p[k] for p in parts) for k in (2, 3))
         return grad_distances, grad_cutoff, grad_mu, grad_sigma
+
+
+def _chunks(size: int, step: int) -> list[tuple[int, int]]:
+    return [(start, min(start + step, size)) for start in range(0, max(size, 1), step)]
+
+
+def _cut_gaussians_grad(
+    grad: Tensor, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    delta, gaussian, _ = _cut_gaussians(distances, cutoff, inverse_mu, sigma)
+    weighted = grad * gaussian
+    # d gaussian / d delta = -sigma^2 delta gaussian; d delta / d r = -1 / r^2.
+    slope = weighted * cutoff.unsqueeze(-1) * delta
+    grad_distances = (slope @ sigma.square()) * distances.reciprocal().square()
+    grad_mu = slope.sum(0) * sigma.square()
+    grad_sigma = -(slope * delta).sum(0) * sigma
+    return grad_distances, weighted.sum(-1), grad_mu, grad_sigma
 
 
 class InverseGaussianSensitivity(nn.Module):
