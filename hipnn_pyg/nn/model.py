@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from hipnn_pyg.graph import Graph, cell_volume, radius_graph
+from hipnn_pyg.nn.envsum import neighbour_layout
 from hipnn_pyg.nn.heads import HierarchicalEnergy
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.sensitivity import CosineCutoff, InverseGaussianSensitivity
@@ -209,10 +210,13 @@ class HIPNN(nn.Module):
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
 
+        # Edges grouped by centre once, for every interaction layer.
+        uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
+        layout = neighbour_layout(graph.edge_index, z.numel()) if uses_envsum else None
         x = F.one_hot(index, len(self.species)).to(pos.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
-            x = atom_layers(interaction(x, graph.edge_index, graph.distances))
+            x = atom_layers(interaction(x, graph.edge_index, graph.distances, layout))
             features.append(x)
 
         layer_energy = self.energy_head(features)
