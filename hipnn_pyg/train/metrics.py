@@ -21,17 +21,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-#: Units of each target in eV-based data, and the factor to the display unit.
-DISPLAY_UNITS: dict[str, tuple[str, float]] = {
-    "energy": ("meV", 1000.0),
-    "energy_per_atom": ("meV/atom", 1000.0),
-    "forces": ("meV/Å", 1000.0),
-    "stress": ("meV/Å³", 1000.0),
-    "dipole": ("me·Å", 1000.0),
-    "dipole_magnitude": ("me·Å", 1000.0),
-    "quadrupole": ("me·Å²", 1000.0),
-    "charges": ("me", 1000.0),
-}
+from hipnn_pyg.train.targets import DISPLAY_UNITS
 
 
 def mae(residual: Tensor) -> float:

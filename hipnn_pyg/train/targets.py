@@ -1,0 +1,139 @@
+r"""One small object per learned quantity: its loss weight, per-atom rule, metrics and
+unit, shared by training (:class:`~hipnn_pyg.train.HIPNNLightningModule`) and evaluation
+(``hipnn-eval``), in the spirit of SchNetPack's ``ModelOutput``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Target:
+    r"""A quantity that the model predicts and the data label, under one name.
+
+    Args:
+        name (str): The key in both the predictions and the data, e.g. ``"forces"``.
+        weight (float): Weight of its mean-squared error in the loss; 0 for metrics
+            only. (default: :obj:`0.0`)
+        per_atom (bool): The residual is per structure and is also reported divided by
+            the atom count (as ``{name}_per_atom``). (default: :obj:`False`)
+        per_atom_loss (bool): The loss takes the per-atom residual (when ``per_atom``).
+            (default: :obj:`False`)
+        derivative (bool): Obtained by differentiating the energy, so predicting it
+            needs autograd. (default: :obj:`False`)
+        unit (str): Display unit of its errors (the data's unit times ``scale``).
+            (default: :obj:`""`)
+        scale (float): Factor from the data's unit to ``unit``. (default: :obj:`1.0`)
+    """
+
+    name: str
+    weight: float = 0.0
+    per_atom: bool = False
+    per_atom_loss: bool = False
+    derivative: bool = False
+    unit: str = ""
+    scale: float = 1.0
+
+    @property
+    def trained(self) -> bool:
+        r"""Whether the target is in the loss (weight > 0)."""
+        return self.weight > 0
+
+    @property
+    def loss_metric(self) -> str:
+        r"""The metric whose MSE is this target's loss term."""
+        return f"{self.name}_per_atom" if self.per_atom and self.per_atom_loss else self.name
+
+    def available(self, prediction: Mapping[str, Tensor], data: Any) -> bool:
+        r"""Whether both the prediction and the data hold this target."""
+        return self.name in prediction and getattr(data, self.name, None) is not None
+
+    def pairs(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        r"""``{metric: (prediction, reference)}`` in float64 (energies of large molecules
+        reach 10⁴ eV, where float32 rounding alone is ~1 meV): the target itself, and
+        both divided by the atom count (``{name}_per_atom``) when :attr:`per_atom`.
+
+        Raises:
+            KeyError: The model does not predict the target or the data lack it.
+        """
+        if self.name not in prediction:
+            raise KeyError(
+                f"loss weight for '{self.name}' is > 0 but the model does not predict "
+                f"'{self.name}' (it predicts {sorted(prediction)}); set its weight to 0"
+            )
+        reference = getattr(data, self.name, None)
+        if reference is None:
+            raise KeyError(
+                f"loss weight for '{self.name}' is > 0 but the data have no '{self.name}' "
+                f"labels; set its weight to 0 or use a data set with '{self.name}'"
+            )
+        predicted = prediction[self.name].double()
+        reference = reference.double().view_as(predicted)
+        pairs = {self.name: (predicted, reference)}
+        if self.per_atom:
+            atoms = num_atoms.to(predicted.dtype).view_as(predicted)
+            pairs[f"{self.name}_per_atom"] = (predicted / atoms, reference / atoms)
+        return pairs
+
+    def residuals(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> dict[str, Tensor]:
+        r"""``{metric: prediction - reference}`` of :meth:`pairs`."""
+        pairs = self.pairs(prediction, data, num_atoms)
+        return {metric: predicted - reference for metric, (predicted, reference) in pairs.items()}
+
+    def loss_residual(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> Tensor:
+        r"""The residual whose mean square enters the loss."""
+        return self.residuals(prediction, data, num_atoms)[self.loss_metric]
+
+
+#: The targets that get metrics whenever both the model and the data provide them
+#: (``charges``: the per-atom partial charges of a charge head, in e).
+KNOWN_TARGETS: dict[str, Target] = {
+    "energy": Target("energy", per_atom=True, unit="meV", scale=1000.0),
+    "forces": Target("forces", derivative=True, unit="meV/Å", scale=1000.0),
+    "stress": Target("stress", derivative=True, unit="meV/Å³", scale=1000.0),
+    "dipole": Target("dipole", unit="me·Å", scale=1000.0),
+    "dipole_magnitude": Target("dipole_magnitude", unit="me·Å", scale=1000.0),
+    "quadrupole": Target("quadrupole", unit="me·Å²", scale=1000.0),
+    "charges": Target("charges", unit="me", scale=1000.0),
+}
+#: ``{metric: (unit, scale)}`` of every known target's metrics, per-atom ones included.
+DISPLAY_UNITS: dict[str, tuple[str, float]] = {
+    metric: (target.unit + ("/atom" if metric.endswith("_per_atom") else ""), target.scale)
+    for target in KNOWN_TARGETS.values()
+    for metric in ([target.name, f"{target.name}_per_atom"] if target.per_atom
+                   else [target.name])
+}
+
+
+def build_targets(
+    loss_weights: Mapping[str, float], per_atom_energy: bool = True
+) -> list[Target]:
+    r"""The known targets (weight 0 unless given) and any other weighted name, e.g. an
+    extra head's ``"dipole"`` or ``"polarizability"``.
+
+    Args:
+        loss_weights (Mapping[str, float]): ``{name: weight}``, every weight >= 0.
+        per_atom_energy (bool): Train per-structure targets (energy) on their per-atom
+            residual. (default: :obj:`True`)
+
+    Raises:
+        ValueError: A negative weight.
+    """
+    if any(float(w) < 0 for w in loss_weights.values()):
+        raise ValueError(f"loss weights must be >= 0, got {dict(loss_weights)}")
+    targets = []
+    for name in dict.fromkeys((*KNOWN_TARGETS, *loss_weights)):
+        known = KNOWN_TARGETS.get(name, Target(name))
+        targets.append(replace(known, weight=float(loss_weights.get(name, 0.0)),
+                               per_atom_loss=per_atom_energy and known.per_atom))
+    return targets
