@@ -13,7 +13,7 @@ all-reduce that every process makes at the same point, whatever the data held.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -127,6 +127,41 @@ class ErrorSums:
         return results
 
 
+class EpochErrors(ErrorSums):
+    r""":class:`ErrorSums` of one split over an epoch, and the sum and sample count of a
+    per-batch objective (the training loss) beside them, summed over processes together
+    by one all-reduce in :meth:`reduce`.
+
+    Args:
+        names (Sequence[str]): The quantities, e.g. ``["energy", "forces"]``.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(names)
+        self.objective = torch.zeros(2, dtype=torch.float64)
+
+    def add_objective(self, value: Tensor, samples: int) -> None:
+        r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""
+        self.objective = self.objective.to(value.device) + torch.stack(
+            [value.detach().double() * samples, value.new_tensor(samples, dtype=torch.float64)])
+
+    def reset(self) -> None:
+        super().reset()
+        self.objective.zero_()
+
+    def reduce(
+        self, trainer: Any | None, device: torch.device | str | None = None
+    ) -> tuple[dict[str, dict[str, float]], float | None]:
+        r"""The :meth:`results` and the mean objective (:obj:`None` without samples) over
+        all processes (see :func:`sum_over_processes`), then :meth:`reset`."""
+        local = torch.cat([self.sums.flatten(), self.objective.to(self.sums.device)])
+        total = sum_over_processes(local, trainer, device)
+        self.reset()
+        objective_sum, samples = total[-2:].tolist()
+        results = self.results(total[:-2].view_as(self.sums))
+        return results, (objective_sum / samples if samples > 0 else None)
+
+
 def distributed_padding_mask(
     loader: Any, batch_idx: int, num_graphs: int, device: torch.device | str | None = None
 ) -> Tensor | None:
@@ -171,6 +206,31 @@ def distributed_padding_mask(
     draws = batch_idx * batch_size + torch.arange(num_graphs, device=device)
     keep = sampler.rank + sampler.num_replicas * draws < len(sampler.dataset)  # type: ignore[arg-type]
     return None if bool(keep.all()) else keep
+
+
+def loader_padding_mask(
+    loaders: Any, dataloader_idx: int, batch_idx: int, num_graphs: int,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    r""":func:`distributed_padding_mask` of batch ``batch_idx`` of loader
+    ``dataloader_idx`` among a trainer's evaluation ``loaders`` (one loader, a list or a
+    dict of them)."""
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+    return distributed_padding_mask(loader, batch_idx, num_graphs, device)
+
+
+def sum_over_processes(
+    tensor: Tensor, trainer: Any | None, device: torch.device | str | None = None
+) -> Tensor:
+    r"""A float64 CPU copy of ``tensor`` summed over the processes of ``trainer`` (a
+    Lightning trainer, or :obj:`None` for one process) with one all-reduce on ``device``,
+    which every process must call at the same point."""
+    total = tensor.to(device, copy=True)  # the all-reduce works in place
+    if trainer is not None and trainer.world_size > 1:
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+    return total.double().cpu()
 
 
 def format_table(results: dict[str, float], title: str = "Errors") -> str:

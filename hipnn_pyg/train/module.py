@@ -18,8 +18,15 @@ from hipnn_pyg.io import model_state
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
 from hipnn_pyg.train.losses import hierarchicality, l2_penalty, mse, regularized_weights
-from hipnn_pyg.train.metrics import ErrorSums, distributed_padding_mask
-from hipnn_pyg.train.targets import build_targets
+from hipnn_pyg.train.metrics import EpochErrors, loader_padding_mask
+from hipnn_pyg.train.optim import configure_optimization, step_plateau, warm_up
+from hipnn_pyg.train.targets import (
+    build_targets,
+    check_labels,
+    derivatives,
+    num_atoms,
+    weighted_mse,
+)
 
 # The epoch values are logged already summed over processes (see the class docs), so
 # Lightning's advice to log them with sync_dist does not apply.
@@ -39,23 +46,20 @@ class HIPNNLightningModule(LightningModule):
     r"""Trains a HIP-NN model (or any model that :func:`hipnn_pyg.nn.predict` can run) on
     the :class:`~hipnn_pyg.train.targets.Target` objects built from ``loss_weights``.
 
-    Metrics are logged as ``{split}/{target}_{mae,rmse}`` in the data's units (eV, eV/Å,
-    eV/Å³, e·Å, e), plus ``{split}/energy_per_atom_*`` and ``{split}/loss`` (the weighted
-    data loss without regularisers, exact over the whole split). Validation and test
-    use :attr:`eval_model` (the :class:`~hipnn_pyg.train.EMA` callback's average when
-    used). Training errors are logged as ``train_running/{target}_{mae,rmse}``: means
-    over the epoch's batches, each with the raw weights of its step, so not comparable
-    with validation and test. ``train/loss`` is the epoch's mean training objective
-    (regularisers included), ``train/loss_step`` the current batch's.
+    Logs ``{split}/{metric}_{mae,rmse}`` (data units: eV, eV/Å, e·Å, ...) and
+    ``{split}/loss`` (the weighted data loss without regularisers, exact over the split);
+    validation and test use :attr:`eval_model`. Training errors are logged as
+    ``train_running/...``: means over the epoch's batches, each with the raw weights of
+    its step, so not comparable with validation and test. ``train/loss`` is the epoch's
+    mean training objective (regularisers included), ``train/loss_step`` the batch's.
 
-    Under data parallelism every epoch value is summed over processes with one
-    all-reduce in this module's own epoch-end hooks, which all processes run in the same
-    order, and logged already reduced (identical on every process, so checkpoint,
-    early-stopping and learning-rate decisions agree). Nothing is logged with
-    ``sync_dist``: its lazy reduction would run wherever a value is first read, e.g. in a
-    progress bar that only the first process shows, and deadlock the others.
-
-    Evaluation needs autograd for forces: run the Trainer with ``inference_mode=False``.
+    Under data parallelism every epoch value is summed over processes by one all-reduce
+    in this module's epoch-end hooks, which all processes run in the same order, and
+    logged already reduced, identical on every process (checkpoint, early-stopping and
+    learning-rate decisions agree). Nothing is logged with ``sync_dist``: its lazy
+    reduction runs wherever a value is first read, e.g. in the first process's progress
+    bar only, and would deadlock the others. Evaluation needs autograd for forces: run
+    the Trainer with ``inference_mode=False``.
 
     Args:
         model (nn.Module): The model to train, e.g. :class:`hipnn_pyg.HIPNN`.
@@ -68,13 +72,12 @@ class HIPNNLightningModule(LightningModule):
             (default: :obj:`0.0`)
         l2_weight (float): Weight of the squared norm of the weight matrices (not biases,
             sensitivities or self-energies). (default: :obj:`0.0`)
-        optimizer (Callable, optional): Builds the optimizer from parameter groups, e.g.
-            ``partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)``; weight decay acts
-            on the ``l2_weight`` weights only, frozen parameters are left out.
-            (default: :obj:`partial(torch.optim.Adam, lr=1e-3)`)
-        scheduler (Callable, optional): Builds the learning-rate schedule from the
-            optimizer, stepped once per epoch; a plateau schedule on ``monitor``.
-            (default: :obj:`None`, a constant rate)
+        optimizer (Callable, optional): Builds the optimizer from
+            :func:`~hipnn_pyg.train.optim.parameter_groups`, e.g. ``partial(torch.optim.
+            AdamW, lr=1e-3, weight_decay=1e-4)``. (default: :obj:`partial(Adam, lr=1e-3)`)
+        scheduler (Callable, optional): Builds the per-epoch learning-rate schedule from
+            the optimizer, e.g. ``partial(ReduceLROnPlateau, factor=0.5)`` (stepped on
+            ``monitor``). (default: :obj:`None`, a constant rate)
         warmup_steps (int): Optimizer steps of linear warm-up to the optimizer's ``lr``.
             (default: :obj:`0`)
         monitor (str): Metric of a plateau schedule. (default: :obj:`"val/loss"`)
@@ -107,12 +110,9 @@ class HIPNNLightningModule(LightningModule):
         self.model = model
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
-        # Fixed rows per metric, the same on every process (see class docs); the training
-        # objective's sum and sample count beside them.
-        metrics = [m for t in self.targets for m in ([t.name, f"{t.name}_per_atom"]
-                                                     if t.per_atom else [t.name])]
-        self.errors = {split: ErrorSums(metrics) for split in SPLITS}
-        self._train_loss_sums = torch.zeros(2, dtype=torch.float64)
+        # Fixed rows per metric, the same on every process (see class docs)
+        metrics = [metric for target in self.targets for metric in target.metrics]
+        self.errors = {split: EpochErrors(metrics) for split in SPLITS}
 
     @property
     def eval_model(self) -> nn.Module:
@@ -122,32 +122,24 @@ class HIPNNLightningModule(LightningModule):
         return ema.module if ema is not None else self.model
 
     def _predict(self, model: nn.Module, data: Any, training: bool) -> dict[str, Tensor]:
-        # derivatives where trained on (their graph kept for backward), else where labelled
-        derived = {t.name for t in self.targets if t.derivative and (
-            t.trained or (not training and getattr(data, t.name, None) is not None))}
+        derived = derivatives(self.targets, None if training else data)
         if derived and not training and torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "forces and stress need autograd during validation/test: create the "
                 "Trainer with inference_mode=False (conf/trainer/default.yaml does)"
             )
-        return predict(model, data, compute_forces="forces" in derived,
+        return predict(model, data, compute_forces="forces" in derived,  # graph kept to train
                        compute_stress="stress" in derived, create_graph=training and bool(derived))
-
-    @staticmethod
-    def _num_atoms(data: Any) -> Tensor:
-        if getattr(data, "ptr", None) is not None:
-            return data.ptr[1:] - data.ptr[:-1]
-        return torch.bincount(data.batch, minlength=data.num_graphs)
 
     def _update_metrics(
         self, split: str, prediction: Mapping[str, Tensor], data: Any, keep: Tensor | None = None
     ) -> None:
-        num_atoms = self._num_atoms(data)
+        atoms = num_atoms(data)
         detached = {name: value.detach() for name, value in prediction.items()}
         for target in self.targets:
             if not target.available(detached, data):
                 continue
-            for metric, error in target.residuals(detached, data, num_atoms).items():
+            for metric, error in target.residuals(detached, data, atoms).items():
                 if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
                     error = error[keep if error.size(0) == keep.numel() else keep[data.batch]]
                 self.errors[split].update(metric, error)
@@ -155,82 +147,37 @@ class HIPNNLightningModule(LightningModule):
     def _padding_mask(
         self, split: str, data: Any, batch_idx: int, dataloader_idx: int
     ) -> Tensor | None:
-        r"""Which graphs of evaluation batch ``batch_idx`` of loader ``dataloader_idx``
-        are real, not a distributed sampler's padding (see
-        :func:`~hipnn_pyg.train.metrics.distributed_padding_mask`)."""
         loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
-        if isinstance(loaders, Mapping):
-            loaders = list(loaders.values())
-        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
-        return distributed_padding_mask(loader, batch_idx, data.num_graphs, data.z.device)
+        return loader_padding_mask(loaders, dataloader_idx, batch_idx, data.num_graphs,
+                                   data.z.device)
 
     def _log_epoch_metrics(self, split: str) -> None:
         r"""Sums the split's errors (and the training objective) over processes and logs
         them. Every process calls this from the same hook, so the one all-reduce meets on
         all of them, and all log the same values."""
-        errors = self.errors[split]
-        local = errors.sums.flatten()
-        if split == "train":
-            local = torch.cat([local, self._train_loss_sums.to(local.device)])
-        total = local.to(self.device, copy=True)  # the all-reduce works in place
-        if self._trainer is not None and self.trainer.world_size > 1:
-            total = self.trainer.strategy.reduce(total, reduce_op="sum")
-        total = total.double().cpu()
-        errors.reset()
-        values: dict[str, float] = {}
-        if split == "train":
-            self._train_loss_sums.zero_()
-            loss_sum, count = total[-2:].tolist()
-            if count > 0:
-                values["train/loss"] = loss_sum / count
-            total = total[:-2]
-        results = errors.results(total.view_as(errors.sums))
-        for metric, result in results.items():
-            for kind in ("mae", "rmse"):
-                values[f"{TRAIN_RUNNING if split == 'train' else split}/{metric}_{kind}"] = \
-                    result[kind]
+        results, objective = self.errors[split].reduce(self._trainer, self.device)
+        prefix = TRAIN_RUNNING if split == "train" else split
+        values = {f"{prefix}/{metric}_{kind}": result[kind]
+                  for metric, result in results.items() for kind in ("mae", "rmse")}
+        if objective is not None:
+            values["train/loss"] = objective
         if split != "train" and results:
-            missing = [t.name for t in self.trained if t.loss_metric not in results]
-            if missing:
-                raise KeyError(f"the {split} data lack the trained target(s) {missing}: "
-                               "cannot compute the validation loss")
-            values[f"{split}/loss"] = sum(t.weight * results[t.loss_metric]["mse"]
-                                          for t in self.trained)
+            values[f"{split}/loss"] = weighted_mse(self.trained, results, split)
         if split == "val" and not self.trainer.sanity_checking:
-            self._step_plateau(values)
+            step_plateau(self.trainer, values, self.hparams.monitor)
         for key, value in values.items():  # already reduced: no sync_dist (see class docs)
             self.log(key, value, prog_bar=key in ("val/loss", "val/energy_mae", "val/forces_mae"))
 
-    def _step_plateau(self, values: Mapping[str, float]) -> None:
-        # Stepped here, before ModelCheckpoint saves at on_validation_end, so that the saved
-        # scheduler state includes this epoch's step: Lightning's own plateau step comes
-        # after the checkpoint and is skipped on resume (a resumed run would diverge).
-        for config in self.trainer.lr_scheduler_configs:
-            if isinstance(config.scheduler, ReduceLROnPlateau):
-                if self.hparams.monitor not in values:
-                    raise KeyError(f"scheduler monitor '{self.hparams.monitor}' not among "
-                                   f"the logged {sorted(values)}")
-                config.scheduler.step(values[self.hparams.monitor])
-
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
-        if not isinstance(scheduler, ReduceLROnPlateau):  # plateau: in _step_plateau
+        if not isinstance(scheduler, ReduceLROnPlateau):  # plateau: in _log_epoch_metrics
             super().lr_scheduler_step(scheduler, metric)
 
     def forward(self, data: Any) -> dict[str, Tensor]:  # type: ignore[override]
         return self._predict(self.eval_model, data, training=False)
 
     def on_fit_start(self) -> None:
-        r"""Fails before the first step if the training data lack a trained target."""
-        dataset = getattr(getattr(self.trainer, "datamodule", None), "train_dataset", None)
-        for target in self.trained if hasattr(dataset, "has") else []:
-            if not dataset.has(target.name):
-                detail = (dataset.missing_message(target.name) if hasattr(
-                    dataset, "missing_message") else f"no '{target.name}' in the data")
-                raise ValueError(
-                    f"module.loss_weights.{target.name}={target.weight} > 0, but the "
-                    f"training data have no '{target.name}' labels ({detail}); set its "
-                    "weight to 0 or use a data set that has them"
-                )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check_labels(self.trained, getattr(datamodule, "train_dataset", None))
 
     def on_train_start(self) -> None:
         # Lightning's SIGTERM handler makes a collective call and can hang DDP ranks
@@ -238,8 +185,8 @@ class HIPNNLightningModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         prediction = self._predict(self.model, batch, training=True)
-        num_atoms, size = self._num_atoms(batch), batch.num_graphs
-        loss = sum(t.weight * mse(t.loss_residual(prediction, batch, num_atoms))
+        atoms, size = num_atoms(batch), batch.num_graphs
+        loss = sum(t.weight * mse(t.loss_residual(prediction, batch, atoms))
                    for t in self.trained)
         # Step values are this process's batch only; epoch values: _log_epoch_metrics.
         if self.hparams.hierarchicality_weight > 0:
@@ -251,14 +198,12 @@ class HIPNNLightningModule(LightningModule):
             loss = loss + self.hparams.l2_weight * l2
             self.log("train/l2", l2, batch_size=size)
         self.log("train/loss_step", loss, batch_size=size, prog_bar=True)
-        self._train_loss_sums = self._train_loss_sums.to(loss.device) + torch.stack(
-            [loss.detach().double() * size, loss.new_tensor(size, dtype=torch.float64)])
+        self.errors["train"].add_objective(loss, size)
         self._update_metrics("train", prediction, batch)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self.errors["train"].reset()
-        self._train_loss_sums.zero_()
+        self.errors["train"].reset()  # nothing left over from an interrupted epoch
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -288,25 +233,12 @@ class HIPNNLightningModule(LightningModule):
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
                        optimizer_closure: Any = None) -> None:
-        warmup = self.hparams.warmup_steps
-        if warmup > 0 and self.trainer.global_step < warmup:  # linear, to the configured lr
-            for group in optimizer.param_groups:
-                group["lr"] = optimizer.defaults["lr"] * (self.trainer.global_step + 1) / warmup
+        warm_up(optimizer, self.trainer.global_step, self.hparams.warmup_steps)
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decayed = {id(p) for p in regularized_weights(self.model)}
-        params = [p for p in self.model.parameters() if p.requires_grad]  # frozen: left out
-        groups = [  # the optimizer's weight decay; none on biases, sensitivities, self-energies
-            {"params": [p for p in params if id(p) in decayed]},
-            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
-        ]
-        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch",
-                     "frequency": 1, "monitor": self.hparams.monitor}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.model, self.optimizer_factory,
+                                      self.scheduler_factory, self.hparams.monitor)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets hipnn_pyg.io.load_model read the (EMA) model straight from a checkpoint.

@@ -25,7 +25,7 @@ from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
 from hipnn_pyg.train.self_energy import initialize_self_energies
-from hipnn_pyg.train.targets import KNOWN_TARGETS
+from hipnn_pyg.train.targets import KNOWN_TARGETS, derivatives, num_atoms
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,12 @@ def _collect(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[
     for batch in loader:
         batch = batch.to(device)
         labelled = [t for t in KNOWN_TARGETS.values() if getattr(batch, t.name, None) is not None]
-        derived = {t.name for t in labelled if t.derivative}
+        derived = derivatives(labelled, batch)
         prediction = predict(model, batch, compute_forces="forces" in derived,
                              compute_stress="stress" in derived)
-        num_atoms = batch.ptr[1:] - batch.ptr[:-1]
+        atoms = num_atoms(batch)
         for target in (t for t in labelled if t.available(prediction, batch)):
-            pairs = target.pairs({target.name: prediction[target.name].detach()}, batch, num_atoms)
+            pairs = target.pairs({target.name: prediction[target.name].detach()}, batch, atoms)
             for metric, (predicted, reference) in pairs.items():
                 collected.setdefault(metric, []).append((reference.cpu(), predicted.cpu()))
     return collected

@@ -4,10 +4,11 @@ unit, shared by training (:class:`~hipnn_pyg.train.HIPNNLightningModule`) and ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -42,6 +43,11 @@ class Target:
     def trained(self) -> bool:
         r"""Whether the target is in the loss (weight > 0)."""
         return self.weight > 0
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        r"""Names of its error metrics: its own, and ``{name}_per_atom`` if :attr:`per_atom`."""
+        return (self.name, f"{self.name}_per_atom") if self.per_atom else (self.name,)
 
     @property
     def loss_metric(self) -> str:
@@ -95,6 +101,20 @@ class Target:
         return self.residuals(prediction, data, num_atoms)[self.loss_metric]
 
 
+def num_atoms(data: Any) -> Tensor:
+    r"""Atom count of every structure of a (batched) ``data``."""
+    if getattr(data, "ptr", None) is not None:
+        return data.ptr[1:] - data.ptr[:-1]
+    return torch.bincount(data.batch, minlength=data.num_graphs)
+
+
+def derivatives(targets: Sequence[Target], data: Any = None) -> set[str]:
+    r"""Names of the derivative targets (forces, stress) to compute: those trained on,
+    and those that ``data`` labels (in evaluation; :obj:`None` in training)."""
+    return {t.name for t in targets if t.derivative and (
+        t.trained or (data is not None and getattr(data, t.name, None) is not None))}
+
+
 #: The targets that get metrics whenever both the model and the data provide them
 #: (``charges``: the per-atom partial charges of a charge head, in e).
 KNOWN_TARGETS: dict[str, Target] = {
@@ -137,3 +157,39 @@ def build_targets(
         targets.append(replace(known, weight=float(loss_weights.get(name, 0.0)),
                                per_atom_loss=per_atom_energy and known.per_atom))
     return targets
+
+
+def weighted_mse(
+    targets: Sequence[Target], results: Mapping[str, Mapping[str, float]], split: str = "val"
+) -> float:
+    r"""``Σ_t weight_t · MSE_t`` of the trained ``targets`` from a split's error
+    ``results`` (``{metric: {"mse": ...}}``): the loss without regularisers.
+
+    Raises:
+        KeyError: The split's data lack a trained target.
+    """
+    missing = [t.name for t in targets if t.trained and t.loss_metric not in results]
+    if missing:
+        raise KeyError(f"the {split} data lack the trained target(s) {missing}: "
+                       "cannot compute the validation loss")
+    return sum(t.weight * results[t.loss_metric]["mse"] for t in targets if t.trained)
+
+
+def check_labels(targets: Sequence[Target], dataset: Any) -> None:
+    r"""Fails before the first step if ``dataset`` (a training split with ``has``, e.g.
+    an :class:`~hipnn_pyg.data.AtomsDataset`) lacks a trained target; other datasets are
+    checked per batch instead.
+
+    Raises:
+        ValueError: Naming the target, its weight and what the data hold.
+    """
+    if not hasattr(dataset, "has"):
+        return
+    for target in (t for t in targets if t.trained and not dataset.has(t.name)):
+        detail = (dataset.missing_message(target.name) if hasattr(dataset, "missing_message")
+                  else f"no '{target.name}' in the data")
+        raise ValueError(
+            f"module.loss_weights.{target.name}={target.weight} > 0, but the training data "
+            f"have no '{target.name}' labels ({detail}); set its weight to 0 or use a data "
+            "set that has them"
+        )
