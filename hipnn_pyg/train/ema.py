@@ -71,7 +71,9 @@ class EMA(Callback):
     restored both on resume and for ``trainer.test(ckpt_path=...)`` (Lightning restores
     a callback's own state only when fitting). Under data parallelism every process
     averages the same synchronised weights, so the copies stay identical. The average
-    starts from the weights at the start of training (self-energies fitted).
+    starts from the weights at the start of training (self-energies fitted). The
+    Lightning module must hold the trained network as ``model`` (e.g.
+    :class:`~hipnn_pyg.train.HIPNNLightningModule`).
 
     Args:
         decay (float): Decay per optimizer step, in ``[0, 1)``. (default: :obj:`0.999`)

@@ -111,7 +111,7 @@ def target_residuals(
         KeyError: A target that the model does not predict or the data lack,
             with a message naming it.
     """
-    from hipnn_pyg.train.targets import build_targets  # targets.py builds on this module
+    from hipnn_pyg.train.targets import build_targets  # targets.py imports this module
 
     names = list(targets)
     rules = {t.name: t for t in build_targets(dict.fromkeys(names, 1.0), per_atom_energy)}

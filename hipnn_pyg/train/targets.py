@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hipnn_pyg.train.losses import per_atom
+
 
 @dataclass(frozen=True)
 class Target:
@@ -83,8 +85,8 @@ class Target:
         reference = reference.double().view_as(predicted)
         pairs = {self.name: (predicted, reference)}
         if self.per_atom:
-            atoms = num_atoms.to(predicted.dtype).view_as(predicted)
-            pairs[f"{self.name}_per_atom"] = (predicted / atoms, reference / atoms)
+            pairs[f"{self.name}_per_atom"] = (per_atom(predicted, num_atoms),
+                                              per_atom(reference, num_atoms))
         return pairs
 
     def residuals(
