@@ -7,7 +7,9 @@ how it was sharded or batched (unlike averaging per-batch or per-process means).
 :class:`ErrorSums` holds the sums of every quantity of a split in one tensor whose rows
 are fixed when it is built: the training module sums it over processes with a single
 all-reduce that every process makes at the same point, whatever the data held.
-:class:`ErrorMetric` is the one-quantity torchmetrics form, for single-process use.
+:class:`EpochErrors` adds the residuals of :class:`~hipnn_pyg.train.targets.Target`
+objects and a training objective, reduced together. :class:`ErrorMetric` is the
+one-quantity torchmetrics form, for single-process use.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-from hipnn_pyg.train.targets import DISPLAY_UNITS
+from hipnn_pyg.train.targets import DISPLAY_UNITS, Target, num_atoms
 
 
 def mae(residual: Tensor) -> float:
@@ -139,6 +141,27 @@ class EpochErrors(ErrorSums):
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__(names)
         self.objective = torch.zeros(2, dtype=torch.float64)
+
+    def add_errors(
+        self, targets: Sequence[Target], prediction: Mapping[str, Tensor], data: Any,
+        keep: Tensor | None = None,
+    ) -> None:
+        r"""Adds the residuals of every target that both ``prediction`` and ``data`` hold.
+
+        Args:
+            targets (Sequence[Target]): The targets, e.g. a module's ``targets``.
+            prediction (Mapping[str, torch.Tensor]): The model's output on ``data``.
+            data: A batch with the labels, ``batch`` and ``ptr``.
+            keep (torch.Tensor, optional): Which structures count (see
+                :func:`distributed_padding_mask`). (default: :obj:`None`, all)
+        """
+        atoms = num_atoms(data)
+        detached = {name: value.detach() for name, value in prediction.items()}
+        for target in (t for t in targets if t.available(detached, data)):
+            for metric, error in target.residuals(detached, data, atoms).items():
+                if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
+                    error = error[keep if error.size(0) == keep.numel() else keep[data.batch]]
+                self.update(metric, error)
 
     def add_objective(self, value: Tensor, samples: int) -> None:
         r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""

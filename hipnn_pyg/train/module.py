@@ -131,19 +131,6 @@ class HIPNNLightningModule(LightningModule):
         return predict(model, data, compute_forces="forces" in derived,  # graph kept to train
                        compute_stress="stress" in derived, create_graph=training and bool(derived))
 
-    def _update_metrics(
-        self, split: str, prediction: Mapping[str, Tensor], data: Any, keep: Tensor | None = None
-    ) -> None:
-        atoms = num_atoms(data)
-        detached = {name: value.detach() for name, value in prediction.items()}
-        for target in self.targets:
-            if not target.available(detached, data):
-                continue
-            for metric, error in target.residuals(detached, data, atoms).items():
-                if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
-                    error = error[keep if error.size(0) == keep.numel() else keep[data.batch]]
-                self.errors[split].update(metric, error)
-
     def _padding_mask(
         self, split: str, data: Any, batch_idx: int, dataloader_idx: int
     ) -> Tensor | None:
@@ -199,7 +186,7 @@ class HIPNNLightningModule(LightningModule):
             self.log("train/l2", l2, batch_size=size)
         self.log("train/loss_step", loss, batch_size=size, prog_bar=True)
         self.errors["train"].add_objective(loss, size)
-        self._update_metrics("train", prediction, batch)
+        self.errors["train"].add_errors(self.targets, prediction, batch)
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -213,7 +200,8 @@ class HIPNNLightningModule(LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         keep = self._padding_mask("val", batch, batch_idx, dataloader_idx)
-        self._update_metrics("val", self._predict(self.eval_model, batch, False), batch, keep)
+        self.errors["val"].add_errors(self.targets, self._predict(self.eval_model, batch, False),
+                                     batch, keep)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
@@ -223,7 +211,8 @@ class HIPNNLightningModule(LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         keep = self._padding_mask("test", batch, batch_idx, dataloader_idx)
-        self._update_metrics("test", self._predict(self.eval_model, batch, False), batch, keep)
+        self.errors["test"].add_errors(self.targets, self._predict(self.eval_model, batch, False),
+                                      batch, keep)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
