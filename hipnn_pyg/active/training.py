@@ -1,0 +1,115 @@
+r"""Training the committee with the project's Hydra training (:func:`hipnn_pyg.train.run.train`).
+
+Each member is ``conf/train.yaml`` composed with the user's ``train_overrides`` (model,
+trainer, module, ...) plus what the loop sets: the run's data file (``data=ase``), the
+member's seed (weights and train/validation split both differ per member), its
+folder, and optionally a warm start from the previous round's member.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hipnn_pyg.io import load_model
+
+log = logging.getLogger(__name__)
+
+
+class WarmStart(Callback):
+    r"""Starts training from the weights (and self-energies) of a saved model.
+
+    The weights are loaded in :meth:`setup`, before Lightning restores a checkpoint,
+    so a killed member resumed from its ``last.ckpt`` continues from there instead.
+
+    Args:
+        path (str): A model written by :func:`hipnn_pyg.io.save_model`.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        source = load_model(self.path)
+        model = getattr(pl_module, "model")
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"warm start from {self.path}: the saved model does not match "
+                             f"the configured one ({error})") from error
+        log.info("warm start from %s", self.path)
+
+
+def compose_training(overrides: Sequence[str]) -> DictConfig:
+    r"""``conf/train.yaml`` composed with ``overrides``, like ``hipnn-train`` would
+    (Hydra's global state is restored afterwards, so this works inside a Hydra app)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from hipnn_pyg.train.resolvers import conf_dir
+
+    outer = HydraConfig.instance().cfg
+    hydra_state = GlobalHydra.instance()
+    previous = hydra_state.config_loader if hydra_state.is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+            cfg = compose(config_name="train", return_hydra_config=True,
+                          overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+        if previous is not None:
+            GlobalHydra.instance().initialize(previous)
+    HydraConfig().set_config(cfg)
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(resolved, DictConfig)
+    HydraConfig.instance().cfg = outer  # type: ignore[assignment]
+    with open_dict(resolved):
+        resolved.pop("hydra", None)
+    return resolved
+
+
+def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: Path,
+                  seed: int, val_fraction: float, warm_start: Path | None = None,
+                  num_threads: int | None = None) -> DictConfig:
+    r"""The training config of one committee member (see module docs)."""
+    overrides = [
+        f"paths.output_dir='{output_dir}'", f"paths.log_dir='{output_dir}/logs'",
+        "data=ase", f"data.path='{data_path}'", "data.num_train=null",
+        f"data.num_val={float(val_fraction)}", "data.num_test=0", f"data.seed={seed}",
+        f"seed={seed}", "test=false", "logger=csv", "tags=[active]",
+        *train_overrides,
+    ]
+    if num_threads:
+        overrides.append(f"num_threads={int(num_threads)}")
+    cfg = compose_training(overrides)
+    with open_dict(cfg):
+        cfg.resume = True  # a killed member continues from its last.ckpt
+        if warm_start is not None:
+            cfg.callbacks = cfg.get("callbacks") or {}
+            cfg.callbacks.warm_start = {"_target_": f"{__name__}.WarmStart",
+                                        "path": str(warm_start)}
+    return cfg
+
+
+def train_member(cfg: DictConfig) -> dict[str, Any]:
+    r"""Trains one member (skipped when its folder already holds the finished
+    ``results.json``); returns its ``results.json``."""
+    from hipnn_pyg.train.run import train
+
+    output_dir = Path(cfg.paths.output_dir)
+    results = output_dir / "results.json"
+    if not results.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        train(cfg)
+    return json.loads(results.read_text())
