@@ -61,3 +61,17 @@ def label() -> None:
     r"""``hipnn-label input=... output=... [calculator=gfn2|pyscf|emt]``: resumable
     labelling with a reference calculator (``conf/label.yaml``)."""
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="label")(_label)()
+
+
+def _active(cfg: DictConfig) -> None:
+    from hipnn_pyg.active.app import active_main
+
+    active_main(cfg)
+
+
+def active() -> None:
+    r"""``hipnn-active [active=copper_emt|ethanol_gfn2] [selection=qbc|random]``: the
+    active-learning loop (``conf/active.yaml``); rerun the same command to continue."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="active")(
+        _active
+    )()

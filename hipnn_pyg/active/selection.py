@@ -68,6 +68,6 @@ def select_by_committee(candidates: Sequence[Atoms], measure: str = "energy",
 def select_random(candidates: Sequence[Atoms], count: int, seed: int) -> list[int]:
     r"""``count`` candidate indices (or all, if fewer) drawn without replacement with
     ``seed``, in the order drawn."""
-    count = min(int(count), len(candidates))
+    count = max(min(int(count), len(candidates)), 0)
     rng = np.random.default_rng(seed)
     return [int(i) for i in rng.choice(len(candidates), size=count, replace=False)]
