@@ -369,9 +369,11 @@ class ActiveLearning:
             else:
                 raise ValueError(f"{self.state_path}: unknown stage '{stage}'")
         bar.close()
-        last = self._metrics(state["round"])
+        last_round = max(r for r in range(state["round"] + 1)
+                         if (self.round_dir(r) / "metrics.json").exists())
+        last = self._metrics(last_round)
         if state["stop_reason"] and not last.get("stop_reason"):
-            last = self._update_metrics(state["round"], stop_reason=state["stop_reason"])
+            last = self._update_metrics(last_round, stop_reason=state["stop_reason"])
         print(one_line(last), flush=True)
         print(f"stopped: {state['stop_reason']}; run folder {self.run_dir}", flush=True)
         return state

@@ -49,10 +49,12 @@ class WarmStart(Callback):
         log.info("warm start from %s", self.path)
 
 
-def compose_training(overrides: Sequence[str]) -> DictConfig:
-    r"""``conf/train.yaml`` composed with ``overrides``, like ``hipnn-train`` would
-    (Hydra's global state is restored afterwards, so this works inside a Hydra app)."""
-    from hydra import compose, initialize_config_dir
+def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    r"""``conf/<config_name>.yaml`` composed with ``overrides`` like the console scripts
+    would, fully resolved, without Hydra's own node. Hydra's global state is restored
+    afterwards, so this also works inside a running Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -64,16 +66,16 @@ def compose_training(overrides: Sequence[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
-            cfg = compose(config_name="train", return_hydra_config=True,
-                          overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, return_hydra_config=True,
+                                overrides=list(overrides))
+        HydraConfig().set_config(cfg)  # for ${hydra:...} interpolations
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     finally:
+        HydraConfig.instance().cfg = outer  # type: ignore[assignment]
         GlobalHydra.instance().clear()
         if previous is not None:
             GlobalHydra.instance().initialize(previous)
-    HydraConfig().set_config(cfg)
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     assert isinstance(resolved, DictConfig)
-    HydraConfig.instance().cfg = outer  # type: ignore[assignment]
     with open_dict(resolved):
         resolved.pop("hydra", None)
     return resolved
@@ -92,7 +94,7 @@ def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: P
     ]
     if num_threads:
         overrides.append(f"num_threads={int(num_threads)}")
-    cfg = compose_training(overrides)
+    cfg = compose("train", overrides)
     with open_dict(cfg):
         cfg.resume = True  # a killed member continues from its last.ckpt
         if warm_start is not None:
