@@ -18,7 +18,8 @@ never does within the run); oracle time and total wall time. Writes
 Examples::
 
     python scripts/bench_active.py                       # 6 rounds of 10 frames
-    python scripts/bench_active.py --rounds 8 --per-round 20 --figure docs/figures/active_learning.png
+    python scripts/bench_active.py --rounds 8 --per-round 20 \
+        --figure docs/figures/active_learning.png
     python scripts/bench_active.py --output /tmp/smoke --rounds 2 --per-round 3 \
         --test-frames 5 --md-steps 200 active.ensemble.size=2 active.explorers.normal_modes=null
 

@@ -47,8 +47,14 @@ from hipnn_pyg.active.report import (
     write_summary,
 )
 from hipnn_pyg.active.selection import METHODS, select_by_committee, select_random
-from hipnn_pyg.active.structures import ID_KEY, check_species, has_labels, plain_copy, \
-    read, write_frames
+from hipnn_pyg.active.structures import (
+    ID_KEY,
+    check_species,
+    has_labels,
+    plain_copy,
+    read,
+    write_frames,
+)
 from hipnn_pyg.active.training import member_config, train_member
 from hipnn_pyg.md.io import read_frames
 
@@ -123,10 +129,8 @@ class ActiveLearning:
     # ------------------------------------------------------------------ setup
     def _check_config(self) -> None:
         r"""Writes ``config.yaml`` on the first start; later starts must match it."""
-        current = OmegaConf.to_container(OmegaConf.create({
-            "active": self.active, "seed": self.seed, "selection": self.selection}),
-            resolve=True)
-        assert isinstance(current, dict)
+        current = {"active": OmegaConf.to_container(self.active, resolve=True),
+                   "seed": self.seed, "selection": self.selection}
         path = self.run_dir / "config.yaml"
         if not path.exists():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +172,7 @@ class ActiveLearning:
         species = self.species()
         check_species(self.initial_frames(), species, "active.initial")
         check_species(self.seed_frames(), species, "active.seeds")
-        for name, explorer in self.explorers.items():
+        for explorer in self.explorers.values():
             if hasattr(explorer, "check_species"):
                 explorer.check_species(species)
         for name, frames in self.test_sets().items():

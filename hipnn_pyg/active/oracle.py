@@ -9,6 +9,7 @@ frame found in either file, so a label that was paid for is never recomputed or 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from ase.calculators.calculator import Calculator
 
 from hipnn_pyg.active.structures import ID_KEY
 from hipnn_pyg.label import label_one, make_calculator
-from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
+from hipnn_pyg.md.io import PathLike, append_frame, frame_text, read_frames, repair_extxyz
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class LabelResult:
     seconds: float
 
 
+def read_frames_text(text: str) -> list[Atoms]:
+    import ase.io
+
+    return ase.io.read(io.StringIO(text), index=":", format="extxyz")  # type: ignore[return-value]
+
+
 def read_failures(path: PathLike) -> list[dict[str, Any]]:
     r"""The failure records of a JSON-lines file (a torn last line is ignored)."""
     path = Path(path)
@@ -84,6 +91,13 @@ def _append_failure(path: Path, record: dict[str, Any]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _as_stored(atoms: Atoms) -> Atoms:
+    r"""``atoms`` as extxyz stores it (positions to 8 decimals), so that a label belongs
+    exactly to the geometry written next to it."""
+    (stored,) = read_frames_text(frame_text(atoms))
+    return stored
 
 
 def label_frames(frames: Sequence[Atoms], oracle: Oracle, output: PathLike,
@@ -125,7 +139,7 @@ def label_frames(frames: Sequence[Atoms], oracle: Oracle, output: PathLike,
     for i in todo:
         start = time.perf_counter()
         try:
-            labelled = label_one(frames[i], oracle.calculator)
+            labelled = label_one(_as_stored(frames[i]), oracle.calculator)
         except Exception as error:  # noqa: BLE001 - any oracle failure skips the frame
             record = {"id": ids[i], "index": i, "seconds": time.perf_counter() - start,
                       "error": f"{type(error).__name__}: {error}"}

@@ -40,7 +40,7 @@ class WarmStart(Callback):
         if stage != "fit":
             return
         source = load_model(self.path)
-        model = getattr(pl_module, "model")
+        model = pl_module.model
         try:
             model.load_state_dict(source.state_dict())
         except RuntimeError as error:
@@ -96,7 +96,8 @@ def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: P
         overrides.append(f"num_threads={int(num_threads)}")
     cfg = compose("train", overrides)
     with open_dict(cfg):
-        cfg.resume = True  # a killed member continues from its last.ckpt
+        # a killed member continues from its last.ckpt
+        cfg.resume = (output_dir / "checkpoints" / "last.ckpt").is_file()
         if warm_start is not None:
             cfg.callbacks = cfg.get("callbacks") or {}
             cfg.callbacks.warm_start = {"_target_": f"{__name__}.WarmStart",
