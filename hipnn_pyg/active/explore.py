@@ -284,6 +284,8 @@ class PoolExplorer:
     """
 
     name = "pool"
+    #: The same frames every round: the loop leaves out those already selected.
+    persistent = True
 
     def __init__(self, path: PathLike, index: str = ":") -> None:
         self.path = str(path)

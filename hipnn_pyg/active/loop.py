@@ -259,7 +259,12 @@ class ActiveLearning:
         candidates: list[Atoms] = []
         for k, (name, explorer) in enumerate(self.explorers.items()):
             found = explorer.explore(committee, seeds, _sub_seed(self.seed, round_, k, 2))
-            candidates += [a for a in found if str(a.info[ID_KEY]) not in used]
+            if getattr(explorer, "persistent", False):  # a pool: the same frames each round
+                found = [a for a in found if str(a.info[ID_KEY]) not in used]
+            else:  # new structures every round
+                for atoms in found:
+                    atoms.info[ID_KEY] = f"round{round_}:{atoms.info[ID_KEY]}"
+            candidates += found
             log.info("round %d: %s proposed %d candidates", round_, name, len(found))
         write_frames(self.round_dir(round_) / "candidates.extxyz", candidates)
         rho = [float(a.info["rho"]) for a in candidates] or [float("nan")]

@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Oracle:
-    r"""A reference calculator by name, built on first use (see
-    :func:`hipnn_pyg.label.make_calculator`).
+    r"""A reference calculator by name (see :func:`hipnn_pyg.label.make_calculator`).
+
+    Every structure gets a fresh calculator, so no state (a neighbour list, an SCF
+    guess) carries over from the previous one: a label does not depend on what was
+    labelled before it, and a resumed run gets the same numbers to the last bit.
 
     Args:
         name (str): ``"gfn2"`` (tblite GFN2-xTB), ``"gfn1"``, ``"pyscf"`` or ``"emt"``.
@@ -43,14 +46,9 @@ class Oracle:
     name: str = "gfn2"
     options: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        self._calculator: Calculator | None = None
-
-    @property
-    def calculator(self) -> Calculator:
-        if self._calculator is None:
-            self._calculator = make_calculator(self.name, **dict(self.options or {}))
-        return self._calculator
+    def make(self) -> Calculator:
+        r"""A new calculator."""
+        return make_calculator(self.name, **dict(self.options or {}))
 
 
 @dataclass
@@ -139,7 +137,7 @@ def label_frames(frames: Sequence[Atoms], oracle: Oracle, output: PathLike,
     for i in todo:
         start = time.perf_counter()
         try:
-            labelled = label_one(_as_stored(frames[i]), oracle.calculator)
+            labelled = label_one(_as_stored(frames[i]), oracle.make())
         except Exception as error:  # noqa: BLE001 - any oracle failure skips the frame
             record = {"id": ids[i], "index": i, "seconds": time.perf_counter() - start,
                       "error": f"{type(error).__name__}: {error}"}

@@ -17,7 +17,7 @@ from ase import Atoms
 
 from hipnn_pyg.active.committee import Committee
 
-#: Leading columns of ``summary.csv``; error columns follow (eV, eV/Å).
+#: Leading columns of ``summary.csv``; error columns (eV, eV/Å) and ``stop_reason`` follow.
 SUMMARY_COLUMNS = ["round", "train_size", "labelled", "failed", "oracle_seconds",
                    "candidates", "rho_mean", "rho_max", "force_dev_max"]
 #: Error columns per split (``val`` and ``test_<name>``).
@@ -80,6 +80,7 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     row = {key: metrics.get(key, "") for key in SUMMARY_COLUMNS}
     for split, errors in metrics.get("errors", {}).items():
         row.update({f"{split}_{key}": value for key, value in errors.items()})
+    row["stop_reason"] = metrics.get("stop_reason", "")
     return row
 
 
@@ -88,7 +89,8 @@ def write_summary(path: Path, rounds: Sequence[dict[str, Any]]) -> None:
     rows = [summary_row(metrics) for metrics in rounds]
     columns = list(SUMMARY_COLUMNS)
     for row in rows:
-        columns += [key for key in row if key not in columns]
+        columns += [key for key in row if key not in columns and key != "stop_reason"]
+    columns.append("stop_reason")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()

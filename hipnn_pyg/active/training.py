@@ -69,15 +69,14 @@ def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
             cfg = hydra_compose(config_name=config_name, return_hydra_config=True,
                                 overrides=list(overrides))
         HydraConfig().set_config(cfg)  # for ${hydra:...} interpolations
-        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        without_hydra = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+        resolved = OmegaConf.create(OmegaConf.to_container(without_hydra, resolve=True))
     finally:
         HydraConfig.instance().cfg = outer  # type: ignore[assignment]
         GlobalHydra.instance().clear()
         if previous is not None:
             GlobalHydra.instance().initialize(previous)
     assert isinstance(resolved, DictConfig)
-    with open_dict(resolved):
-        resolved.pop("hydra", None)
     return resolved
 
 

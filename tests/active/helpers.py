@@ -51,7 +51,8 @@ def active_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
         "active.max_selected=3", "active.initial.count=8", "active.initial.size=[2,1,1]",
         "active.explorers.md.steps=60", "active.explorers.md.check_interval=10",
         "active.explorers.md.temperatures_K=[600]", "active.explorers.md.max_seeds=1",
-        "active.explorers.md.trajectories=2", "active.threshold=0.0", "progress=false",
+        "active.explorers.md.trajectories=2", "active.threshold=0.0",
+        "active.explorers.md.stop_threshold=null", "progress=false",
     ]
     cfg = compose_config("active", run_dir, [*base, *overrides])
     with open_dict(cfg):
