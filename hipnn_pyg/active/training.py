@@ -62,7 +62,7 @@ def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
     outer = HydraConfig.instance().cfg
     hydra_state = GlobalHydra.instance()
-    previous = hydra_state.config_loader if hydra_state.is_initialized() else None
+    previous = hydra_state.hydra if hydra_state.is_initialized() else None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
