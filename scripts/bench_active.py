@@ -21,7 +21,8 @@ Examples::
     python scripts/bench_active.py --rounds 8 --per-round 20 \
         --figure docs/figures/active_learning.png
     python scripts/bench_active.py --output /tmp/smoke --rounds 2 --per-round 3 \
-        --test-frames 5 --md-steps 200 active.ensemble.size=2 active.explorers.normal_modes=null
+        --test-frames 5 --md-steps 200 --members 2 --max-epochs 5 \
+        active.explorers.md.steps=100 active.explorers.normal_modes.samples=3
 
 Extra ``key=value`` arguments are Hydra overrides of ``conf/active.yaml`` for both runs.
 Rerunning the same command continues killed runs (and reuses the test sets).
@@ -36,7 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omegaconf import open_dict
+
 from hipnn_pyg.active.loop import run_active
+from hipnn_pyg.active.report import log_axes
 from hipnn_pyg.active.structures import read, write_frames
 from hipnn_pyg.active.training import compose
 from hipnn_pyg.train.resolvers import repo_root
@@ -57,6 +61,10 @@ def arguments() -> argparse.Namespace:
                         help="test frames per temperature")
     parser.add_argument("--md-steps", type=int, default=4000,
                         help="GFN2 MD steps per temperature for the test sets (0.5 fs)")
+    parser.add_argument("--members", type=int, default=None,
+                        help="committee size (default: the config's, 4)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="training epochs per member and round (default: the config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=None,
                         help="also copy the figure here (e.g. docs/figures/active_learning.png)")
@@ -91,7 +99,8 @@ def make_test_sets(folder: Path, frames: int, steps: int, seed: int) -> dict[str
 
 
 def run(method: str, args: argparse.Namespace, tests: dict[str, Path]) -> float:
-    r"""One loop (resumed if its folder exists); returns its wall seconds (this call)."""
+    r"""One loop (resumed if its folder exists); returns its wall seconds, summed over
+    every call that worked on it."""
     overrides = [
         "active=ethanol_gfn2", f"selection={method}", f"seed={args.seed}",
         f"run_dir={args.output / method}", f"active.max_rounds={args.rounds}",
@@ -100,9 +109,20 @@ def run(method: str, args: argparse.Namespace, tests: dict[str, Path]) -> float:
         *(f"+active.test_sets.{name}={path}" for name, path in tests.items()),
         *args.overrides,
     ]
+    cfg = compose("active", overrides)
+    with open_dict(cfg):
+        if args.members is not None:
+            cfg.active.ensemble.size = args.members
+        if args.max_epochs is not None:
+            cfg.active.ensemble.train_overrides.append(f"trainer.max_epochs={args.max_epochs}")
     start = time.perf_counter()
-    run_active(compose("active", overrides))
-    return time.perf_counter() - start
+    run_active(cfg)
+    # wall time summed over the calls that worked on this run (a resumed run included)
+    ledger = args.output / method / "bench_wall_seconds.json"
+    total = json.loads(ledger.read_text())["seconds"] if ledger.exists() else 0.0
+    total += time.perf_counter() - start
+    ledger.write_text(json.dumps({"seconds": total}))
+    return total
 
 
 def curve(folder: Path) -> list[dict[str, Any]]:
@@ -139,8 +159,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
                     axis.plot(x, y, "o-", label=METHODS[method])
             axis.set_title(f"GFN2-xTB MD at {temperature} K")
             axis.set_ylabel(f"test {key.split('_')[0]} MAE ({unit})")
-            axis.set_yscale("log")
-            axis.grid(alpha=0.3, which="both")
+            log_axes(axis, [r["train_size"] for rows in curves.values() for r in rows])
             axis.legend()
     for axis in axes[1]:
         axis.set_xlabel("training-set size (frames)")
@@ -157,23 +176,15 @@ def main() -> None:
     seconds = {method: run(method, args, tests) for method in METHODS}
     curves = {method: curve(args.output / method) for method in METHODS}
 
-    print("\ntest MAE of the committee mean: energy (meV) / forces (meV/Å)")
-    header = f"{'round':>5} " + " ".join(
-        f"{m:>6}_n {m + ' md' + str(t):>22}" for m in METHODS for t in TEMPERATURES)
-    print(header)
-    for i in range(max(len(rows) for rows in curves.values())):
-        cells = [f"{i:>5}"]
-        for method in METHODS:
-            rows = curves[method]
-            for t in TEMPERATURES:
-                if i < len(rows):
-                    r = rows[i]
-                    cells.append(f"{int(r['train_size']):>8} "
-                                 f"{1000 * r[f'test_md{t}_energy_mae']:>10.2f} / "
-                                 f"{1000 * r[f'test_md{t}_forces_mae']:>7.1f}")
-                else:
-                    cells.append(" " * 30)
-        print(" ".join(cells))
+    print("\ntest MAE of the committee mean: energy (meV per molecule) / forces (meV/Å)")
+    for method, rows in curves.items():
+        print(f"{METHODS[method]}:")
+        print(f"{'round':>5} {'frames':>6} " + " ".join(f"{'md' + str(t) + ' E / F':>18}"
+                                                    for t in TEMPERATURES))
+        for r in rows:
+            cells = [f"{1000 * r[f'test_md{t}_energy_mae']:>8.2f} / "
+                     f"{1000 * r[f'test_md{t}_forces_mae']:>7.1f}" for t in TEMPERATURES]
+            print(f"{int(r['round']):>5} {int(r['train_size']):>6} " + " ".join(cells))
 
     results: dict[str, Any] = {"rounds": args.rounds, "per_round": args.per_round,
                                "overrides": args.overrides, "curves": curves}
@@ -195,12 +206,11 @@ def main() -> None:
         oracle = sum(r["oracle_seconds"] for r in curves[method]
                      if isinstance(r.get("oracle_seconds"), float))
         results[f"{method}_oracle_seconds"] = oracle
-        results[f"{method}_wall_seconds_this_call"] = seconds[method]
-        print(f"{METHODS[method]}: oracle {oracle:.1f} s, wall {seconds[method]:.0f} s "
-              "(this call)")
+        results[f"{method}_wall_seconds"] = seconds[method]
+        print(f"{METHODS[method]}: oracle {oracle:.1f} s, loop wall time {seconds[method]:.0f} s")
     total = time.perf_counter() - wall
     results["total_wall_seconds_this_call"] = total
-    print(f"total wall time {total:.0f} s (this call; a resumed run counts only its part)")
+    print(f"total wall time of this call {total:.0f} s (test-set MD included when made)")
     figure = args.output / "bench_active.png"
     plot(curves, figure)
     if args.figure is not None:

@@ -121,13 +121,27 @@ def plot_learning_curve(path: Path, rounds: Sequence[dict[str, Any]], title: str
                 axis.plot(x, y, "o-", label=split.removeprefix("test_"))
         axis.set_xlabel("training-set size (frames)")
         axis.set_ylabel(f"{key.replace('_', ' ')} ({unit})")
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.grid(alpha=0.3, which="both")
+        log_axes(axis, [m["train_size"] for m in trained])
         axis.legend()
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
+
+
+def log_axes(axis: Any, sizes: Sequence[float]) -> None:
+    r"""Log-log axes with plain-number labels: x ticks at the training-set sizes, y
+    ticks at 1, 2 and 5 times powers of ten."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xticks(sorted(set(sizes)))
+    axis.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    for ax in (axis.xaxis, axis.yaxis):
+        ax.set_minor_formatter(NullFormatter())
+    axis.grid(alpha=0.3, which="both")
 
 
 def one_line(metrics: dict[str, Any]) -> str:
