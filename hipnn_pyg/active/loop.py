@@ -116,14 +116,15 @@ class ActiveLearning:
         path = self.round_dir(round_) / "metrics.json"
         return json.loads(path.read_text()) if path.exists() else {"round": round_}
 
-    def _update_metrics(self, round_: int, **values: Any) -> dict[str, Any]:
+    def _update_metrics(self, round_: int, plot: bool = False, **values: Any) -> dict[str, Any]:
         metrics = {**self._metrics(round_), **values}
         write_json_atomic(self.round_dir(round_) / "metrics.json", metrics)
         rounds = [self._metrics(r) for r in range(round_ + 1)
                   if (self.round_dir(r) / "metrics.json").exists()]
         write_summary(self.run_dir / "summary.csv", rounds)
-        plot_learning_curve(self.run_dir / "learning_curve.png", rounds,
-                            title=f"{self.active.get('name', '')} ({self.selection})")
+        if plot:  # the errors changed
+            plot_learning_curve(self.run_dir / "learning_curve.png", rounds,
+                                title=f"{self.active.get('name', '')} ({self.selection})")
         return metrics
 
     # ------------------------------------------------------------------ setup
@@ -237,7 +238,7 @@ class ActiveLearning:
         errors = {"val": member_validation(results)}
         for name, frames in self.test_sets().items():
             errors[f"test_{name}"] = committee_errors(committee, frames)
-        self._update_metrics(round_, train_size=len(data), errors=errors)
+        self._update_metrics(round_, plot=True, train_size=len(data), errors=errors)
         return committee
 
     def committee(self, round_: int) -> Committee:
