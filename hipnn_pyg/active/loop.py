@@ -350,7 +350,7 @@ class ActiveLearning:
             elif stage == "select":
                 if self._select(round_) == 0:
                     reason = (f"round {round_} selected nothing (no candidate above "
-                              f"threshold {self.active.threshold})"
+                              f"threshold {float(self.active.threshold):g})"
                               if self.selection == "qbc" else f"round {round_} had no candidate")
                     if self.active.get("max_labels") is not None and \
                             self.labels_spent(round_) >= int(self.active.max_labels):

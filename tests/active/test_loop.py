@@ -101,10 +101,14 @@ def test_kills_between_stages_and_mid_labelling_resume_to_the_same_data(
 
 def test_random_selection_explores_alike_and_picks_as_many(tmp_path: Path) -> None:
     cfg = active_config(tmp_path / "run", [*NO_SPREAD, "selection=random",
-                                           "active.max_rounds=1", "active.final_training=false"])
+                                           "active.max_rounds=1", "active.final_training=false",
+                                           "active.ensemble.bootstrap=true"])
     state = run_active(cfg)
     assert state["stop_reason"] == "reached max_rounds=1"
     folder = tmp_path / "run" / "round_000"
+    resampled = read_frames(folder / "models" / "member_1" / "bootstrap.extxyz")
+    ids = [a.info["active_id"] for a in resampled]
+    assert len(ids) == 8 and len(set(ids)) < 8  # drawn with replacement
     candidates = {a.info["active_id"] for a in read_frames(folder / "candidates.extxyz")}
     selected = [a.info["active_id"] for a in read_frames(folder / "selected.extxyz")]
     assert len(selected) == 3 and set(selected) <= candidates
@@ -134,3 +138,18 @@ def test_unknown_element_in_a_pool_is_refused_before_labelling(tmp_path: Path) -
     assert result.returncode == 1, result.stderr[-2000:]
     assert "frame 1 holds Au (Z=79), unknown to the ensemble" in result.stderr
     assert not (run_dir / "initial_labelled.extxyz").exists()
+
+
+def test_a_round_that_selects_nothing_stops_the_run(tmp_path: Path) -> None:
+    state = run_active(active_config(tmp_path, ["active.threshold=1e9"]))
+    assert state["stop_reason"] == "round 0 selected nothing (no candidate above threshold 1e+09)"
+    assert not (tmp_path / "round_001").exists()  # the set did not grow: no retraining
+    assert summary(tmp_path)[-1]["stop_reason"] == state["stop_reason"]
+
+
+def test_the_labelling_budget_stops_the_run(tmp_path: Path) -> None:
+    state = run_active(active_config(tmp_path, ["active.max_labels=4", "active.max_rounds=5"]))
+    assert state["stop_reason"] == "labelling budget of 4 frames spent"
+    rows = summary(tmp_path)
+    assert [r["labelled"] for r in rows] == ["3", "1", ""]
+    assert int(rows[-1]["train_size"]) == 8 + 4
