@@ -364,12 +364,11 @@ class ActiveLearning:
                 state = self._advance(state, stage="grow")
             elif stage == "grow":
                 self._grow(round_)
-                metrics = self._metrics(round_)
-                print(one_line(metrics), flush=True)
-                log.info(one_line(metrics))
                 bar.update(1)
                 reason = self._stop_reason(round_)
                 final = reason is not None
+                if not final or self.active.get("final_training", True):
+                    print(one_line(self._metrics(round_)), flush=True)  # else: at the end
                 if final and not self.active.get("final_training", True):
                     state = self._advance(state, round=round_ + 1, stage="done",
                                           stop_reason=reason)

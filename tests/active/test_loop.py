@@ -153,3 +153,18 @@ def test_the_labelling_budget_stops_the_run(tmp_path: Path) -> None:
     rows = summary(tmp_path)
     assert [r["labelled"] for r in rows] == ["3", "1", ""]
     assert int(rows[-1]["train_size"]) == 8 + 4
+
+
+def test_a_pool_is_labelled_once_across_rounds(tmp_path: Path) -> None:
+    import ase.io
+
+    ase.io.write(tmp_path / "pool.extxyz", [copper(seed) for seed in range(10, 16)])
+    state = run_active(active_config(tmp_path / "run", [
+        *NO_SPREAD, "active.explorers.md=null", "active.final_training=false",
+        "active.explorers.pool={_target_:hipnn_pyg.active.explore.PoolExplorer,"
+        f"path:'{tmp_path / 'pool.extxyz'}'}}"]))
+    assert state["stop_reason"] == "reached max_rounds=2"
+    picked = [a.info["active_id"] for r in (0, 1) for a in
+              read_frames(tmp_path / "run" / f"round_{r:03d}" / "selected.extxyz")]
+    assert sorted(picked) == [f"pool:{i}" for i in range(6)]
+    assert len(read_frames(tmp_path / "run" / "round_001" / "candidates.extxyz")) == 3
