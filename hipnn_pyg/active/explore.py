@@ -47,7 +47,8 @@ def candidate(atoms: Atoms, prediction: Prediction, explorer: str, group: str,
     return frame
 
 
-def _sub_seed(*keys: int) -> int:
+def sub_seed(*keys: int) -> int:
+    r"""A 32-bit seed derived from ``keys`` (run seed, round, member, ...)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
@@ -113,7 +114,7 @@ class LangevinExplorer:
                 for r in range(self.trajectories):
                     group = f"md:s{s}:T{temperature:g}:r{r}"
                     frames += self.trajectory(committee, start, temperature,
-                                              _sub_seed(seed, s, t, r), group)
+                                              sub_seed(seed, s, t, r), group)
         return frames
 
     def trajectory(self, committee: Committee, start: Atoms, temperature_K: float,
@@ -206,7 +207,7 @@ class NormalModeExplorer:
                 log.warning("normal modes of seed %d failed, skipped: %s", s, error)
                 continue
             for t, temperature in enumerate(self.temperatures_K):
-                rng = np.random.default_rng(_sub_seed(seed, s, t))
+                rng = np.random.default_rng(sub_seed(seed, s, t))
                 for k in range(self.samples):
                     atoms = minimum.copy()
                     atoms.positions += self.displacement(directions, constants, len(atoms),

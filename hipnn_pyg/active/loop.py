@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hipnn_pyg.active.committee import Committee
-from hipnn_pyg.active.explore import _sub_seed
+from hipnn_pyg.active.explore import sub_seed
 from hipnn_pyg.active.oracle import Oracle, label_frames, read_failures
 from hipnn_pyg.active.report import (
     committee_errors,
@@ -159,7 +159,7 @@ class ActiveLearning:
         return member_config(
             list(ensemble.get("train_overrides") or []), data_path,
             self.round_dir(round_) / "models" / f"member_{member}",
-            _sub_seed(self.seed, round_, member) % 2**31,
+            sub_seed(self.seed, round_, member) % 2**31,
             float(ensemble.get("val_fraction", 0.1)), warm, self.cfg.get("num_threads"))
 
     def species(self) -> list[int]:
@@ -230,7 +230,7 @@ class ActiveLearning:
         for member in range(int(ensemble.get("size", 4))):
             path = train_path
             if ensemble.get("bootstrap", False):
-                rng = np.random.default_rng(_sub_seed(self.seed, round_, member, 1))
+                rng = np.random.default_rng(sub_seed(self.seed, round_, member, 1))
                 path = folder / "models" / f"member_{member}" / "bootstrap.extxyz"
                 write_frames(path, [data[i] for i in rng.integers(0, len(data), len(data))])
             results.append(train_member(self._member_config(round_, member, path)))
@@ -259,7 +259,7 @@ class ActiveLearning:
         used = self._selected_before(round_)
         candidates: list[Atoms] = []
         for k, (name, explorer) in enumerate(self.explorers.items()):
-            found = explorer.explore(committee, seeds, _sub_seed(self.seed, round_, k, 2))
+            found = explorer.explore(committee, seeds, sub_seed(self.seed, round_, k, 2))
             if getattr(explorer, "persistent", False):  # a pool: the same frames each round
                 found = [a for a in found if str(a.info[ID_KEY]) not in used]
             else:  # new structures every round
@@ -289,7 +289,7 @@ class ActiveLearning:
         if active.get("max_labels") is not None:
             count = min(count, int(active.max_labels) - self.labels_spent(round_))
         if self.selection == "random":
-            picked = select_random(candidates, count, _sub_seed(self.seed, round_, 3))
+            picked = select_random(candidates, count, sub_seed(self.seed, round_, 3))
         else:
             picked = select_by_committee(
                 candidates, str(active.measure), float(active.threshold), count,
