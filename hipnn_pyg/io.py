@@ -74,9 +74,9 @@ def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
             f"weights-only files are read; hipnn_pyg's model files and training checkpoints "
             f"are such files."
         ) from None
-    except OSError:
+    except PermissionError:
         raise
-    except Exception as error:  # truncated, foreign or corrupted files
+    except Exception as error:  # truncated (the zip reader raises OSError), foreign, corrupt
         raise ValueError(f"cannot read {path}: {error}") from error
 
 

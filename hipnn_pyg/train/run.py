@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from lightning import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
@@ -145,7 +147,12 @@ def train(cfg: DictConfig) -> float | None:
         ckpt_path = checkpoint_to_resume(cfg)
         if ckpt_path is None and cfg.get("fit_self_energies", True):
             fit_on_training_split(model, datamodule)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException as error:
+            # Lightning raises it without an exit code, so a terminated run would exit 0
+            # and look finished to a scheduler or sweep: exit as a killed process does.
+            raise SystemExit(128 + signal.SIGTERM) from error
         if not any(key.startswith("val/") for key in trainer.callback_metrics) and len(
                 getattr(datamodule, "val_dataset", None) or []):
             # resumed after its last epoch (killed before the end): nothing was trained,
