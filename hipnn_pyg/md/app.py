@@ -110,7 +110,8 @@ def label_main(cfg: DictConfig) -> None:
     r"""Runs :func:`hipnn_pyg.label.label` from ``conf/label.yaml``."""
     from hipnn_pyg.label import label
 
-    options = OmegaConf.to_container(cfg.calculator_options, resolve=True) or {}
+    options = (OmegaConf.to_container(cfg.calculator_options, resolve=True)
+               if cfg.calculator_options is not None else {})
     try:
         summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
                         index=str(cfg.index), progress=cfg.progress)
