@@ -78,7 +78,7 @@ def main() -> None:
     def hipnn(fused: bool) -> HIPNN:
         model = HIPNN(hidden_channels=args.hidden, num_interactions=3, cutoff=args.cutoff,
                       soft_max_distance=min(5.5, args.cutoff - 0.5))
-        for interaction in model.interactions:
+        for interaction in model.representation.interactions:
             interaction.fused = fused
         return model
 
