@@ -187,7 +187,7 @@ class ChargeHead(HierarchicalReadout):
         self.origin = origin
         self.representation = representation
         if representation is not None:
-            self.build(representation.channels, next(representation.parameters()))
+            self.build(representation.channels, next(representation.parameters(), None))
         elif channels is not None:
             self.build(channels)
 

@@ -68,7 +68,7 @@ class Potential(Configurable, nn.Module):
         self.representation = representation
         self.heads = nn.ModuleDict(dict(heads.items()) if heads is not None
                                    else {"energy": EnergyHead()})
-        like = next(representation.parameters())
+        like = next(representation.parameters(), None)
         for head in self.heads.values():
             if getattr(head, "representation", None) is None:
                 head.build(representation.channels, like)

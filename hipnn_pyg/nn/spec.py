@@ -19,7 +19,6 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 #: Only targets under this package are built from a spec.
@@ -40,11 +39,6 @@ class Configurable:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _recording(cls.__init__)  # type: ignore[method-assign]
-
-    @property
-    def config(self) -> dict[str, Any]:
-        r"""The arguments this module was built with (modules as built objects)."""
-        return dict(self.__dict__.get("_config", {}))
 
     # Bridge for hipnn_pyg.io's class + hyperparameters files until it saves specs.
     def hyperparameters(self) -> dict[str, Any]:
@@ -111,8 +105,6 @@ def _plain(value: Any, where: str) -> Any:
         return model_spec(value)
     if isinstance(value, Tensor):
         return value.tolist()
-    if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Mapping):
