@@ -173,18 +173,8 @@ class HIPNNPotential(Potential):
         r"""Whether the charges read the energy model's features."""
         return self.heads["charges"].representation is None
 
-    def forward(
-        self,
-        z: Tensor,
-        pos: Tensor,
-        batch: Tensor | None = None,
-        cell: Tensor | None = None,
-        pbc: Tensor | None = None,
-        return_details: bool = False,
-        num_graphs: int | None = None,
-    ) -> Tensor | HIPNNOutput:
-        r"""Energies, as :meth:`HIPNN.forward`."""
-        return self.energy(z, pos, batch, cell, pbc, return_details, num_graphs)
+    #: ``model(z, pos, batch)`` returns energies, as :meth:`HIPNN.forward`.
+    forward = HIPNN.forward
 
     def electrostatics(
         self,
