@@ -8,7 +8,8 @@ stale; :func:`build_from_spec` rebuilds the (untrained) model and refuses any ta
 outside ``hipnn_pyg``, so a model file cannot run foreign code.
 
 Files of format version 1 stored a class path and hand-written hyperparameters, with
-the weights of the pre-split layout; :func:`model_from_v1` rebuilds those.
+the weights of the pre-split layout; :func:`upgrade_v1` turns them into a spec and
+today's parameter names.
 """
 
 from __future__ import annotations
@@ -185,27 +186,33 @@ def convert_v1_state_dict(class_path: str, state_dict: Mapping[str, Tensor]) -> 
     return converted
 
 
-def model_from_v1(state: Mapping[str, Any]) -> nn.Module:
-    r"""Rebuilds a model saved in format version 1 (``class``, ``hyperparameters``,
-    ``state_dict``) on today's parts, with its weights loaded."""
-    # Imported here: the model modules import this one.
-    from hipnn_pyg.nn.model import HIPNN, HIPNNPotential
-
-    class_path, hyperparameters = str(state["class"]), dict(state["hyperparameters"])
-    model: nn.Module
+def spec_from_v1(class_path: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    r"""The spec of a format-1 model: ``HIPNN`` (flat hyperparameters) or
+    ``HIPNNPotential`` (nested ``class``/``hyperparameters`` of its HIP-NNs)."""
     if class_path.endswith(".HIPNN"):
-        model = HIPNN(**hyperparameters)
-    elif class_path.endswith(".HIPNNPotential"):
-        charge = hyperparameters.get("charge_model")
-        model = HIPNNPotential(
-            HIPNN(**hyperparameters["energy_model"]["hyperparameters"]),
-            None if charge is None else HIPNN(**charge["hyperparameters"]),
-            origin=hyperparameters.get("origin", "center_of_mass"),
-        )
-    else:
-        raise ValueError(f"format-1 model file of unknown class '{class_path}'")
-    weights = convert_v1_state_dict(class_path, state["state_dict"])
-    reference = next(iter(weights.values()))
-    model = model.to(dtype=reference.dtype)
-    model.load_state_dict(weights)
-    return model
+        return {"_target_": "hipnn_pyg.nn.model.HIPNN", **hyperparameters}
+    if class_path.endswith(".HIPNNPotential"):
+        nested = {key: None if hyperparameters.get(key) is None else spec_from_v1(
+            hyperparameters[key]["class"], hyperparameters[key]["hyperparameters"])
+            for key in ("energy_model", "charge_model")}
+        return {"_target_": "hipnn_pyg.nn.model.HIPNNPotential", **nested,
+                "origin": hyperparameters.get("origin", "center_of_mass")}
+    raise ValueError(f"format-1 model file of unknown class '{class_path}'")
+
+
+def upgrade_v1(state: Mapping[str, Any]) -> dict[str, Any]:
+    r"""Turns a format-1 model dictionary (``class``, ``hyperparameters``,
+    ``state_dict``) into today's (``spec``, ``state_dict`` with today's parameter
+    names); other entries, such as ``dtype``, are kept."""
+    for key in ("class", "hyperparameters", "state_dict"):
+        if key not in state:
+            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
+    class_path = str(state["class"])
+    upgraded = {key: value for key, value in state.items()
+                if key not in ("class", "hyperparameters", "state_dict")}
+    upgraded.update(
+        format_version=2,
+        spec=spec_from_v1(class_path, state["hyperparameters"]),
+        state_dict=convert_v1_state_dict(class_path, state["state_dict"]),
+    )
+    return upgraded

@@ -13,7 +13,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from hipnn_pyg.nn import HIPNNPotential, Potential, build_from_spec, model_spec, predict
-from hipnn_pyg.nn.spec import convert_v1_state_dict, model_from_v1
+from hipnn_pyg.nn.spec import convert_v1_state_dict, upgrade_v1
 from tests.nn.helpers import ethanol, small_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -29,9 +29,9 @@ def rebuilt(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("name", OLD_FILES)
 def test_format_1_files_give_bitwise_identical_outputs(name: str) -> None:
     reference = torch.load(FIXTURES / "old_format_reference.pt", weights_only=True)
-    state = torch.load(FIXTURES / f"{name}.pt", weights_only=False)
-    assert state["format_version"] == 1
-    model = model_from_v1(state)
+    state = upgrade_v1(torch.load(FIXTURES / f"{name}.pt", weights_only=True))
+    model = build_from_spec(state["spec"]).to(torch.float64)
+    model.load_state_dict(state["state_dict"])
     data = Data(z=reference["z"], pos=reference["pos"], batch=reference["batch"])
     out = predict(model, data)
     keys = [key.split(".", 1)[1] for key in reference if key.startswith(f"{name}.")]
@@ -45,7 +45,7 @@ def test_format_1_files_give_bitwise_identical_outputs(name: str) -> None:
 
 
 def test_format_1_keys_map_to_the_new_names() -> None:
-    state = torch.load(FIXTURES / "old_potential_separate.pt", weights_only=False)
+    state = torch.load(FIXTURES / "old_potential_separate.pt", weights_only=True)
     converted = convert_v1_state_dict(state["class"], state["state_dict"])
     assert "representation.interactions.1.interaction_weight" in converted
     assert "heads.energy.readouts.2.weight" in converted
@@ -53,6 +53,10 @@ def test_format_1_keys_map_to_the_new_names() -> None:
     assert not any("energy_head" in key or "charge_model" in key for key in converted)
     with pytest.raises(KeyError, match="unexpected key 'mystery.weight'"):
         convert_v1_state_dict("hipnn_pyg.nn.model.HIPNN", {"mystery.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unknown class 'hipnn_pyg.nn.Other'"):
+        upgrade_v1({**state, "class": "hipnn_pyg.nn.Other"})
+    with pytest.raises(ValueError, match="key 'hyperparameters' missing"):
+        upgrade_v1({"class": state["class"], "state_dict": {}})
 
 
 def test_spec_records_every_constructor_argument() -> None:
