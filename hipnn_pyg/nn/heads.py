@@ -2,9 +2,9 @@ r"""Heads: hierarchical readouts of the representation's features into named out
 
 A head is a :class:`HierarchicalReadout` (one linear readout per feature layer, sized
 when a :class:`~hipnn_pyg.nn.Potential` attaches it to a representation) whose
-``forward(representation_output, total_charge)`` returns a dict of outputs. A new
-head (another property, another level of theory) is one more subclass here, listed
-under ``heads`` in ``conf/model/*.yaml``.
+``forward(representation_output, total_charge)`` returns the dict of outputs named by
+its ``output_names``. A new head (another property, another level of theory) is one
+more subclass here, listed under ``heads`` in ``conf/model/*.yaml``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ class EnergyHead(HierarchicalReadout):
         if channels is not None:
             self.build(channels)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        r"""The outputs :meth:`forward` returns."""
+        return (self.output, f"atom_{self.output}", f"layer_{self.output}")
+
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self._initial_self_energies is not None and len(self.readouts):
@@ -174,6 +179,9 @@ class ChargeHead(HierarchicalReadout):
         channels (Sequence[int], optional): As in :class:`HierarchicalReadout`.
             (default: :obj:`None`)
     """
+
+    #: The outputs :meth:`forward` returns.
+    output_names = ("charges", "layer_charges", "dipole", "dipole_magnitude", "quadrupole")
 
     def __init__(
         self,

@@ -68,6 +68,13 @@ class Potential(Configurable, nn.Module):
         self.representation = representation
         self.heads = nn.ModuleDict(dict(heads.items()) if heads is not None
                                    else {"energy": EnergyHead()})
+        names: dict[str, str] = {}
+        for name, head in self.heads.items():
+            for output in head.output_names:
+                if output in names:
+                    raise ValueError(f"heads '{names[output]}' and '{name}' both return "
+                                     f"'{output}'; give one another output name")
+                names[output] = name
         like = next(representation.parameters(), None)
         for head in self.heads.values():
             if getattr(head, "representation", None) is None:
@@ -82,6 +89,11 @@ class Potential(Configurable, nn.Module):
     def cutoff(self) -> float:
         r"""Radius of the pair list (Å)."""
         return self.representation.cutoff
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        r"""Every output of :meth:`outputs` (before forces and stress)."""
+        return tuple(name for head in self.heads.values() for name in head.output_names)
 
     @property
     def energy_head(self) -> EnergyHead:
@@ -126,12 +138,8 @@ class Potential(Configurable, nn.Module):
         """
         representation = self.representation(z, pos, batch, cell, pbc, num_graphs)
         result: dict[str, Tensor] = {}
-        for name, head in self.heads.items():
-            values = head(representation, total_charge)
-            clash = result.keys() & values.keys()
-            if clash:
-                raise ValueError(f"head '{name}' returns {sorted(clash)}, already set")
-            result.update(values)
+        for head in self.heads.values():
+            result.update(head(representation, total_charge))
         return result
 
     def forward(
