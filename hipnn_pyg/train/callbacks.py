@@ -1,13 +1,55 @@
-r"""Training callbacks."""
+r"""Training callbacks, and a safe SIGTERM handler for data-parallel runs."""
 
 from __future__ import annotations
 
+import logging
 import random
+import signal
+import threading
+from types import FrameType
 
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from torch.utils.data import RandomSampler
+
+log = logging.getLogger(__name__)
+
+
+def install_sigterm_flag_handler(trainer: Trainer) -> bool:
+    r"""Replaces Lightning's SIGTERM notifier by one that only forwards the signal to the
+    ranks the launcher started and sets ``trainer.received_sigterm``.
+
+    Lightning's own notifier also makes a ``broadcast`` from inside the signal handler,
+    that is at whatever point each process happens to be when the signal lands; the
+    other processes meet it with a different collective and every rank hangs. The flag
+    alone is enough: the training loop broadcasts rank 0's flag at the start of every
+    step, on all ranks at the same point, and all of them stop together. Other SIGTERM
+    handlers (SLURM requeue, the user's) are kept. Lightning restores the original
+    handlers when the run ends.
+
+    Returns:
+        Whether the handler was replaced (only for several processes, on the main
+        thread, and when Lightning's notifier is found).
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    current = signal.getsignal(signal.SIGTERM)
+    handlers = getattr(current, "signal_handlers", None)
+    notifier = getattr(connector, "_sigterm_notifier_fn", None)
+    if (trainer.world_size < 2 or threading.current_thread() is not threading.main_thread()
+            or not isinstance(handlers, list) or notifier not in handlers):
+        return False
+
+    def notify(signum: int, frame: FrameType | None) -> None:
+        log.info("rank %d: received signal %d, stopping", trainer.global_rank, signum)
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)  # the ranks this process started
+        connector.received_sigterm = True
+
+    current.signal_handlers = [notify if h == notifier else h for h in handlers]
+    return True
 
 
 class EpochSeed(Callback):

@@ -1,17 +1,24 @@
 r"""Error metrics: MAE and RMSE, exact under data parallelism.
 
-Each :class:`ErrorMetric` accumulates sums (``Σ|r|``, ``Σr²``, count) in float64;
-torchmetrics sums these over processes before :meth:`ErrorMetric.compute`, so the MAE
-and RMSE of a split do not depend on how it was sharded or batched (unlike averaging
-per-batch or per-process means).
+Errors are accumulated as sums (``Σ|r|``, ``Σr²``, count) in float64 and summed over
+processes before the MAE and RMSE are formed, so the errors of a split do not depend on
+how it was sharded or batched (unlike averaging per-batch or per-process means).
+
+:class:`ErrorSums` holds the sums of every quantity of a split in one tensor whose rows
+are fixed when it is built: the training module sums it over processes with a single
+all-reduce that every process makes at the same point, whatever the data held.
+:class:`ErrorMetric` is the one-quantity torchmetrics form, for single-process use.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
 #: Units of each target in eV-based data, and the factor to the display unit.
@@ -23,7 +30,7 @@ DISPLAY_UNITS: dict[str, tuple[str, float]] = {
     "dipole": ("me·Å", 1000.0),
     "dipole_magnitude": ("me·Å", 1000.0),
     "quadrupole": ("me·Å²", 1000.0),
-    "charge": ("me", 1000.0),
+    "charges": ("me", 1000.0),
 }
 
 
@@ -74,6 +81,108 @@ class ErrorMetric(Metric):
         }
 
 
+class ErrorSums:
+    r"""``Σ|r|``, ``Σr²`` and the element count of residuals ``r`` of several named
+    quantities, as one float64 tensor ``[len(names), 3]`` with a fixed row per name.
+
+    The fixed layout is what makes data-parallel training safe: every process holds a
+    tensor of the same shape, in the same order, whether or not its batches carried a
+    given target, so summing over processes is one all-reduce that all of them make
+    (metrics created on first use could differ between processes and deadlock).
+
+    Example:
+        >>> sums = ErrorSums(["energy", "forces"])
+        >>> sums.update("forces", torch.tensor([1.0, -3.0]))
+        >>> sums.results()
+        {'forces': {'mae': 2.0, 'rmse': 2.23606797749979, 'mse': 5.0}}
+
+    Args:
+        names (Sequence[str]): The quantities, e.g. ``["energy", "forces"]``.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(dict.fromkeys(names))
+        self._rows = {name: row for row, name in enumerate(self.names)}
+        self.sums = torch.zeros(len(self.names), 3, dtype=torch.float64)
+
+    def update(self, name: str, residual: Tensor) -> None:
+        r"""Adds the elements of ``residual`` (any shape) to the row of ``name``."""
+        if name not in self._rows:
+            raise KeyError(f"no error row '{name}'; rows: {list(self.names)}")
+        residual = residual.detach().double()
+        if self.sums.device != residual.device:
+            self.sums = self.sums.to(residual.device)
+        count = torch.tensor(float(residual.numel()), dtype=torch.float64, device=residual.device)
+        self.sums[self._rows[name]] += torch.stack(
+            [residual.abs().sum(), residual.pow(2).sum(), count]
+        )
+
+    def reset(self) -> None:
+        r"""Zeroes all sums."""
+        self.sums.zero_()
+
+    def results(self, sums: Tensor | None = None) -> dict[str, dict[str, float]]:
+        r"""``{name: {"mae", "rmse", "mse"}}`` of the names with at least one element.
+
+        Args:
+            sums (torch.Tensor, optional): Sums to use instead of :attr:`sums`, e.g. their
+                sum over processes. (default: :obj:`None`)
+        """
+        table = (self.sums if sums is None else sums).detach().double().cpu()
+        results = {}
+        for name, (abs_sum, sq_sum, count) in zip(self.names, table.tolist(), strict=True):
+            if count > 0:
+                results[name] = {"mae": abs_sum / count, "rmse": math.sqrt(sq_sum / count),
+                                 "mse": sq_sum / count}
+        return results
+
+
+def distributed_padding_mask(
+    loader: Any, batch_idx: int, num_graphs: int, device: torch.device | str | None = None
+) -> Tensor | None:
+    r"""Which samples of batch ``batch_idx`` of ``loader`` are real, not the padding that a
+    :class:`~torch.utils.data.DistributedSampler` appends so that every process gets as
+    many samples (otherwise the first samples of a split would count twice).
+
+    Rank ``r`` of ``W`` processes draws positions ``r, r + W, r + 2W, ...`` of the
+    sampler's (shuffled or not) list padded to a multiple of ``W``; positions
+    ``>= len(dataset)`` are padding. With a fixed batch size ``B``, sample ``k`` of batch
+    ``b`` is this process's draw ``b·B + k``, so the mask depends on the batch alone, not
+    on the order or number of earlier calls, and each loader is masked on its own.
+
+    Args:
+        loader: An evaluation data loader (anything with ``sampler`` or ``batch_sampler``
+            and a ``batch_size``).
+        batch_idx (int): Index of the batch within ``loader``.
+        num_graphs (int): Samples in the batch.
+        device (torch.device, optional): Device of the mask. (default: :obj:`None`)
+
+    Returns:
+        A boolean mask ``[num_graphs]``, or ``None`` if every sample is real (no
+        distributed sampler, ``drop_last``, or no padding in this batch).
+
+    Raises:
+        ValueError: The loader pads but has no fixed batch size.
+    """
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler):  # e.g. inside a batch sampler
+        sampler = getattr(batch_sampler, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None
+    if sampler.total_size == len(sampler.dataset):  # type: ignore[arg-type]
+        return None  # nothing padded
+    batch_size = getattr(loader, "batch_size", None) or getattr(batch_sampler, "batch_size", None)
+    if not batch_size:
+        raise ValueError(
+            "a DistributedSampler pads this evaluation loader with duplicates, which can "
+            "only be masked with a fixed batch size; give the loader a batch_size"
+        )
+    draws = batch_idx * batch_size + torch.arange(num_graphs, device=device)
+    keep = sampler.rank + sampler.num_replicas * draws < len(sampler.dataset)  # type: ignore[arg-type]
+    return None if bool(keep.all()) else keep
+
+
 def format_table(results: dict[str, float], title: str = "Errors") -> str:
     r"""Renders ``{"test/energy_mae": 0.0012, ...}`` (eV units) as a table in display
     units (meV, meV/Å): one row per split and target, MAE and RMSE columns."""
@@ -86,10 +195,13 @@ def format_table(results: dict[str, float], title: str = "Errors") -> str:
         rows.setdefault((split, target), {})[kind] = float(value)
     if not rows:
         return f"{title}: no errors computed"
-    lines = [title, f"{'split':<6} {'target':<18} {'MAE':>12} {'RMSE':>12}  unit"]
+    width = max(6, *(len(split) for split, _ in rows))
+    lines = [title, f"{'split':<{width}} {'target':<18} {'MAE':>12} {'RMSE':>12}  unit"]
     for (split, target), values in rows.items():
         unit, factor = DISPLAY_UNITS.get(target, ("", 1.0))
         mae_value = values.get("mae", math.nan) * factor
         rmse_value = values.get("rmse", math.nan) * factor
-        lines.append(f"{split:<6} {target:<18} {mae_value:>12.4f} {rmse_value:>12.4f}  {unit}")
+        lines.append(
+            f"{split:<{width}} {target:<18} {mae_value:>12.4f} {rmse_value:>12.4f}  {unit}"
+        )
     return "\n".join(lines)

@@ -3,16 +3,18 @@ r"""The Lightning module that trains a HIP-NN model on energies, forces and more
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
-from torch.utils.data import DistributedSampler
 
 from hipnn_pyg.io import model_state
 from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
 from hipnn_pyg.train.ema import ExponentialMovingAverage
 from hipnn_pyg.train.losses import (
     PER_ATOM_TARGETS,
@@ -24,16 +26,28 @@ from hipnn_pyg.train.losses import (
     target_residuals,
     weighted_loss,
 )
-from hipnn_pyg.train.metrics import ErrorMetric
+from hipnn_pyg.train.metrics import ErrorSums, distributed_padding_mask
 
 log = logging.getLogger(__name__)
+# The epoch values are logged already summed over processes (see the class docs), so
+# Lightning's advice to log them with sync_dist does not apply.
+warnings.filterwarnings(
+    "ignore", r"It is recommended to use `self.log\('(train|train_running|val|test)/",
+    PossibleUserWarning,
+)
 
-#: Targets that get MAE/RMSE whenever both the model and the data provide them.
+#: Targets that get MAE/RMSE whenever both the model and the data provide them
+#: (``charges``: the per-atom partial charges of a charge head, in e).
 METRIC_TARGETS = ("energy", "forces", "stress", "dipole", "dipole_magnitude", "quadrupole",
-                  "charge")
+                  "charges")
 #: Targets obtained by differentiating the energy (need gradients in evaluation).
 DERIVED_TARGETS = ("forces", "stress")
 DEFAULT_LOSS_WEIGHTS = {"energy": 1.0, "forces": 100.0}
+#: Log prefix of the training errors: running means over an epoch's batches, each taken
+#: with the raw weights of its step (not the EMA weights of validation and test).
+TRAIN_RUNNING = "train_running"
+#: The splits with error sums.
+SPLITS = ("train", "val", "test")
 
 
 class HIPNNLightningModule(LightningModule):
@@ -42,9 +56,21 @@ class HIPNNLightningModule(LightningModule):
 
     Validation, test, the ``hipnn_model`` entry of every checkpoint and the final
     ``model.pt`` use the EMA weights when ``ema_decay`` is set. Metrics are logged as
-    ``{split}/{target}_{mae,rmse}`` in the data's units (eV, eV/Å, eV/Å³, e·Å), plus
+    ``{split}/{target}_{mae,rmse}`` in the data's units (eV, eV/Å, eV/Å³, e·Å, e), plus
     ``{split}/energy_per_atom_*`` and ``{split}/loss``; ``val/loss`` is the weighted
-    data loss without regularisers, computed exactly over the whole split.
+    data loss without regularisers, computed exactly over the whole split. Training
+    errors are logged as ``train_running/{target}_{mae,rmse}``: means over the epoch's
+    batches, each with the raw weights of its step while they changed, so they are not
+    comparable with the validation and test errors (EMA weights, fixed). ``train/loss``
+    is the epoch's mean training objective (regularisers included), ``train/loss_step``
+    the current batch's.
+
+    Under data parallelism every epoch value is summed over processes with one
+    all-reduce in this module's own epoch-end hooks, which all processes run in the
+    same order, and logged already reduced (identical on every process, so checkpoint,
+    early-stopping and learning-rate decisions agree). Nothing is logged with
+    ``sync_dist``: its lazy reduction would run wherever a value is first read, e.g. in
+    a progress bar that only the first process shows, and deadlock the others.
 
     Evaluation needs autograd for forces, so the Trainer must run with
     ``inference_mode=False`` (the ``conf/trainer`` configs do).
@@ -114,20 +140,21 @@ class HIPNNLightningModule(LightningModule):
         self.ema = ExponentialMovingAverage(model, ema_decay) if ema_decay else None
         # Persistent flag, so that a resumed run never refits the self-energies.
         self.register_buffer("self_energies_fitted", torch.tensor(False))
-        self.metrics = nn.ModuleDict()
-        self._seen: dict[str, int] = {}  # evaluation samples seen this epoch, per split
+        # Error sums with a fixed row per quantity, the same on every process (see class
+        # docs); the training objective's sum and sample count beside them.
+        names = []
+        for target in dict.fromkeys((*METRIC_TARGETS, *self.loss_weights)):
+            names.append(target)
+            if target in PER_ATOM_TARGETS:
+                names.append(f"{target}_per_atom")
+        self.errors = {split: ErrorSums(names) for split in SPLITS}
+        self._train_loss_sums = torch.zeros(2, dtype=torch.float64)
 
     # ----------------------------------------------------------------- helpers
     @property
     def eval_model(self) -> nn.Module:
         r"""The weights used for validation, test and saving: EMA if enabled."""
         return self.ema.module if self.ema is not None else self.model
-
-    def _metric(self, split: str, target: str) -> ErrorMetric:
-        key = f"{split}_{target}"
-        if key not in self.metrics:
-            self.metrics[key] = ErrorMetric().to(self.device)
-        return self.metrics[key]  # type: ignore[return-value]
 
     @staticmethod
     def _num_atoms(data: Any) -> Tensor:
@@ -173,43 +200,58 @@ class HIPNNLightningModule(LightningModule):
                 mask = keep if error.size(0) == keep.numel() else atom_keep
                 error = error[mask]
                 per_structure = per_structure[keep] if target in PER_ATOM_TARGETS else error
-            self._metric(split, target).update(error)
+            self.errors[split].update(target, error)
             if target in PER_ATOM_TARGETS:
                 atoms = num_atoms if keep is None else num_atoms[keep]
-                self._metric(split, f"{target}_per_atom").update(per_atom(per_structure, atoms))
+                self.errors[split].update(f"{target}_per_atom", per_atom(per_structure, atoms))
 
-    def _padding_mask(self, split: str, data: Any) -> Tensor | None:
-        r"""Which graphs of an evaluation batch are real, not the duplicates that a
-        :class:`~torch.utils.data.DistributedSampler` appends so that every process
-        gets as many samples: rank ``r`` of ``W`` holds positions ``r, r+W, ...`` of the
-        padded list, and positions ``>= len(dataset)`` are padding. ``None`` if none."""
+    def _padding_mask(
+        self, split: str, data: Any, batch_idx: int, dataloader_idx: int
+    ) -> Tensor | None:
+        r"""Which graphs of evaluation batch ``batch_idx`` of loader ``dataloader_idx``
+        are real, not a distributed sampler's padding (see
+        :func:`~hipnn_pyg.train.metrics.distributed_padding_mask`)."""
         loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
-        sampler = getattr(loaders, "sampler", None)
-        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
-            return None
-        start = self._seen.get(split, 0)
-        self._seen[split] = start + data.num_graphs
-        local = torch.arange(start, start + data.num_graphs, device=data.z.device)
-        keep = sampler.rank + sampler.num_replicas * local < len(sampler.dataset)
-        return None if bool(keep.all()) else keep
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
+        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+        return distributed_padding_mask(loader, batch_idx, data.num_graphs, data.z.device)
+
+    def _sum_over_processes(self, tensor: Tensor) -> Tensor:
+        r"""A copy of ``tensor`` summed over all processes (one all-reduce)."""
+        total = tensor.to(self.device, copy=True)  # the all-reduce works in place
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return total
+        return trainer.strategy.reduce(total, reduce_op="sum")
 
     def _loss_metric_name(self, target: str) -> str:
         per_atom_energy = self.hparams.per_atom_energy
         return f"{target}_per_atom" if per_atom_energy and target in PER_ATOM_TARGETS else target
 
     def _log_epoch_metrics(self, split: str) -> None:
+        r"""Sums the split's errors (and the training objective) over processes and logs
+        them. Every process calls this from the same hook, so the one all-reduce meets
+        on all of them, and all log the same values."""
+        errors = self.errors[split]
+        local = errors.sums.flatten()
+        if split == "train":
+            local = torch.cat([local, self._train_loss_sums.to(local.device)])
+        total = self._sum_over_processes(local).double().cpu()
+        errors.reset()
         values: dict[str, float] = {}
-        mse: dict[str, float] = {}
-        prefix = f"{split}_"
-        for key, metric in self.metrics.items():
-            if not key.startswith(prefix) or not metric.update_called:
-                continue
-            result = metric.compute()  # sums over processes: exact under DDP
-            target = key[len(prefix) :]
-            values[f"{split}/{target}_mae"] = float(result["mae"])
-            values[f"{split}/{target}_rmse"] = float(result["rmse"])
-            mse[target] = float(result["mse"])
-            metric.reset()
+        if split == "train":
+            self._train_loss_sums.zero_()
+            loss_sum, count = total[-2:].tolist()
+            if count > 0:
+                values["train/loss"] = loss_sum / count
+            total = total[:-2]
+        prefix = TRAIN_RUNNING if split == "train" else split
+        results = errors.results(total.view_as(errors.sums))
+        for target, result in results.items():
+            values[f"{prefix}/{target}_mae"] = result["mae"]
+            values[f"{prefix}/{target}_rmse"] = result["rmse"]
+        mse = {target: result["mse"] for target, result in results.items()}
         if split != "train" and mse:
             names = {t: self._loss_metric_name(t) for t in self.loss_weights}
             missing = [t for t, name in names.items() if name not in mse]
@@ -221,8 +263,8 @@ class HIPNNLightningModule(LightningModule):
             values[f"{split}/loss"] = sum(w * mse[names[t]] for t, w in self.loss_weights.items())
         if split == "val" and not self.trainer.sanity_checking:
             self._step_plateau(values)
-        for key, value in values.items():
-            self.log(key, value, sync_dist=True, prog_bar=key in self._progress_keys)
+        for key, value in values.items():  # already reduced: no sync_dist (see class docs)
+            self.log(key, value, prog_bar=key in self._progress_keys)
 
     _progress_keys = ("val/loss", "val/energy_mae", "val/forces_mae")
 
@@ -297,38 +339,52 @@ class HIPNNLightningModule(LightningModule):
         )
         loss = weighted_loss(residuals, self.loss_weights)
         size = batch.num_graphs
+        # Step values are this process's batch only (the progress bar and loggers show
+        # the first process's); epoch values are reduced in _log_epoch_metrics.
         if self.hparams.hierarchicality_weight > 0:
             hier = hierarchicality(prediction["layer_energy"], batch.batch, batch.num_graphs)
             loss = loss + self.hparams.hierarchicality_weight * hier
-            self.log("train/hierarchicality", hier, batch_size=size, sync_dist=True)
+            self.log("train/hierarchicality", hier, batch_size=size)
         if self.hparams.l2_weight > 0:
             l2 = l2_penalty(regularized_weights(self.model))
             loss = loss + self.hparams.l2_weight * l2
-            self.log("train/l2", l2, batch_size=size, sync_dist=True)
-        self.log("train/loss", loss, batch_size=size, prog_bar=True, on_step=True,
-                 on_epoch=True, sync_dist=True)
+            self.log("train/l2", l2, batch_size=size)
+        self.log("train/loss_step", loss, batch_size=size, prog_bar=True)
+        self._train_loss_sums = self._train_loss_sums.to(loss.device) + torch.stack(
+            [loss.detach().double() * size, loss.new_tensor(size, dtype=torch.float64)]
+        )
         self._update_metrics("train", prediction, batch)
         return loss
+
+    def on_train_start(self) -> None:
+        # Lightning's SIGTERM handler makes a collective call and can hang DDP ranks
+        install_sigterm_flag_handler(self.trainer)
+
+    def on_train_epoch_start(self) -> None:
+        self.errors["train"].reset()
+        self._train_loss_sums.zero_()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_start(self) -> None:
-        self._seen["val"] = 0
+        self.errors["val"].reset()
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         prediction = self._predict(self.eval_model, batch, False)
-        self._update_metrics("val", prediction, batch, self._padding_mask("val", batch))
+        keep = self._padding_mask("val", batch, batch_idx, dataloader_idx)
+        self._update_metrics("val", prediction, batch, keep)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
     def on_test_epoch_start(self) -> None:
-        self._seen["test"] = 0
+        self.errors["test"].reset()
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         prediction = self._predict(self.eval_model, batch, False)
-        self._update_metrics("test", prediction, batch, self._padding_mask("test", batch))
+        keep = self._padding_mask("test", batch, batch_idx, dataloader_idx)
+        self._update_metrics("test", prediction, batch, keep)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

@@ -23,7 +23,7 @@ import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
 from hipnn_pyg.io import atomic_torch_save, load_model, save_model
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.train.metrics import DISPLAY_UNITS, ErrorMetric, format_table
-from hipnn_pyg.train.module import METRIC_TARGETS
+from hipnn_pyg.train.module import METRIC_TARGETS, TRAIN_RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,14 @@ def train(cfg: DictConfig) -> float | None:
         summary = {"best_checkpoint": best, "objective": objective, "objective_value": value,
                    "metrics": results}
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+        weights = "EMA weights" if getattr(module, "ema", None) is not None else "weights"
         log.info("\n%s", format_table(
-            {k: v for k, v in results.items() if k.startswith(("test/", "val/"))},
-            title=f"Final errors (val: last epoch; test: {'best' if best else 'final'} weights)",
+            {k: v for split in (TRAIN_RUNNING, "val", "test") for k, v in results.items()
+             if k.startswith(f"{split}/")},
+            title=f"Final errors (val: last epoch, {weights}; test: "
+                  f"{'best checkpoint' if best else 'final'}, {weights};\n"
+                  f"{TRAIN_RUNNING}: mean over the last epoch's batches, each with the raw "
+                  "weights of its step, not comparable with val/test)",
         ))
         log.info("model: %s", output_dir / "model.pt")
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ QUIET = [
 ]
 #: A tiny model and a quiet trainer: seconds per run on one CPU core.
 TINY = [*tiny_model(), *QUIET]
+#: A tiny model on one thread with the user's defaults otherwise (progress bar, summary).
+TINY_DEFAULTS = [*tiny_model(), "num_threads=1"]
 #: 16/8/8 frames of the shipped rMD17 ethanol files.
 SHIPPED = [
     "data=rmd17_shipped",
@@ -78,3 +81,33 @@ class CrashAt(Callback):
     ) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise RuntimeError("simulated crash")
+
+
+class RecordMonitored(Callback):
+    r"""Appends, at every validation end, this process's rank, epoch, the learning rate
+    and the values that checkpoint, early-stopping and plateau callbacks read, to the
+    JSON-lines file ``path`` (one per process: ``path`` + ``.rank<r>``)."""
+
+    def __init__(self, path: str, keys: Sequence[str] = ("val/loss",)) -> None:
+        self.path, self.keys = path, list(keys)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        record = {"rank": trainer.global_rank, "epoch": trainer.current_epoch,
+                  "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                  **{key: float(metrics[key]) for key in self.keys if key in metrics}}
+        with open(f"{self.path}.rank{trainer.global_rank}", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_records(path: Path) -> dict[int, list[dict[str, Any]]]:
+    r"""The records of :class:`RecordMonitored` at ``path``, by rank."""
+    records: dict[int, list[dict[str, Any]]] = {}
+    for file in sorted(path.parent.glob(f"{path.name}.rank*")):
+        lines = [json.loads(line) for line in file.read_text().splitlines() if line]
+        records[int(file.name.rsplit("rank", 1)[1])] = lines
+    return records

@@ -1,24 +1,39 @@
-"""Two CPU processes (DDP, gloo) give the same metrics as one process with the same
-global batch: full-batch steps make the result independent of how the training set
-is shuffled and sharded, and the metrics are exact sums over processes."""
+"""Data-parallel training on two CPU processes (DDP, gloo), launched as users launch it:
+``scripts/train.py trainer=ddp_cpu`` with the default callbacks, progress bar included.
+
+Two processes give the same metrics as one process with the same global batch:
+full-batch steps make the result independent of how the training set is shuffled and
+sharded, and the metrics are exact sums over processes. A signal to the launcher ends
+every process."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
+from lightning.pytorch.strategies import DDPStrategy
 
 from hipnn_pyg.train.run import train
 
-from .helpers import SHIPPED, TINY, compose_config, results
+from .helpers import SHIPPED, TINY_DEFAULTS, compose_config, read_records, results
 
 REPO = Path(__file__).resolve().parents[2]
+#: The repository first on the path: the launched ranks import this checkout and
+#: :class:`~tests.train.helpers.RecordMonitored`.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 RUN = [
     *SHIPPED,
-    *TINY,
+    *TINY_DEFAULTS,  # the user's defaults: progress bar and model summary on
     "data.num_train=8",
     # odd sizes: DistributedSampler pads with duplicates, which the metrics must skip
     "data.num_val=7",
@@ -26,24 +41,111 @@ RUN = [
     "trainer.max_epochs=2",
     "module.ema_decay=0.5",
 ]
+#: Seconds a two-process run of a few tiny epochs may take on a busy 2-core machine.
+DDP_TIME_LIMIT = 150
+
+
+def _process_group(pgid: int) -> list[int]:
+    r"""Live (not zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@contextmanager
+def _launch(overrides: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
+    r"""``scripts/train.py`` in a session of its own, so that every rank it spawns can
+    be found by process group; whatever is left of it is killed on exit."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "scripts/train.py", *overrides], cwd=REPO, env=ENV,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        for pid in _process_group(process.pid):
+            os.kill(pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_for(condition: object, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout:.0f} s; log:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+
+
+def _run_to_end(overrides: Sequence[str], log: Path) -> None:
+    with _launch(overrides, log) as process:
+        try:
+            process.wait(timeout=DDP_TIME_LIMIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"DDP run still running after {DDP_TIME_LIMIT} s (deadlock?); "
+                        f"log:\n{log.read_text()[-4000:]}")
+        assert process.returncode == 0, log.read_text()[-4000:]
 
 
 @pytest.mark.slow
-def test_ddp_cpu_matches_single_process(tmp_path: Path) -> None:
+def test_ddp_cpu_with_default_callbacks_matches_single_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     train(compose_config("train", single, [*RUN, "data.batch_size=8", "data.val_batch_size=8"]))
 
-    overrides = [*RUN, "trainer=ddp_cpu", "data.batch_size=4", "data.val_batch_size=2",
-                 f"hydra.run.dir={ddp}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    process = subprocess.run(
-        [sys.executable, "scripts/train.py", *overrides], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
-    assert "distributed_backend=gloo" in process.stderr + process.stdout
+    records = tmp_path / "monitored.jsonl"
+    _run_to_end([*RUN, "trainer=ddp_cpu", "data.batch_size=4", "data.val_batch_size=2",
+                 "+callbacks.record._target_=tests.train.helpers.RecordMonitored",
+                 f"+callbacks.record.path={records}", f"hydra.run.dir={ddp}"],
+                tmp_path / "ddp.log")
+    log = (tmp_path / "ddp.log").read_text()
+    assert "distributed_backend=gloo" in log
+    assert "Epoch 1/1" in log or "Epoch 1:" in log  # the progress bar was on
 
     want, got = results(single)["metrics"], results(ddp)["metrics"]
     for key in ("val/loss", "val/energy_mae", "val/energy_rmse", "val/forces_mae",
-                "val/forces_rmse", "test/energy_mae", "test/forces_mae"):
+                "val/forces_rmse", "test/energy_mae", "test/forces_mae", "train/loss",
+                "train_running/energy_mae", "train_running/forces_rmse"):
         assert got[key] == pytest.approx(want[key], rel=2e-5), key
+    # what ModelCheckpoint, EarlyStopping and the plateau schedule read: equal on all ranks
+    by_rank = read_records(records)
+    assert sorted(by_rank) == [0, 1]
+    assert [r["epoch"] for r in by_rank[0]] == [0, 1]
+    assert by_rank[0] == [{**r, "rank": 0} for r in by_rank[1]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_to_the_launcher_ends_every_rank(tmp_path: Path, signum: int) -> None:
+    run, log = tmp_path / "run", tmp_path / "run.log"
+    overrides = [*SHIPPED, *TINY_DEFAULTS, "trainer=ddp_cpu", "trainer.max_epochs=10000",
+                 f"hydra.run.dir={run}"]
+    with _launch(overrides, log) as process:
+        # training has started on both ranks once the first epoch's checkpoint is there
+        _wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file()
+                  and len(_process_group(process.pid)) >= 2,
+                  DDP_TIME_LIMIT, "no checkpoint from two ranks", log)
+        assert process.poll() is None, log.read_text()[-4000:]
+        process.send_signal(signum)
+        _wait_for(lambda: process.poll() is not None and not _process_group(process.pid),
+                  60, f"launcher or ranks alive after {signal.Signals(signum).name}", log)
+        # interrupted, not finished: no final model or results
+        assert not (run / "results.json").exists() and not (run / "model.pt").exists()
+        if signum == signal.SIGINT:  # (Lightning ends a SIGTERM'd run with status 0)
+            assert process.returncode != 0
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu"])
+def test_ddp_configs_set_a_finite_process_group_timeout(tmp_path: Path, trainer: str) -> None:
+    cfg = compose_config("train", tmp_path, [f"trainer={trainer}"])
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, DDPStrategy)
+    assert timedelta(0) < strategy._timeout <= timedelta(minutes=30)

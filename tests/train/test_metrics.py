@@ -1,13 +1,22 @@
-"""MAE/RMSE arithmetic and the summary table."""
+"""MAE/RMSE arithmetic, error sums and padding masks for data parallelism, the table."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from hipnn_pyg.train.metrics import ErrorMetric, format_table, mae, rmse
+from hipnn_pyg.train.metrics import (
+    ErrorMetric,
+    ErrorSums,
+    distributed_padding_mask,
+    format_table,
+    mae,
+    rmse,
+)
 
 
 def test_mae_rmse() -> None:
@@ -38,3 +47,59 @@ def test_format_table_converts_to_mev() -> None:
                           "test/forces_mae": 0.05, "test/loss": 1.0})
     assert "meV/Å" in table and "1.2000" in table and "50.0000" in table
     assert "loss" not in table
+
+
+def test_error_sums_rows_are_fixed_and_sum_over_processes() -> None:
+    names = ["energy", "forces", "charges"]
+    first, second = ErrorSums(names), ErrorSums(names)
+    forces = torch.randn(40, 3)
+    first.update("forces", forces[:15])
+    second.update("forces", forces[15:])
+    first.update("charges", torch.tensor([0.5]))
+    # same shape and row order whatever was updated: one all-reduce sums them
+    assert first.sums.shape == second.sums.shape == (3, 3)
+    combined = first.results(first.sums + second.sums)
+    assert sorted(combined) == ["charges", "forces"]  # rows without data are left out
+    assert combined["forces"]["mae"] == pytest.approx(mae(forces), rel=1e-6)
+    assert combined["forces"]["rmse"] == pytest.approx(rmse(forces), rel=1e-6)
+    assert combined["charges"] == pytest.approx({"mae": 0.5, "rmse": 0.5, "mse": 0.25})
+    with pytest.raises(KeyError, match="'charge'.*rows"):
+        first.update("charge", torch.zeros(1))
+    first.reset()
+    assert first.results() == {}
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_padding_mask_keeps_each_sample_once(world_size: int, shuffle: bool) -> None:
+    for size in range(1, 12):
+        for batch_size in (1, 2, 3, 5):
+            kept = []
+            for rank in range(world_size):
+                sampler = DistributedSampler(range(size), num_replicas=world_size, rank=rank,
+                                             shuffle=shuffle, seed=size)
+                loader = DataLoader(range(size), batch_size=batch_size, sampler=sampler)
+                for batch_idx, batch in enumerate(loader):
+                    keep = distributed_padding_mask(loader, batch_idx, len(batch))
+                    kept += batch.tolist() if keep is None else batch[keep].tolist()
+            assert sorted(kept) == list(range(size)), (size, batch_size)
+
+
+def test_padding_mask_edge_cases() -> None:
+    assert distributed_padding_mask(DataLoader(range(5), batch_size=2), 0, 2) is None
+    sampler = DistributedSampler(range(4), num_replicas=2, rank=1, shuffle=False)
+    assert distributed_padding_mask(DataLoader(range(4), sampler=sampler), 1, 1) is None
+    padded = DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False)
+    batches = BatchSampler(padded, batch_size=2, drop_last=False)
+    with pytest.raises(ValueError, match="fixed batch size"):
+        distributed_padding_mask(SimpleNamespace(sampler=padded, batch_size=None), 0, 2)
+    mask = distributed_padding_mask(DataLoader(range(5), batch_sampler=batches), 1, 1)
+    assert mask is not None and mask.tolist() == [False]  # rank 1's third draw: padding
+
+
+def test_format_table_names_the_running_train_errors_and_charges() -> None:
+    table = format_table({"train_running/energy_mae": 0.2, "val/energy_mae": 0.01,
+                          "test/charges_mae": 0.003, "test/charges_rmse": 0.004})
+    lines = table.splitlines()
+    assert lines[2].startswith("train_running energy")
+    assert "3.0000" in table and table.rstrip().endswith("me")
