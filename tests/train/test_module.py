@@ -62,7 +62,7 @@ def test_metrics_report_atomic_charges_and_name_the_running_train_errors(
 ) -> None:
     overrides = ["data=ase", f"data.path={with_charges}", "data.num_train=8",
                  "data.num_val=2", "data.num_test=2", "model=hipnn_charges",
-                 "model.energy_model.species=[1,6,8]", *tiny_model("model.energy_model"),
+                 "model.representation.species=[1,6,8]", *tiny_model(),
                  "trainer.max_epochs=1", *QUIET]
     with caplog.at_level("INFO", logger="hipnn_pyg.train.run"):
         train(compose_config("train", tmp_path / "run", overrides))
