@@ -1,18 +1,27 @@
 r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md`` and ``hipnn-label``
 (see ``pyproject.toml``).
 
-They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py``.
-The config folder is ``$HIPNN_CONF_DIR`` if set, else the ``conf/`` of the checkout
-that holds the package (``pip install -e .``; a non-editable install needs
-``HIPNN_CONF_DIR``, ``HIPNN_ROOT`` or Hydra's ``--config-dir``).
+They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py`` and
+work from any folder. The config folder is ``$HIPNN_CONF_DIR`` if set, else the
+checkout's ``conf/`` (``pip install -e .``), else the configs bundled in the installed
+package (``pip install .``); see :func:`hipnn_pyg.train.resolvers.conf_dir`. Hydra's
+``--config-dir <folder>`` adds a folder of extra or replacement configs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from hipnn_pyg.train.resolvers import conf_dir
+
+
+def _run_hydra(task: Callable[[DictConfig], Any], config_name: str) -> None:
+    r"""Runs ``task`` under Hydra with ``<conf_dir>/<config_name>.yaml``."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(task)()
 
 
 def _train(cfg: DictConfig) -> float | None:
@@ -27,18 +36,6 @@ def _evaluate(cfg: DictConfig) -> None:
     run_evaluate(cfg)
 
 
-def train() -> None:
-    r"""``hipnn-train [overrides]``: trains a model (``conf/train.yaml``)."""
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")(_train)()
-
-
-def evaluate() -> None:
-    r"""``hipnn-eval ckpt_path=... [overrides]``: evaluates a model (``conf/eval.yaml``)."""
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")(
-        _evaluate
-    )()
-
-
 def _md(cfg: DictConfig) -> None:
     from hipnn_pyg.md.app import md_main
 
@@ -51,13 +48,23 @@ def _label(cfg: DictConfig) -> None:
     label_main(cfg)
 
 
+def train() -> None:
+    r"""``hipnn-train [overrides]``: trains a model (``conf/train.yaml``)."""
+    _run_hydra(_train, "train")
+
+
+def evaluate() -> None:
+    r"""``hipnn-eval ckpt_path=... [overrides]``: evaluates a model (``conf/eval.yaml``)."""
+    _run_hydra(_evaluate, "eval")
+
+
 def md() -> None:
     r"""``hipnn-md model_path=... structure=... [md=nve|nvt_langevin|npt]``: molecular
     dynamics (``conf/md.yaml``); exits 2 when the simulation blows up."""
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="md")(_md)()
+    _run_hydra(_md, "md")
 
 
 def label() -> None:
     r"""``hipnn-label input=... output=... [calculator=gfn2|pyscf|emt]``: resumable
     labelling with a reference calculator (``conf/label.yaml``)."""
-    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="label")(_label)()
+    _run_hydra(_label, "label")

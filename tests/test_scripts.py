@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import hipnn_pyg.train.resolvers  # noqa: F401  (${hipnn_root:} in printed configs)
+import hipnn_pyg.train.resolvers  # noqa: F401  (${hipnn_*:} resolvers in printed configs)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -92,6 +92,38 @@ def test_console_train_finds_the_config() -> None:
     config = OmegaConf.create(process.stdout)
     assert config.model._target_ == "hipnn_pyg.nn.Potential"
     assert config.data.path.endswith("data/rmd17_ethanol/rmd17_ethanol_train_01.npz")
+
+
+def test_console_paths_do_not_depend_on_the_current_folder(tmp_path: Path) -> None:
+    console = shutil.which("hipnn-train", path=str(Path(sys.executable).parent))
+    if console is None:
+        pytest.skip("hipnn-train not installed (pip install -e .)")
+    configs, elsewhere = tmp_path / "my_conf", tmp_path / "elsewhere"
+    shutil.copytree(REPO / "conf", configs)
+    quick = (REPO / "conf" / "experiment" / "rmd17_ethanol_quick.yaml").read_text()
+    assert "tags: [rmd17, ethanol, quick]" in quick
+    (configs / "experiment" / "mine.yaml").write_text(
+        quick.replace("tags: [rmd17, ethanol, quick]", "tags: [mine]"))
+    elsewhere.mkdir()
+    env = {k: v for k, v in ENV.items() if not k.startswith("HIPNN_")}
+    env |= {"HIPNN_CONF_DIR": str(configs), "PYTHONPATH": str(REPO)}
+    process = subprocess.run([console, "--cfg", "job", "--resolve", "experiment=mine"],
+                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    config = OmegaConf.create(process.stdout)
+    assert list(config.tags) == ["mine"]  # an experiment only HIPNN_CONF_DIR has
+    assert config.data.path == str(REPO / "data/rmd17_ethanol/rmd17_ethanol_train_01.npz")
+    assert config.paths.log_dir == str(REPO / "logs")
+    assert config.paths.data_dir == str((REPO.parent / "shared" / "data").resolve())
+
+    env |= {"HIPNN_DATA_DIR": str(tmp_path), "HIPNN_LOG_DIR": str(tmp_path / "runs")}
+    process = subprocess.run([console, "experiment=rmd17_ethanol", "debug=fdr"], cwd=elsewhere,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode != 0
+    assert f"data.path={tmp_path}/rmd17/rmd17_ethanol_train_01.npz not found" in process.stderr
+    assert "$HIPNN_DATA_DIR" in process.stderr
+    assert list((tmp_path / "runs" / "debug" / "runs").iterdir())  # HIPNN_LOG_DIR
+    assert not list(elsewhere.iterdir())
 
 
 def test_unknown_key_fails_with_hydra_message() -> None:

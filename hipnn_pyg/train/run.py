@@ -109,6 +109,7 @@ def train(cfg: DictConfig) -> float | None:
         seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     log.info("output folder: %s", output_dir)
+    hipnn_pyg.train.resolvers.check_data_paths(cfg)  # a missing file: where it was looked for
     datamodule: LightningDataModule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     module = instantiate(cfg.module, model=model)
@@ -195,6 +196,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     device = torch.device(cfg.get("device") or "cpu")
     model = load_model(cfg.ckpt_path, map_location=device).to(device)
+    hipnn_pyg.train.resolvers.check_data_paths(cfg)
     datamodule: LightningDataModule = instantiate(cfg.data)
     split = cfg.get("split", "test")
     stages = {"test": "test", "val": "validate", "train": "fit"}
