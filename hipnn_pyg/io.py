@@ -2,7 +2,6 @@ r"""Saving and loading trained models, with atomic writes."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,7 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+from hipnn_pyg.nn.spec import build_from_spec, model_spec, upgrade_v1
+
+#: 2: spec + weights (1: class path + hyperparameters, read through upgrade_v1).
+FORMAT_VERSION = 2
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -32,36 +34,42 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def model_state(model: nn.Module) -> dict[str, Any]:
-    r"""A self-describing dictionary: class path, constructor arguments, weights."""
-    if not hasattr(model, "hyperparameters"):
-        raise TypeError(f"{type(model).__name__} has no hyperparameters() to save")
-    cls = type(model)
-    return {
+    r"""A self-describing dictionary: the model's spec (the config tree that built it,
+    :func:`~hipnn_pyg.nn.spec.model_spec`), its precision and its weights; plain data
+    only."""
+    state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "hyperparameters": model.hyperparameters(),
+        "spec": model_spec(model),
         "state_dict": model.state_dict(),
     }
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None:
+        state["dtype"] = str(dtype).removeprefix("torch.")
+    return state
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
-    r"""Rebuilds a model from :func:`model_state`'s dictionary."""
-    for key in ("class", "hyperparameters", "state_dict"):
-        if key not in state:
-            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
-    module_name, _, class_name = state["class"].rpartition(".")
-    if not module_name.startswith("hipnn_pyg."):
-        raise ValueError(f"refusing to build class {state['class']} outside hipnn_pyg")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls.from_hyperparameters(state["hyperparameters"]) if hasattr(
-        cls, "from_hyperparameters"
-    ) else cls(**state["hyperparameters"])
-    model.load_state_dict(state["state_dict"])
+    r"""Rebuilds a model from :func:`model_state`'s dictionary (or a format-1 one:
+    class path and hyperparameters), in the precision it was saved in."""
+    if "spec" not in state:
+        state = upgrade_v1(state)
+    if "state_dict" not in state:
+        raise ValueError("not a hipnn_pyg model file: key 'state_dict' missing")
+    model = build_from_spec(state["spec"])
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the model spec builds a {type(model).__name__}, not a model")
+    weights = state["state_dict"]
+    name = state.get("dtype") or next(
+        (str(w.dtype).removeprefix("torch.") for w in weights.values()
+         if w.is_floating_point()), None)
+    if name is not None:  # before loading: weights are copied in without rounding
+        model = model.to(getattr(torch, name))
+    model.load_state_dict(weights)
     return model
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    r"""Saves a model (class, hyperparameters and weights) atomically to ``path``."""
+    r"""Saves a model (spec, precision and weights) atomically to ``path``."""
     atomic_torch_save(model_state(model), path)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from torch_geometric.data import Data
 
 from hipnn_pyg.io import atomic_torch_save, load_model, save_model
+from hipnn_pyg.nn import predict
 from tests.nn.helpers import ethanol, small_model
 
 
@@ -40,3 +44,24 @@ def test_foreign_file_is_refused(tmp_path) -> None:
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match="key 'class' missing"):
         load_model(path)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["old_hipnn", "old_potential_shared", "old_potential_separate"])
+def test_format_1_files_load_and_predict_as_before(name: str, tmp_path) -> None:
+    reference = torch.load(FIXTURES / "old_format_reference.pt", weights_only=True)
+    data = Data(z=reference["z"], pos=reference["pos"], batch=reference["batch"])
+    model = load_model(FIXTURES / f"{name}.pt")
+    assert next(model.parameters()).dtype == torch.float64  # the precision it was saved in
+    out = predict(model, data)
+    for key in ("energy", "forces", "charges", "dipole", "quadrupole"):
+        if f"{name}.{key}" in reference:
+            assert torch.equal(out[key], reference[f"{name}.{key}"]), key
+    # saved again, it is a format-2 file: the spec that built it, plain data only
+    save_model(model, tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert state["format_version"] == 2 and "class" not in state
+    assert state["spec"]["_target_"].startswith("hipnn_pyg.nn.model.HIPNN")
+    assert torch.equal(predict(load_model(tmp_path / "new.pt"), data)["forces"], out["forces"])

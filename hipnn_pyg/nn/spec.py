@@ -41,19 +41,6 @@ class Configurable:
         if "__init__" in cls.__dict__:
             cls.__init__ = _recording(cls.__init__)  # type: ignore[method-assign]
 
-    # Bridge for hipnn_pyg.io's class + hyperparameters files until it saves specs.
-    def hyperparameters(self) -> dict[str, Any]:
-        r"""The spec's arguments (:func:`model_spec` without ``_target_``)."""
-        spec = model_spec(self)  # type: ignore[arg-type]
-        spec.pop("_target_")
-        return spec
-
-    @classmethod
-    def from_hyperparameters(cls, hyperparameters: Mapping[str, Any]) -> Any:
-        r"""Rebuilds a module from :meth:`hyperparameters`."""
-        return build_from_spec({"_target_": f"{cls.__module__}.{cls.__qualname__}",
-                                **hyperparameters})
-
 
 def _recording(init: Callable[..., None]) -> Callable[..., None]:
     signature = inspect.signature(init)
