@@ -3,6 +3,7 @@ drivers and vibrational analysis can use them."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -41,8 +42,13 @@ def atoms_to_batch(
 
 def _load(model: nn.Module | str | os.PathLike[str], device: torch.device,
           dtype: torch.dtype) -> nn.Module:
+    r"""The calculator's own frozen, eval-mode copy of ``model`` (or of the model in a
+    file), on ``device`` in ``dtype``; a model handed in stays as it was (dtype,
+    training mode, gradients), so it can go on training."""
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, map_location=device)
+    else:
+        model = copy.deepcopy(model)
     model = model.to(device=device, dtype=dtype).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -125,7 +131,8 @@ class HIPNNCalculator(_ModelsCalculator):
     Args:
         model (nn.Module or str): A model such as :class:`~hipnn_pyg.HIPNN`, or the path
             of a file written by :func:`hipnn_pyg.io.save_model` or a training
-            checkpoint.
+            checkpoint (read weights-only). The calculator runs its own frozen copy:
+            a model handed in keeps its precision, mode and gradients.
         device (str): Torch device to run on. (default: :obj:`"cpu"`)
         dtype (torch.dtype): Precision of the evaluation; float64 keeps MD energy
             conservation clean. (default: :obj:`torch.float64`)
@@ -145,7 +152,7 @@ class HIPNNCalculator(_ModelsCalculator):
 
     @property
     def model(self) -> nn.Module:
-        r"""The model this calculator runs."""
+        r"""The calculator's own (frozen, eval-mode) copy of the model it runs."""
         return self.models[0]
 
     def calculate(
@@ -168,7 +175,8 @@ class HIPNNEnsembleCalculator(_ModelsCalculator):
     ``dipole_std``; plus ``energies_all`` ``[num_models]``, the members' energies.
 
     Args:
-        models (Sequence[nn.Module or str]): The members, or paths of saved models.
+        models (Sequence[nn.Module or str]): The members, or paths of saved models;
+            the calculator runs frozen copies, as :class:`HIPNNCalculator` does.
         device (str): Torch device. (default: :obj:`"cpu"`)
         dtype (torch.dtype): Precision. (default: :obj:`torch.float64`)
         charge (float, optional): Total charge in e. (default: :obj:`None`, from

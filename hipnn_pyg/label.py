@@ -40,6 +40,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import Bohr, Hartree
 
 from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
+from hipnn_pyg.nn.validation import check_atoms
 
 #: Calculator names accepted by :func:`make_calculator`.
 CALCULATORS = ("gfn2", "gfn1", "tblite", "pyscf", "emt")
@@ -231,6 +232,19 @@ def read_structures(path: PathLike, index: str = ":") -> list[Atoms]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"structure file not found: {path}")
+    try:
+        images = _read(path, index)
+    except Exception as error:  # numpy and ASE raise many types for broken files
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise
+        raise ValueError(f"cannot read structures from {path}: {type(error).__name__}: "
+                         f"{error}") from error
+    if not images:
+        raise ValueError(f"no structures in {path} (index '{index}')")
+    return images
+
+
+def _read(path: Path, index: str) -> list[Atoms]:
     if path.suffix == ".npz":
         with np.load(path) as npz:
             keys = ("nuclear_charges", "coords") if "coords" in npz else ("z", "R")
@@ -238,6 +252,9 @@ def read_structures(path: PathLike, index: str = ":") -> list[Atoms]:
                 raise ValueError(f"{path}: expected arrays 'nuclear_charges' and 'coords' "
                                  f"(rMD17) or 'z' and 'R' (MD17), found {sorted(npz)}")
             numbers, coords = npz[keys[0]], npz[keys[1]]
+        if coords.ndim != 3 or coords.shape[1:] != (len(numbers), 3):
+            raise ValueError(f"{path}: '{keys[1]}' has shape {list(coords.shape)}, expected "
+                             f"[num_frames, {len(numbers)}, 3] for {len(numbers)} atoms")
         rows = np.arange(len(coords))[_slice(index)]
         return [Atoms(numbers=numbers, positions=coords[row], info={"source_index": int(row)})
                 for row in np.atleast_1d(rows)]
@@ -329,18 +346,22 @@ def label(
             ``label_index`` (used by tests). (default: :obj:`None`)
 
     Raises:
-        ValueError: ``output`` holds frames that are not the input's (different
-            file or ``index``).
+        ValueError: A broken input structure (NaN positions, overlapping atoms, a
+            singular cell; :func:`~hipnn_pyg.nn.validation.check_atoms`), found before
+            any labelling starts, or ``output`` holds frames that are not the input's
+            (different file or ``index``).
     """
     from tqdm.auto import tqdm
 
     images = read_structures(structures, index)
+    for i, atoms in enumerate(images):  # every frame, before anything is written
+        check_atoms(atoms, name=f"structure {i} of {structures}")
+    if isinstance(calculator, str):  # (an unknown name fails before the output is touched)
+        calculator = make_calculator(calculator, **dict(calculator_options or {}))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     repair_extxyz(output)
     done = _finished(read_frames(output), images, output)
-    if isinstance(calculator, str):
-        calculator = make_calculator(calculator, **dict(calculator_options or {}))
     todo = [i for i in range(len(images)) if i not in done]
     bar = tqdm(total=len(images), initial=len(done), disable=not progress,
                desc=f"labelling {Path(structures).name}", unit="frame")

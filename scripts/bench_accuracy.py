@@ -84,9 +84,9 @@ def _epochs(output_dir: Path) -> int | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
-    import torch
+    from hipnn_pyg.io import torch_load
 
-    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+    return int(torch_load(last)["epoch"]) + 1
 
 
 def main() -> None:

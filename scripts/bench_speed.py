@@ -1,16 +1,32 @@
-"""Speed benchmark: one force-training step of HIP-NN, fused vs message-passing
-environment sum, beside PyG's SchNet as a peer, all measured in the same run.
+"""Speed and memory benchmark of the HIP-NN environment sum: the envsum kernel vs the
+padded block vs message passing, all measured in the same run.
 
-Timings interleave the contenders round by round and report medians, so load from
-other processes hits all of them alike. Prints milliseconds per step and ratios.
+1. Throughput on rMD17 aspirin (HIP-NN defaults: width 64, 2 interactions, 3 on-site
+   layers, 20 sensitivities, cutoff 6.5 Å, float32): energy+forces inference
+   (batch 64) and one force-training step (batch 32). Contenders alternate round by
+   round and medians are reported, so load from other processes hits all alike.
+2. Scaling on bulk water (the 192-atom DeePMD cell repeated 1, 2, 4, 8 times per
+   axis; width 64, 2 interactions, cutoff 5 Å): energy+forces inference, each size and
+   method in a fresh child process that reports atoms/s and its peak resident memory.
 
-    python scripts/bench_speed.py [--batch-size 32] [--hidden 128] [--rounds 7]
+Inference runs with frozen parameters, as the ASE calculator does.
+
+PyG's SchNet (same width and depth) is the peer in the training step; hippynn, if
+importable, is not wired in as a peer here; the script says so.
+
+    python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +38,32 @@ from torch_geometric.nn.models import SchNet
 
 from hipnn_pyg import HIPNN, radius_graph
 from hipnn_pyg.nn import predict
+from hipnn_pyg.nn.envsum import available_backends
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+WATER_REPEATS = {192: 1, 1536: 2, 12288: 4, 98304: 8}
 
 
-def ethanol_batch(batch_size: int) -> Batch:
-    raw = np.load(REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz")
+def methods() -> dict[str, tuple[str, str | None]]:
+    r"""Label -> (interaction method, envsum backend)."""
+    table: dict[str, tuple[str, str | None]] = {}
+    for backend in available_backends():
+        table[f"envsum ({backend})"] = ("envsum", backend)
+    table["padded"] = ("padded", None)
+    table["message passing"] = ("message_passing", None)
+    return table
+
+
+def configure(model: HIPNN, method: str, backend: str | None) -> HIPNN:
+    for interaction in model.representation.interactions:
+        interaction.method = method
+        interaction.envsum_backend = backend
+    return model
+
+
+def aspirin_batch(batch_size: int) -> Batch:
+    raw = np.load(DATA / "rmd17" / "rmd17_aspirin_train_01.npz")
     z = torch.as_tensor(raw["nuclear_charges"].astype(np.int64))
     frames = [
         Data(z=z, pos=torch.as_tensor(raw["coords"][i], dtype=torch.float32))
@@ -36,7 +72,16 @@ def ethanol_batch(batch_size: int) -> Batch:
     return Batch.from_data_list(frames)
 
 
-def hipnn_step(model: HIPNN, batch: Batch) -> Callable[[], None]:
+def inference(model: HIPNN, batch: Batch) -> Callable[[], None]:
+    model.requires_grad_(False)  # as the ASE calculator runs: forces only
+
+    def run() -> None:
+        predict(model, batch, compute_forces=True)
+
+    return run
+
+
+def training_step(model: HIPNN, batch: Batch) -> Callable[[], None]:
     optimiser = torch.optim.Adam(model.parameters())
 
     def step() -> None:
@@ -49,7 +94,16 @@ def hipnn_step(model: HIPNN, batch: Batch) -> Callable[[], None]:
     return step
 
 
-def schnet_step(model: SchNet, batch: Batch) -> Callable[[], None]:
+def schnet_step(batch: Batch, cutoff: float) -> Callable[[], None]:
+    r"""PyG's SchNet at the same width and depth, as a peer for the training step."""
+
+    def graph(pos: torch.Tensor, batch_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # PyG's radius_graph needs pyg-lib; the same torch_cluster search stands in.
+        pairs = radius_graph(pos, cutoff, batch_index)
+        return pairs.edge_index, pairs.distances
+
+    model = SchNet(hidden_channels=64, num_filters=64, num_interactions=2, cutoff=cutoff,
+                   interaction_graph=graph)
     optimiser = torch.optim.Adam(model.parameters())
 
     def step() -> None:
@@ -64,53 +118,147 @@ def schnet_step(model: SchNet, batch: Batch) -> Callable[[], None]:
     return step
 
 
+def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    r"""Median seconds per call of each contender, interleaved round by round."""
+    for run in contenders.values():
+        run()  # warm-up
+    timings: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def throughput(args: argparse.Namespace) -> None:
+    table = methods()
+    for title, size, make, unit, count in [
+        ("energy+forces inference", 64, inference, "atoms/s", "atoms"),
+        ("force-training step", 32, training_step, "structures/s", "structures"),
+    ]:
+        batch = aspirin_batch(size)
+        contenders = {}
+        for label, (method, backend) in table.items():
+            torch.manual_seed(0)
+            contenders[label] = make(configure(HIPNN(), method, backend), batch)
+        if make is training_step:
+            torch.manual_seed(0)
+            contenders["pyg SchNet (peer)"] = schnet_step(batch, HIPNN().cutoff)
+        seconds = race(contenders, args.rounds)
+        amount = batch.num_nodes if count == "atoms" else batch.num_graphs
+        print(f"\n{title}, rMD17 aspirin, batch {size} ({batch.num_nodes} atoms), "
+              f"median of {args.rounds}")
+        reference = seconds["padded"]
+        for label, value in seconds.items():
+            print(f"  {label:20s} {amount / value:10.0f} {unit:13s} "
+                  f"{reference / value:5.2f}x the padded path's speed")
+
+
+def water(repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ase.io import read
+
+    with gzip.open(DATA / "water_deepmd" / "deepmd_water_192atoms.extxyz.gz", "rt") as f:
+        atoms = read(f, index=0, format="extxyz")
+    atoms = atoms.repeat((repeats, repeats, repeats))
+    return (torch.as_tensor(atoms.numbers, dtype=torch.long),
+            torch.as_tensor(atoms.positions, dtype=torch.float32),
+            torch.as_tensor(np.asarray(atoms.cell), dtype=torch.float32))
+
+
+def peak_memory_gb() -> float:
+    r"""This process's peak resident memory. ``VmHWM`` restarts at ``exec``, unlike
+    ``getrusage``'s ``ru_maxrss``, which a child inherits from its forked parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
+
+
+def child(args: argparse.Namespace) -> None:
+    r"""One water size and method in this process: prints a JSON line."""
+    z, pos, cell = water(WATER_REPEATS[args.child_atoms])
+    data = Data(z=z, pos=pos, cell=cell[None], pbc=torch.ones(1, 3, dtype=torch.bool))
+    torch.manual_seed(0)
+    model = HIPNN(species=(1, 8), cutoff=5.0, soft_max_distance=4.5)
+    method, backend = methods()[args.child_method]
+    configure(model, method, backend).requires_grad_(False)  # as the ASE calculator
+    baseline = peak_memory_gb()
+    times = []
+    while len(times) < 2 or (sum(times) < 3.0 and len(times) < 5):
+        start = time.perf_counter()
+        predict(model, data, compute_forces=True)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"atoms_per_s": z.numel() / statistics.median(times[1:]),
+                      "peak_gb": peak_memory_gb(), "baseline_gb": baseline}))
+
+
+def scaling(args: argparse.Namespace) -> None:
+    print("\nscaling: bulk water, energy+forces inference, width 64, 2 interactions, "
+          "cutoff 5 Å; one child process per entry: its peak RSS (VmHWM), and per atom "
+          "above its peak before the first call (Python, torch, model, data)")
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    # The default envsum backend and the padded path; message passing is slower still
+    # and keeps per-edge outer products (see the throughput section).
+    default = f"envsum ({available_backends()[-1]})"
+    for label in (default, "padded"):
+        results[label] = {}
+        limit = args.max_atoms if label.startswith("envsum") else args.padded_max_atoms
+        for atoms in WATER_REPEATS:
+            if atoms > limit:
+                continue
+            command = [sys.executable, __file__, "--child-atoms", str(atoms),
+                       "--child-method", label, "--threads", str(args.threads)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(f"  {label} at {atoms} atoms failed: {done.stderr.strip()[-300:]}")
+                continue
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results[label][atoms] = result
+            print(f"  {label:18s} {atoms:7d} atoms {result['atoms_per_s']:9.0f} atoms/s   "
+                  f"peak RSS {result['peak_gb']:5.2f} GB "
+                  f"({(result['peak_gb'] - result['baseline_gb']) * 2**20 / atoms:6.1f} "
+                  "KiB/atom above the model's baseline)", flush=True)
+    for label, table in results.items():
+        if 192 in table and len(table) > 1:
+            largest = max(table)
+            ratio = table[largest]["atoms_per_s"] / table[192]["atoms_per_s"]
+            print(f"  {label}: throughput at {largest} atoms is {ratio:.2f}x that at 192")
+    envsum = next((t for name, t in results.items() if name.startswith("envsum")), {})
+    for atoms, entry in results.get("padded", {}).items():
+        if atoms in envsum:
+            print(f"  {atoms:7d} atoms: padded/envsum peak RSS "
+                  f"{entry['peak_gb'] / envsum[atoms]['peak_gb']:.2f}x, envsum/padded speed "
+                  f"{envsum[atoms]['atoms_per_s'] / entry['atoms_per_s']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--cutoff", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timing")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-atoms", type=int, default=98304,
+                        help="largest water system for the envsum kernel")
+    parser.add_argument("--padded-max-atoms", type=int, default=12288,
+                        help="largest water system for the padded path (9 GB at 98,304)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--child-atoms", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-method", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    batch = ethanol_batch(args.batch_size)
+    torch.set_num_threads(args.threads)
+    if args.child_atoms:
+        child(args)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, "
+          f"{os.cpu_count()} CPU cores (shared), envsum backends: {available_backends()}")
+    try:
+        import hippynn  # noqa: F401
 
-    def hipnn(fused: bool) -> HIPNN:
-        model = HIPNN(hidden_channels=args.hidden, num_interactions=3, cutoff=args.cutoff,
-                      soft_max_distance=min(5.5, args.cutoff - 0.5))
-        for interaction in model.representation.interactions:
-            interaction.fused = fused
-        return model
-
-    def graph(pos: torch.Tensor, batch_index: torch.Tensor):
-        # PyG's radius_graph needs pyg-lib; the same torch_cluster search stands in.
-        pairs = radius_graph(pos, args.cutoff, batch_index)
-        return pairs.edge_index, pairs.distances
-
-    schnet = SchNet(hidden_channels=args.hidden, num_filters=args.hidden,
-                    num_interactions=3, cutoff=args.cutoff, interaction_graph=graph)
-    contenders = {
-        "hipnn fused envsum": hipnn_step(hipnn(True), batch),
-        "hipnn message passing": hipnn_step(hipnn(False), batch),
-        "pyg SchNet (peer)": schnet_step(schnet, batch),
-    }
-    timings: dict[str, list[float]] = {name: [] for name in contenders}
-    for step in contenders.values():
-        step()  # warm-up
-    for _ in range(args.rounds):
-        for name, step in contenders.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            timings[name].append((time.perf_counter() - start) / args.steps * 1e3)
-
-    print(f"force-training step, {args.batch_size} ethanol molecules (rMD17), "
-          f"{args.hidden} features, 3 interactions, cutoff {args.cutoff} Å, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    fused = statistics.median(timings["hipnn fused envsum"])
-    for name, values in timings.items():
-        median = statistics.median(values)
-        print(f"  {name:24s} {median:9.1f} ms/step   {median / fused:5.2f}x the fused time")
+        print("hippynn is importable but not wired in as a peer here")
+    except ImportError:
+        print("hippynn is not installed: no hippynn peer in this run")
+    if not args.skip_throughput:
+        throughput(args)
+    scaling(args)
 
 
 if __name__ == "__main__":

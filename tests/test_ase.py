@@ -11,9 +11,10 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
-from hipnn_pyg.ase import HIPNNCalculator
-from hipnn_pyg.io import save_model
+from hipnn_pyg.ase import HIPNNCalculator, HIPNNEnsembleCalculator
+from hipnn_pyg.io import UnsafeFileError, save_model
 from tests.nn.helpers import ethanol, random_crystal, small_model
+from tests.test_io import crafted_model_file
 
 
 def ethanol_atoms() -> Atoms:
@@ -61,5 +62,44 @@ def test_loading_a_missing_or_broken_file_is_named(tmp_path) -> None:
         HIPNNCalculator(tmp_path / "nope.pt")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot read model file"):
+    with pytest.raises(ValueError, match=r"cannot read .*broken\.pt"):
         HIPNNCalculator(broken)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_the_callers_model_is_left_as_it_was_and_keeps_training(ensemble: bool) -> None:
+    model = small_model(torch.float32).train()  # as in the middle of a training run
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    atoms = ethanol_atoms()
+    if ensemble:
+        atoms.calc = HIPNNEnsembleCalculator([model, small_model(torch.float32)])
+    else:
+        atoms.calc = HIPNNCalculator(model)
+    energy = atoms.get_potential_energy()
+    atoms.get_forces()
+    assert model.training
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+    # training goes on, and the calculator keeps the weights it was given
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    z, pos = ethanol(torch.float32)
+    model(z, pos).sum().backward()
+    optimizer.step()
+    key = "representation.interactions.0.interaction_weight"
+    assert not torch.equal(model.state_dict()[key], before[key])
+    atoms.calc.reset()
+    assert atoms.get_potential_energy() == energy
+
+
+def test_crafted_model_file_is_refused_without_running_code(tmp_path) -> None:
+    marker = tmp_path / "code_ran"
+    path = crafted_model_file(tmp_path / "model.pt", marker)
+    save_model(small_model(), tmp_path / "good.pt")
+    with pytest.raises(UnsafeFileError, match=r"refusing to load .*model\.pt.*could run"):
+        HIPNNCalculator(path)
+    with pytest.raises(UnsafeFileError, match=r"model\.pt"):
+        HIPNNEnsembleCalculator([tmp_path / "good.pt", path])
+    assert not marker.exists()

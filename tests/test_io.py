@@ -1,4 +1,4 @@
-"""Model files: round trip and atomic writes."""
+"""Model files: exact round trips in the saved precision, weights-only loading."""
 
 from __future__ import annotations
 
@@ -6,44 +6,125 @@ from pathlib import Path
 
 import pytest
 import torch
+from ase import Atoms
+from torch import nn
 from torch_geometric.data import Data
 
-from hipnn_pyg.io import atomic_torch_save, load_model, save_model
-from hipnn_pyg.nn import predict
+from hipnn_pyg.ase import atoms_to_batch
+from hipnn_pyg.io import UnsafeFileError, load_model, model_state, save_model, torch_load
+from hipnn_pyg.nn import HIPNNPotential
+from hipnn_pyg.nn.predict import predict
 from tests.nn.helpers import ethanol, small_model
 
 
-def test_save_load_round_trip(tmp_path) -> None:
-    model = small_model()
+def _energy_forces(model: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    z, pos = ethanol()
+    atoms = Atoms(numbers=z.numpy(), positions=pos.numpy())
+    result = predict(model, atoms_to_batch(atoms, dtype=dtype), compute_forces=True)
+    return result["energy"].detach(), result["forces"].detach()
+
+
+def _trained_looking(model: nn.Module) -> nn.Module:
+    r"""Weights away from their initial values, as after training (every digit counts)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1e-3 * torch.randn(parameter.shape, generator=generator,
+                                              dtype=parameter.dtype))
+    return model.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["HIPNN", "HIPNNPotential"])
+def test_round_trip_is_bitwise_in_the_saved_precision(tmp_path: Path, dtype: torch.dtype,
+                                                      kind: str) -> None:
+    model = small_model(dtype)
+    model = _trained_looking(HIPNNPotential(model) if kind == "HIPNNPotential" else model)
     path = tmp_path / "nested" / "model.pt"
     save_model(model, path)
-    loaded = load_model(path).double()
-    z, pos = ethanol()
-    torch.testing.assert_close(loaded(z, pos), model(z, pos))
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and not loaded.training
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    energy, forces = _energy_forces(model, dtype)
+    loaded_energy, loaded_forces = _energy_forces(loaded, dtype)
+    assert torch.equal(loaded_energy, energy) and torch.equal(loaded_forces, forces)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
     assert loaded.species == model.species
     assert list(path.parent.iterdir()) == [path]  # no temporary left behind
 
 
-def test_failed_write_keeps_the_old_file(tmp_path) -> None:
-    path = tmp_path / "model.pt"
-    save_model(small_model(), path)
-    before = path.read_bytes()
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        atomic_torch_save({"x": Unpicklable()}, path)
-    assert path.read_bytes() == before
-    assert list(tmp_path.iterdir()) == [path]
+def test_files_without_a_recorded_dtype_load_in_their_weights_precision(tmp_path: Path) -> None:
+    model = _trained_looking(small_model(torch.float64))
+    state = model_state(model)
+    assert state["dtype"] == "float64"
+    del state["dtype"]  # as files written before the precision was recorded
+    torch.save(state, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert torch.equal(_energy_forces(loaded, torch.float64)[0],
+                       _energy_forces(model, torch.float64)[0])
 
 
-def test_foreign_file_is_refused(tmp_path) -> None:
+def test_foreign_and_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match="key 'class' missing"):
+    with pytest.raises(ValueError, match="other.pt.*key 'class' missing"):
         load_model(path)
+    state = model_state(small_model())
+    torch.save({**state, "spec": {**state["spec"], "_target_": "os.system"}}, path)
+    with pytest.raises(ValueError, match="refusing to build 'os.system'"):
+        load_model(path)
+    nested = model_state(HIPNNPotential(small_model()))
+    nested["spec"]["energy_model"]["_target_"] = "subprocess.Popen"
+    torch.save(nested, path)
+    with pytest.raises(ValueError, match="refusing to build 'subprocess.Popen'"):
+        load_model(path)
+    torch.save({**state, "spec": {"_target_": "hipnn_pyg.io.torch_load", "path": "x"}}, path)
+    with pytest.raises(ValueError, match="'hipnn_pyg.io.torch_load': not a torch module"):
+        load_model(path)
+    old_format = {"class": "os.system", "hyperparameters": {}, "state_dict": {}}
+    torch.save(old_format, path)
+    with pytest.raises(ValueError, match="refusing to build class 'os.system' outside hipnn_pyg"):
+        load_model(path)
+    torch.save({**state, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match=r"(?s)other.pt: the weights do not fit .*Missing"):
+        load_model(path)
+    save_model(small_model(), path)
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    with pytest.raises(ValueError, match="cannot read .*other.pt"):
+        load_model(path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model(tmp_path / "missing.pt")
+
+
+class RunsCode:
+    r"""A pickle payload: unpickling it creates ``marker`` (stands for any command)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def crafted_model_file(path: Path, marker: Path) -> Path:
+    r"""A valid-looking model file whose pickle runs code when fully unpickled."""
+    torch.save({**model_state(small_model()), "payload": RunsCode(marker)}, path)
+    return path
+
+
+def test_crafted_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "code_ran"
+    path = crafted_model_file(tmp_path / "model.pt", marker)
+    with pytest.raises(UnsafeFileError, match=r"refusing to load .*model\.pt: it holds Python "
+                       r"objects beyond tensors and plain containers.*could run arbitrary code"):
+        load_model(path)
+    with pytest.raises(UnsafeFileError, match="model.pt"):
+        torch_load(path)
+    assert not marker.exists()
+    # the payload is live: a full unpickling does run it (so the test above can fail)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -56,9 +137,12 @@ def test_format_1_files_load_and_predict_as_before(name: str, tmp_path) -> None:
     model = load_model(FIXTURES / f"{name}.pt")
     assert next(model.parameters()).dtype == torch.float64  # the precision it was saved in
     out = predict(model, data)
-    for key in ("energy", "forces", "charges", "dipole", "quadrupole"):
+    assert torch.equal(out["energy"], reference[f"{name}.energy"])
+    # Bitwise at the redesign; since then the environment-sum kernel and the
+    # sensitivities' own backward sum in another order: float64 rounding (~1e-15) only.
+    for key in ("forces", "charges", "dipole", "quadrupole"):
         if f"{name}.{key}" in reference:
-            assert torch.equal(out[key], reference[f"{name}.{key}"]), key
+            torch.testing.assert_close(out[key], reference[f"{name}.{key}"], atol=1e-12, rtol=0)
     # saved again, it is a format-2 file: the spec that built it, plain data only
     save_model(model, tmp_path / "new.pt")
     state = torch.load(tmp_path / "new.pt", weights_only=True)

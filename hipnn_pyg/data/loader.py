@@ -24,13 +24,21 @@ class AtomsLoader(DataLoader):
         batch_size: configurations per batch.
         shuffle: reshuffle every epoch.
         **kwargs: further :class:`torch.utils.data.DataLoader` arguments
-            (``num_workers``, ``drop_last``, ``generator``, ...).
+            (``num_workers``, ``drop_last``, ``generator``, ...); a ``collate_fn``
+            other than ``dataset.gather`` raises :obj:`ValueError`.
     """
 
     def __init__(
         self, dataset: AtomsDataset, batch_size: int = 1, shuffle: bool = False, **kwargs: Any
     ) -> None:
-        kwargs.pop("collate_fn", None)
+        collate_fn = kwargs.pop("collate_fn", None)
+        # Lightning re-creates loaders passing back our own collate_fn (dataset.gather)
+        if collate_fn is not None and collate_fn != dataset.gather:
+            raise ValueError(
+                f"AtomsLoader builds its batches with dataset.gather and cannot use "
+                f"collate_fn={collate_fn!r}; use torch_geometric.loader.DataLoader for a "
+                "custom collate function"
+            )
         self.atoms_dataset = dataset
         super().__init__(
             range(len(dataset)),  # type: ignore[arg-type]

@@ -2,14 +2,13 @@ r"""Deterministic train/validation/test splits, saved to ``.npz`` for re-use."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sized
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from hipnn_pyg.atomic import atomic_write
 from hipnn_pyg.data.base import DataFormatError, PathLike
 from hipnn_pyg.data.npz import read_npz
 
@@ -89,23 +88,15 @@ def split_indices(
 
 def save_split(path: PathLike, split: Split, n: int, seed: int | None = None) -> None:
     r"""Writes ``split`` with the dataset size ``n`` (and ``seed``) atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(
-                stream,
-                train=split.train,
-                val=split.val,
-                test=split.test,
-                n=n,
-                seed=-1 if seed is None else seed,
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        np.savez(
+            stream,
+            train=split.train,
+            val=split.val,
+            test=split.test,
+            n=n,
+            seed=-1 if seed is None else seed,
+        )
 
 
 def load_split(path: PathLike, n: int | None = None) -> Split:

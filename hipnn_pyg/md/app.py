@@ -5,8 +5,9 @@ r"""The ``hipnn-md`` and ``hipnn-label`` programs behind ``scripts/md.py``,
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,21 +17,54 @@ log = logging.getLogger(__name__)
 EXIT_BLOW_UP = 2
 
 
+def read_structure(path: str, index: int | str = -1) -> Any:
+    r"""One frame of a structure file, with errors that name the file."""
+    from pathlib import Path
+
+    import ase.io
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    try:
+        atoms = ase.io.read(path, index=index)
+    except Exception as error:  # ASE raises many types for unreadable files
+        raise ValueError(f"cannot read structure file {path} (frame {index}): "
+                         f"{type(error).__name__}: {error}") from error
+    if isinstance(atoms, list):
+        raise ValueError(f"structure_index={index} selects {len(atoms)} frames of {path}; "
+                         "give one frame")
+    return atoms
+
+
+def _fail(program: str, error: BaseException, message: str, status: int) -> NoReturn:
+    r"""Prints a one-line error and exits with ``status``. The traceback is not lost:
+    it goes to the log at debug level (``hydra.verbose=true``), and
+    ``HYDRA_FULL_ERROR=1`` re-raises the error instead."""
+    log.debug("%s failed", program, exc_info=error)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", message)
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
 def run_md_from_config(cfg: DictConfig) -> Any:
     r"""Builds the calculator and structure from ``cfg`` and runs
     :func:`hipnn_pyg.md.run_md`; returns its :class:`~hipnn_pyg.md.MDResult`."""
-    import ase.io
     import torch
 
     from hipnn_pyg.ase import HIPNNCalculator
     from hipnn_pyg.md.dynamics import run_md
+    from hipnn_pyg.nn.validation import check_atoms
 
     dtype = getattr(torch, str(cfg.dtype))
     calculator = HIPNNCalculator(str(cfg.model_path), device=cfg.device, dtype=dtype,
                                  charge=cfg.charge)
     atoms = None
     if not cfg.restart:
-        atoms = ase.io.read(str(cfg.structure), index=cfg.structure_index)
+        atoms = read_structure(str(cfg.structure), cfg.structure_index)
+        check_atoms(atoms, calculator.models, name=f"{cfg.structure} (frame "
+                    f"{cfg.structure_index})")
     options = OmegaConf.to_container(cfg.md, resolve=True)
     assert isinstance(options, dict)
     ensemble = options.pop("ensemble")
@@ -59,18 +93,17 @@ def run_md_from_config(cfg: DictConfig) -> Any:
 
 def md_main(cfg: DictConfig) -> None:
     r"""Runs MD; a blow-up or bad input prints a one-line error and exits non-zero
-    (2 for a blow-up), keeping the files written so far."""
+    (2 for a blow-up), keeping the files written so far (a bad start structure is
+    found before any file is touched). ``HYDRA_FULL_ERROR=1`` raises instead."""
     from hipnn_pyg.md.dynamics import MDBlowUpError
 
     try:
         run_md_from_config(cfg)
     except MDBlowUpError as error:
-        log.error("MD blew up: %s (trajectory and log so far are kept)", error)
-        print(f"hipnn-md: error: MD blew up: {error}", file=sys.stderr)
-        sys.exit(EXIT_BLOW_UP)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"hipnn-md: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        _fail("hipnn-md", error, f"MD blew up: {error} (trajectory and log so far are kept)",
+              EXIT_BLOW_UP)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        _fail("hipnn-md", error, str(error), 1)
 
 
 def label_main(cfg: DictConfig) -> None:
@@ -81,9 +114,8 @@ def label_main(cfg: DictConfig) -> None:
     try:
         summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
                         index=str(cfg.index), progress=cfg.progress)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
-        print(f"hipnn-label: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except (ValueError, OSError, ImportError, RuntimeError) as error:
+        _fail("hipnn-label", error, str(error), 1)
     log.info("labelled %d new frames (%d already done, %d total) -> %s", summary.labelled,
              summary.already_done, summary.total, summary.output)
     print(f"labelled {summary.labelled} new frames ({summary.already_done} already done, "

@@ -37,8 +37,10 @@ from ase.md.velocitydistribution import (
     ZeroRotation,
 )
 
+from hipnn_pyg.atomic import atomic_write
 from hipnn_pyg.md.density import density_g_cm3
 from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
+from hipnn_pyg.nn.validation import check_atoms
 
 #: Ensembles of :func:`make_dynamics`.
 ENSEMBLES = ("nve", "nvt_langevin", "npt")
@@ -178,12 +180,8 @@ def _restart_log(log: Path, last_step: int) -> None:
     if not rows:
         return
     kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= last_step]
-    temporary = log.with_suffix(log.suffix + ".tmp")
-    with open(temporary, "w", newline="") as stream:
+    with atomic_write(log, "w", newline="") as stream:
         csv.writer(stream).writerows(kept)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, log)
 
 
 def run_md(
@@ -234,6 +232,10 @@ def run_md(
             barostat, ...).
 
     Raises:
+        ValueError: A broken start structure (NaN positions, overlapping atoms, an
+            element the model lacks, a singular cell; see
+            :func:`~hipnn_pyg.nn.validation.check_atoms`), found before any file is
+            touched.
         MDBlowUpError: NaN/inf energies or positions, overlapping atoms (the model's
             ``ValueError``), or a runaway temperature. Files written so far stay.
     """
@@ -242,12 +244,18 @@ def run_md(
     trajectory, log = Path(trajectory), Path(log)
     for path in (trajectory, log):
         path.parent.mkdir(parents=True, exist_ok=True)
+    models = list(getattr(calculator, "models", []))  # HIP-NN calculators: check up front
     if restart:
         atoms, start_step, start_fs = last_frame(trajectory)
+        check_atoms(atoms, models, name=f"last frame of {trajectory}")
         _restart_log(log, start_step)
     else:
         if atoms is None:
             raise ValueError("run_md needs a start structure unless restart=True")
+        # before the old files are replaced: a broken structure must not cost them
+        check_atoms(atoms, models, name="start structure")
+        make_dynamics(atoms.copy(), ensemble, timestep_fs, temperature_K,  # (options, too)
+                      **dynamics_options)
         atoms = atoms.copy()
         start_step, start_fs = 0, 0.0
         trajectory.unlink(missing_ok=True)

@@ -8,6 +8,10 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
+from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
+
+METHODS = ("envsum", "padded", "message_passing")
+
 
 class ResidualLayer(nn.Module):
     r"""The ResNet form shared by every HIP-NN layer: given the pre-activation
@@ -71,13 +75,20 @@ class HIPNNInteraction(MessagePassing):
     ``[num_atoms, num_sensitivities, in_channels]`` that meets all :math:`V_\nu` in a
     single matrix product (hippynn's "envsum").
 
-    Two equivalent ways compute the environment. The message-passing path sends the
-    outer products :math:`s(r_{ij}) \otimes z_j` as messages, which materialises a
-    ``[num_edges, num_sensitivities, in_channels]`` tensor (and more of them in the
-    double backward of force training). The fused path (default) lays each atom's
-    neighbours out in a padded ``[num_atoms, max_neighbours, ...]`` block and contracts
-    them with one batched matrix product, never building the per-edge outer product:
-    ``scripts/bench_speed.py`` measures it 2.4-2.8x faster on CPU for force training.
+    Three equivalent ways compute the environment (``method``):
+
+    * ``"envsum"``: :func:`~hipnn_pyg.nn.envsum.environment_sum`, custom kernels for
+      the sum and its derivatives of every order that keep only the edge
+      sensitivities and the atom features, never a per-edge feature tensor
+      (a compiled CPU kernel when a C++ compiler is available, else pure torch).
+    * ``"padded"``: each atom's neighbours gathered into a block padded to the
+      largest neighbour count, contracted by one batched matrix product; autograd
+      keeps the ``[num_atoms, max_neighbours, in_channels]`` gather.
+    * ``"message_passing"``: PyG messages :math:`s(r_{ij}) \otimes z_j`, a
+      ``[num_edges, num_sensitivities, in_channels]`` tensor (and more of them in
+      the double backward of force training).
+
+    ``scripts/bench_speed.py`` compares them.
 
     Args:
         in_channels (int): Input feature width.
@@ -85,8 +96,11 @@ class HIPNNInteraction(MessagePassing):
         sensitivity (nn.Module): Maps distances ``[num_edges]`` to sensitivities
             ``[num_edges, num_sensitivities]``, e.g.
             :class:`~hipnn_pyg.nn.InverseGaussianSensitivity`.
-        fused (bool): Use the fused batched-matmul environment sum instead of
-            per-edge messages. (default: :obj:`True`)
+        method (str): ``"envsum"``, ``"padded"`` or ``"message_passing"``.
+            (default: :obj:`"envsum"`)
+        envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"`` or
+            ``"cpp"``. (default: :obj:`None`, see
+            :func:`~hipnn_pyg.nn.envsum.environment_sum`)
     """
 
     def __init__(
@@ -94,13 +108,17 @@ class HIPNNInteraction(MessagePassing):
         in_channels: int,
         out_channels: int,
         sensitivity: nn.Module,
-        fused: bool = True,
+        method: str = "envsum",
+        envsum_backend: str | None = None,
     ) -> None:
         super().__init__(aggr="add")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.sensitivity = sensitivity
-        self.fused = fused
+        if method not in METHODS:
+            raise ValueError(f"unknown environment method {method!r}; choose from {METHODS}")
+        self.method = method
+        self.envsum_backend = envsum_backend
         num_sensitivities: int = sensitivity.num_sensitivities
         self.interaction_weight = nn.Parameter(
             torch.empty(num_sensitivities * in_channels, out_channels)
@@ -117,14 +135,28 @@ class HIPNNInteraction(MessagePassing):
         self.self_linear.reset_parameters()
         self.residual.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, distances: Tensor) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        distances: Tensor,
+        layout: NeighbourLayout | None = None,
+    ) -> Tensor:
         r"""Args:
         x (torch.Tensor): Atom features ``[num_atoms, in_channels]``.
         edge_index (torch.Tensor): Pairs ``[2, num_edges]`` (neighbour, centre).
         distances (torch.Tensor): Pair distances ``[num_edges]``.
+        layout (NeighbourLayout, optional): :func:`~hipnn_pyg.nn.envsum.neighbour_layout`
+            of ``edge_index``, shared by the layers of one forward.
+            (default: :obj:`None`, built here when ``method="envsum"``)
         """
         sensitivities = self.sensitivity(distances)
-        if self.fused:
+        if self.method == "envsum":
+            if layout is None:
+                layout = neighbour_layout(edge_index, x.size(0))
+            environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
+            environment = environment.flatten(1)
+        elif self.method == "padded":
             environment = padded_environment(x, edge_index, sensitivities)
         else:
             environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
@@ -137,7 +169,7 @@ class HIPNNInteraction(MessagePassing):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
-            f"sensitivity={self.sensitivity}, fused={self.fused})"
+            f"sensitivity={self.sensitivity}, method={self.method!r})"
         )
 
 

@@ -56,6 +56,8 @@ class HIPNN(Potential):
         self_energies (Sequence[float], optional): Per-species energies (eV) of layer 0,
             usually fitted with :func:`hipnn_pyg.train.fit_self_energies`.
             (default: :obj:`None`, zeros)
+        method (str): Environment-sum implementation of the interactions, see
+            :class:`~hipnn_pyg.nn.HIPNNRepresentation`. (default: :obj:`"envsum"`)
     """
 
     def __init__(
@@ -71,13 +73,14 @@ class HIPNN(Potential):
         min_distance: float = 0.3,
         max_num_neighbors: int | None = None,
         self_energies: Sequence[float] | None = None,
+        method: str = "envsum",
     ) -> None:
         sensitivity = InverseGaussianSensitivity(
             num_sensitivities, soft_min_distance, soft_max_distance, cutoff=float(cutoff)
         )
         representation = HIPNNRepresentation(
             species, sensitivity, hidden_channels, num_interactions, num_atom_layers,
-            min_distance, max_num_neighbors,
+            min_distance, max_num_neighbors, method,
         )
         super().__init__(representation, {"energy": EnergyHead()})
         # Same initialisation sequence (and random draws) as before the split.

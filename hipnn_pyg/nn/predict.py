@@ -27,15 +27,26 @@ def predict(
     ``[num_graphs, 3, 3]`` (e·Å²), for which the total charge of each structure is read
     from ``data.charge`` (0 where absent); and, as asked, ``forces`` ``[num_atoms, 3]``
     and ``stress`` ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
+
+    Raises:
+        ValueError: ``compute_stress`` for a batch without a periodic structure.
     """
     batch = getattr(data, "batch", None)
     cell = getattr(data, "cell", None)
     pbc = getattr(data, "pbc", None)
+    num_graphs = getattr(data, "num_graphs", None)  # counts trailing empty graphs too
     if cell is not None:
         cell = cell.view(-1, 3, 3).to(data.pos.dtype)
         pbc = pbc.view(-1, 3).bool() if pbc is not None else None
         if pbc is None or not bool(pbc.any()):
-            cell, pbc = None, None
+            cell, pbc = None, None  # molecules: no images, no stress
+    if compute_stress and cell is None:
+        raise ValueError(
+            "stress was asked for (a 'stress' loss weight or target) but no structure in "
+            "the batch is periodic (no cell with pbc): stress exists only for periodic "
+            "cells. Drop the stress loss for molecular data, or give the structures "
+            "their cell and pbc"
+        )
     return energy_forces_stress(
         model,
         data.z,
@@ -44,7 +55,8 @@ def predict(
         cell,
         pbc,
         compute_forces=compute_forces,
-        compute_stress=compute_stress and cell is not None,
+        compute_stress=compute_stress,
         create_graph=create_graph,
         total_charge=getattr(data, "charge", None),
+        num_graphs=num_graphs,
     )

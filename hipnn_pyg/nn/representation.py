@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hipnn_pyg.graph import Graph, radius_graph
+from hipnn_pyg.nn.envsum import neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
 from hipnn_pyg.nn.validation import check_inputs, check_min_distance, species_index
@@ -64,6 +65,10 @@ class HIPNNRepresentation(Configurable, nn.Module):
             :obj:`ValueError`. (default: :obj:`0.3`)
         max_num_neighbors (int, optional): Cap on neighbours per atom; exceeding it
             raises rather than dropping pairs. (default: :obj:`None`, no cap)
+        method (str): How the interactions compute the environment sum, ``"envsum"``,
+            ``"padded"`` or ``"message_passing"`` (same results, different speed and
+            memory; see :class:`~hipnn_pyg.nn.HIPNNInteraction`).
+            (default: :obj:`"envsum"`)
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         num_atom_layers: int = 3,
         min_distance: float = 0.3,
         max_num_neighbors: int | None = None,
+        method: str = "envsum",
     ) -> None:
         super().__init__()
         species = [int(z) for z in species]
@@ -97,7 +103,9 @@ class HIPNNRepresentation(Configurable, nn.Module):
         self.atom_layers = nn.ModuleList()
         for width_in, width_out in zip(self.channels[:-1], self.channels[1:], strict=True):
             layer_sensitivity = copy.deepcopy(sensitivity)
-            self.interactions.append(HIPNNInteraction(width_in, width_out, layer_sensitivity))
+            self.interactions.append(
+                HIPNNInteraction(width_in, width_out, layer_sensitivity, method)
+            )
             self.atom_layers.append(
                 nn.Sequential(*[AtomLayer(width_out, width_out) for _ in range(num_atom_layers)])
             )
@@ -144,10 +152,13 @@ class HIPNNRepresentation(Configurable, nn.Module):
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
 
+        # Edges grouped by centre once, for every interaction layer.
+        uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
+        layout = neighbour_layout(graph.edge_index, z.numel()) if uses_envsum else None
         x = F.one_hot(index, len(self.species)).to(pos.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
-            x = atom_layers(interaction(x, graph.edge_index, graph.distances))
+            x = atom_layers(interaction(x, graph.edge_index, graph.distances, layout))
             features.append(x)
         return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
 

@@ -30,6 +30,56 @@ class CosineCutoff(Configurable, nn.Module):
         return f"cutoff={self.cutoff}"
 
 
+def _cut_gaussians(distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
+    delta = distances.reciprocal().unsqueeze(-1) - inverse_mu
+    gaussian = torch.exp(-0.5 * (delta * sigma).square())
+    return delta, gaussian, gaussian * cutoff.unsqueeze(-1)
+
+
+class _CutGaussians(torch.autograd.Function):
+    r"""The sensitivities, keeping only their ``[num_edges]`` inputs for the backward
+    (autograd would keep three ``[num_edges, num_sensitivities]`` intermediates); the
+    backward recomputes them with differentiable operations, so derivatives of every
+    order (force training) still work."""
+
+    @staticmethod
+    def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
+        ctx.save_for_backward(distances, cutoff, inverse_mu, sigma)
+        return _cut_gaussians(distances, cutoff, inverse_mu, sigma)[2]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph for higher derivatives: one differentiable pass
+            return _cut_gaussians_grad(grad, distances, cutoff, inverse_mu, sigma)
+        # First derivatives only: chunks of edges bound the temporaries.
+        parts = [
+            _cut_gaussians_grad(grad[start:stop], distances[start:stop], cutoff[start:stop],
+                                inverse_mu, sigma)
+            for start, stop in _chunks(distances.numel(), 1 << 15)
+        ]
+        grad_distances, grad_cutoff = (torch.cat([p[k] for p in parts]) for k in (0, 1))
+        grad_mu, grad_sigma = (sum(p[k] for p in parts) for k in (2, 3))
+        return grad_distances, grad_cutoff, grad_mu, grad_sigma
+
+
+def _chunks(size: int, step: int) -> list[tuple[int, int]]:
+    return [(start, min(start + step, size)) for start in range(0, max(size, 1), step)]
+
+
+def _cut_gaussians_grad(
+    grad: Tensor, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    delta, gaussian, _ = _cut_gaussians(distances, cutoff, inverse_mu, sigma)
+    weighted = grad * gaussian
+    # d gaussian / d delta = -sigma^2 delta gaussian; d delta / d r = -1 / r^2.
+    slope = weighted * cutoff.unsqueeze(-1) * delta
+    grad_distances = (slope @ sigma.square()) * distances.reciprocal().square()
+    grad_mu = slope.sum(0) * sigma.square()
+    grad_sigma = -(slope * delta).sum(0) * sigma
+    return grad_distances, weighted.sum(-1), grad_mu, grad_sigma
+
+
 class InverseGaussianSensitivity(Configurable, nn.Module):
     r"""The HIP-NN sensitivity functions from `"Hierarchical modeling of molecular
     energies using a deep neural network" <https://arxiv.org/abs/1710.00017>`_
@@ -95,9 +145,9 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
 
     def forward(self, distances: Tensor) -> Tensor:
         r"""Returns ``[num_edges, num_sensitivities]`` for ``distances [num_edges]``."""
-        delta = distances.reciprocal().unsqueeze(-1) - self.inverse_mu
-        gaussian = torch.exp(-0.5 * (delta * self.sigma).square())
-        return gaussian * self.cutoff_fn(distances).unsqueeze(-1)
+        return _CutGaussians.apply(
+            distances, self.cutoff_fn(distances), self.inverse_mu, self.sigma
+        )
 
     def extra_repr(self) -> str:
         return (

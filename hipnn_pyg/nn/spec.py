@@ -130,9 +130,15 @@ def _resolve(target: str) -> Callable[..., Any]:
         )
     module_name, _, name = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), name)
+        found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"model spec names '{target}', which does not exist") from error
+    # Only model parts: a spec must not call other functions of the package.
+    if not (isinstance(found, type) and issubclass(found, Configurable)
+            and issubclass(found, nn.Module)):
+        raise ValueError(f"refusing to build '{target}': not a torch module class of "
+                         "hipnn_pyg that records its arguments (Configurable)")
+    return found
 
 
 # --- format version 1: class path + hyperparameters, weights of the pre-split layout ---
@@ -176,6 +182,8 @@ def convert_v1_state_dict(class_path: str, state_dict: Mapping[str, Tensor]) -> 
 def spec_from_v1(class_path: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     r"""The spec of a format-1 model: ``HIPNN`` (flat hyperparameters) or
     ``HIPNNPotential`` (nested ``class``/``hyperparameters`` of its HIP-NNs)."""
+    if not class_path.startswith(TRUSTED_PREFIX):
+        raise ValueError(f"refusing to build class '{class_path}' outside hipnn_pyg")
     if class_path.endswith(".HIPNN"):
         return {"_target_": "hipnn_pyg.nn.model.HIPNN", **hyperparameters}
     if class_path.endswith(".HIPNNPotential"):

@@ -1,10 +1,22 @@
-r"""Input checks with messages that name the problem."""
+r"""Input checks with messages that name the problem: of the model's tensors
+(:func:`check_inputs`, :func:`species_index`, :func:`check_min_distance`) and, with
+the same messages, of an ASE structure before MD, labelling or active learning
+(:func:`check_atoms`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from ase.data import chemical_symbols
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+#: Closest approach (Å) accepted by :func:`check_atoms` without a model: HIPNN's default.
+DEFAULT_MIN_DISTANCE = 0.3
 
 
 def _symbol(z: int) -> str:
@@ -78,9 +90,11 @@ def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
 
 @torch.compiler.disable
 def check_min_distance(
-    distances: Tensor, edge_index: Tensor, min_distance: float
+    distances: Tensor, edge_index: Tensor, min_distance: float,
+    limit: str = "the model's lower limit",
 ) -> None:
-    r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry)."""
+    r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry);
+    ``limit`` names where the bound comes from in the message."""
     if distances.numel() == 0:
         return
     shortest = distances.detach().min()
@@ -88,6 +102,68 @@ def check_min_distance(
         edge = int(distances.detach().argmin())
         i, j = sorted(edge_index[:, edge].tolist())
         raise ValueError(
-            f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than the "
-            f"model's lower limit min_distance={min_distance} Å (overlapping atoms)"
+            f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than "
+            f"{limit} min_distance={min_distance} Å (overlapping atoms)"
         )
+
+
+def model_limits(model: nn.Module) -> tuple[list[int] | None, float | None]:
+    r"""The species and ``min_distance`` of a potential's representation (or of a
+    representation); :obj:`None` where the model has none."""
+    representation = getattr(model, "representation", model)
+    species = getattr(representation, "species", None)
+    min_distance = getattr(representation, "min_distance", None)
+    return (None if species is None else [int(z) for z in species],
+            None if min_distance is None else float(min_distance))
+
+
+def check_atoms(
+    atoms: Atoms,
+    models: nn.Module | list[nn.Module] | tuple[nn.Module, ...] = (),
+    min_distance: float | None = None,
+    name: str = "structure",
+) -> None:
+    r"""Checks an ASE structure once, before MD, labelling or active learning, with the
+    messages the model itself gives: finite positions, a sane cell, known elements and
+    no overlapping atoms. An atom without neighbours is fine.
+
+    Args:
+        atoms (Atoms): The structure.
+        models (nn.Module or list, optional): Models that will see the structure; each
+            one's ``species`` and ``min_distance`` are checked. (default: none)
+        min_distance (float, optional): Closest approach allowed, in Å.
+            (default: :obj:`None`, the largest of the models' ``min_distance``, else
+            :data:`DEFAULT_MIN_DISTANCE`)
+        name (str): How the message names the structure, e.g. ``"frame 3 of in.xyz"``.
+            (default: :obj:`"structure"`)
+
+    Raises:
+        ValueError: ``"<name>: <problem>"``, e.g. ``"start.xyz: positions contain NaN or
+            inf (atoms [3])"``.
+    """
+    from hipnn_pyg.graph import radius_graph  # (torch_cluster, only when used)
+
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    limits = [model_limits(model) for model in models]
+    if min_distance is None:
+        given = [limit for _, limit in limits if limit is not None]
+        min_distance = max(given) if given else DEFAULT_MIN_DISTANCE
+    try:
+        if len(atoms) == 0:
+            raise ValueError("the structure has no atoms")
+        z = torch.as_tensor(np.asarray(atoms.numbers), dtype=torch.long)
+        pos = torch.as_tensor(np.asarray(atoms.positions, dtype=np.float64))
+        pbc = torch.as_tensor(np.asarray(atoms.pbc, dtype=bool)).view(1, 3)
+        cell = torch.as_tensor(np.asarray(atoms.cell, dtype=np.float64)).view(1, 3, 3)
+        check_inputs(z, pos, None, cell, pbc)
+        for species, _ in limits:
+            if species is not None:
+                lookup = torch.full((max(species) + 1,), -1)
+                lookup[torch.tensor(species)] = torch.arange(len(species))
+                species_index(z, lookup, species)
+        if min_distance > 0:
+            graph = radius_graph(pos, min_distance, None, cell, pbc)  # also checks the cell
+            limit = "the model's lower limit" if models else "the lower limit"
+            check_min_distance(graph.distances, graph.edge_index, min_distance, limit)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None

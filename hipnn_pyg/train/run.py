@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
-from hipnn_pyg.io import atomic_torch_save, load_model, save_model
+from hipnn_pyg.io import atomic_torch_save, load_model, save_model, torch_load
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.train.metrics import DISPLAY_UNITS, ErrorMetric, format_table
 from hipnn_pyg.train.module import METRIC_TARGETS, TRAIN_RUNNING
@@ -123,6 +123,11 @@ def train(cfg: DictConfig) -> float | None:
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+        if not any(key.startswith("val/") for key in trainer.callback_metrics) and len(
+                getattr(datamodule, "val_dataset", None) or []):
+            # resumed after its last epoch (killed before the end): nothing was trained,
+            # so validate the final weights again for the results
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     results = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = trainer.checkpoint_callback if isinstance(
@@ -142,7 +147,7 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero:
         if best is not None:  # the best weights (EMA if used), as load_model reads them
-            state = torch.load(best, map_location="cpu", weights_only=False)["hipnn_model"]
+            state = torch_load(best)["hipnn_model"]
             atomic_torch_save(state, output_dir / "model.pt")
         else:
             save_model(module.eval_model, output_dir / "model.pt")

@@ -114,7 +114,7 @@ def test_self_energies_fitted_once_and_ema_weights_saved(tmp_path: Path) -> None
     cfg = compose_config("train", tmp_path, [*SHIPPED, *TINY, "trainer.max_epochs=2",
                                              "module.ema_decay=0.5"])
     train(cfg)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     state = checkpoint["state_dict"]
     assert bool(state["self_energies_fitted"])
     self_energies = state["model.heads.energy.readouts.0.weight"]
@@ -126,7 +126,7 @@ def test_self_energies_fitted_once_and_ema_weights_saved(tmp_path: Path) -> None
     assert not torch.equal(state[f"ema.module.{key}"], state[f"model.{key}"])
     best = torch.load(checkpoint["callbacks"][next(k for k in checkpoint["callbacks"]
                                                    if "ModelCheckpoint" in k)]["best_model_path"],
-                      weights_only=False)
+                      weights_only=True)
     final = load_model(tmp_path / "model.pt")
     torch.testing.assert_close(final.state_dict()[key], best["state_dict"][f"ema.module.{key}"])
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hipnn_pyg.io import UnsafeFileError
 from hipnn_pyg.train.run import train
+from tests.test_io import RunsCode
 
 from .helpers import SHIPPED, TINY, compose_config, results
 
@@ -24,7 +26,7 @@ RUN = [
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return torch.load(path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
 @pytest.mark.slow
@@ -36,7 +38,7 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path: Path) -> None:
              "+callbacks.crash.epoch=2", "+callbacks.crash.batch=2"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(compose_config("train", broken, [*RUN, *crash]))
-    killed = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=False)
+    killed = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert killed["epoch"] == 1  # the last complete epoch
 
     train(compose_config("train", broken, [*RUN, "resume=true"]))
@@ -47,7 +49,7 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path: Path) -> None:
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-6, atol=1e-7)
     # the plateau schedule (stepped before each checkpoint) and optimizer resume too
-    a, b = (torch.load(p / "checkpoints" / "last.ckpt", weights_only=False)
+    a, b = (torch.load(p / "checkpoints" / "last.ckpt", weights_only=True)
             for p in (whole, broken))
     assert a["lr_schedulers"] == b["lr_schedulers"]
     assert a["lr_schedulers"][0]["last_epoch"] == 3
@@ -64,7 +66,33 @@ def test_resume_without_checkpoint_starts_fresh_and_resume_from_folder(tmp_path:
     train(compose_config("train", first, [*RUN, "resume=true", "trainer.max_epochs=1"]))
     assert (first / "checkpoints" / "last.ckpt").is_file()
     train(compose_config("train", second, [*RUN, f"resume={first}", "trainer.max_epochs=2"]))
-    resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 8
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(compose_config("train", tmp_path / "x", [*RUN, f"resume={tmp_path / 'none'}"]))
+
+
+def test_resume_reads_checkpoints_weights_only(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(compose_config("train", first, [*RUN, "trainer.max_epochs=1"]))
+    checkpoint = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({**checkpoint, "payload": RunsCode(marker)}, crafted)
+    for override in (f"ckpt_path={crafted}", f"resume={crafted}"):
+        with pytest.raises(UnsafeFileError, match=r"refusing to load .*crafted\.ckpt"):
+            train(compose_config("train", tmp_path / "second", [*RUN, override]))
+    assert not marker.exists()
+
+
+def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path: Path) -> None:
+    # a run killed after its last checkpoint but before results.json: resuming trains
+    # nothing, and must still report the final validation errors
+    run = [*RUN, "trainer.max_epochs=1"]
+    train(compose_config("train", tmp_path, run))
+    first = results(tmp_path)["metrics"]
+    (tmp_path / "results.json").unlink()
+    train(compose_config("train", tmp_path, [*run, "resume=true"]))
+    again = results(tmp_path)["metrics"]
+    for key in ("val/loss", "val/energy_mae", "val/forces_mae"):
+        assert again[key] == pytest.approx(first[key], rel=1e-6), key

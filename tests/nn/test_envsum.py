@@ -1,0 +1,140 @@
+"""The environment-sum kernel: values and derivatives of every order, layout, fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from hipnn_pyg.nn import csrc
+from hipnn_pyg.nn.envsum import available_backends, environment_sum, neighbour_layout
+from hipnn_pyg.nn.interaction import padded_environment
+from hipnn_pyg.nn.sensitivity import _CutGaussians
+
+BACKENDS = available_backends()
+
+
+def random_pairs(generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Pairs with very uneven degrees: one hub atom, ordinary atoms, isolated atoms."""
+    num_atoms, num_edges = 12, 60
+    neighbours = torch.randint(0, num_atoms - 2, (num_edges,), generator=generator)
+    centres = torch.randint(0, num_atoms - 2, (num_edges,), generator=generator)
+    centres[:25] = 4  # the hub
+    return torch.stack([neighbours, centres]), num_atoms
+
+
+def inputs(generator: torch.Generator, num_atoms: int, num_edges: int):
+    features = torch.randn(num_atoms, 3, generator=generator, dtype=torch.float64)
+    sensitivities = torch.rand(num_edges, 4, generator=generator, dtype=torch.float64)
+    return features.requires_grad_(True), sensitivities.requires_grad_(True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_padded_path_to_second_order(backend: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    edge_index, num_atoms = random_pairs(generator)
+    features, sensitivities = inputs(generator, num_atoms, edge_index.size(1))
+    layout = neighbour_layout(edge_index, num_atoms)
+    weight = torch.randn(4 * 3, 2, generator=generator, dtype=torch.float64)
+
+    def derivatives(environment: torch.Tensor) -> list[torch.Tensor]:
+        energy = (environment.reshape(num_atoms, -1) @ weight).tanh().sum()
+        first = torch.autograd.grad(energy, (features, sensitivities), create_graph=True)
+        loss = sum(g.square().sum() for g in first)
+        return [environment, *first, *torch.autograd.grad(loss, (features, sensitivities))]
+
+    new = derivatives(environment_sum(features, sensitivities, layout, backend))
+    old = derivatives(padded_environment(features, edge_index, sensitivities))
+    assert new[0].shape == (num_atoms, 4, 3)
+    assert new[0][-2:].abs().max() == 0  # isolated atoms
+    for a, b in zip(new, old, strict=True):
+        torch.testing.assert_close(a.reshape(b.shape), b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_and_gradgradcheck(backend: str) -> None:
+    generator = torch.Generator().manual_seed(1)
+    edge_index, num_atoms = random_pairs(generator)
+    features, sensitivities = inputs(generator, num_atoms, edge_index.size(1))
+    layout = neighbour_layout(edge_index, num_atoms)
+
+    def function(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return environment_sum(x, s, layout, backend)
+
+    assert torch.autograd.gradcheck(function, (sensitivities, features))
+    assert torch.autograd.gradgradcheck(function, (sensitivities, features))
+
+
+def test_degree_blocks_cover_every_edge_once_with_little_padding() -> None:
+    # A dense "crystal" (degree 40) beside molecules (degree 3): padding stays per class.
+    crystal = torch.arange(41).repeat_interleave(40)
+    crystal_neighbours = (crystal + 1 + torch.arange(40).repeat(41)) % 41
+    molecules = torch.arange(41, 241).repeat_interleave(3)
+    molecule_neighbours = 41 + (molecules - 41 + 1 + torch.arange(3).repeat(200)) % 200
+    edge_index = torch.stack([torch.cat([crystal_neighbours, molecule_neighbours]),
+                              torch.cat([crystal, molecules])])
+    num_edges = edge_index.size(1)
+    layout = neighbour_layout(edge_index, 241)
+    slots = torch.cat([block.edges.flatten() for block in layout.blocks])
+    real = slots[slots < num_edges]
+    assert torch.equal(real.sort().values, torch.arange(num_edges))
+    assert slots.numel() <= 1.25 * num_edges  # one block padded to 40 would be 241 * 40
+    for block in layout.blocks:
+        real_slot = block.edges < num_edges
+        assert torch.equal(edge_index[1, block.edges[real_slot]],
+                           block.atoms[:, None].expand_as(block.edges)[real_slot])
+
+
+def test_layout_size_mismatch_is_refused() -> None:
+    layout = neighbour_layout(torch.tensor([[0, 1], [1, 0]]), 2)
+    with pytest.raises(ValueError, match="layout is for 2 atoms and 2 edges"):
+        environment_sum(torch.ones(3, 2), torch.ones(2, 4), layout)
+
+
+@pytest.fixture
+def fresh_extension_cache():
+    csrc._load.cache_clear()
+    yield
+    csrc._load.cache_clear()
+
+
+def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cache) -> None:
+    def no_compiler(*args: object, **kwargs: object) -> None:
+        raise OSError("c++: command not found")
+
+    monkeypatch.delenv("HIPNN_NO_CPP_EXTENSION", raising=False)
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found"):
+        assert available_backends() == ["torch"]
+    with pytest.raises(RuntimeError, match="backend='torch'"):
+        csrc.load_extension()
+    generator = torch.Generator().manual_seed(2)
+    edge_index, num_atoms = random_pairs(generator)
+    features, sensitivities = inputs(generator, num_atoms, edge_index.size(1))
+    layout = neighbour_layout(edge_index, num_atoms)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, then silent
+        default = environment_sum(features, sensitivities, layout)
+    torch.testing.assert_close(default, environment_sum(features, sensitivities, layout, "torch"))
+
+
+def test_extension_can_be_switched_off(monkeypatch, fresh_extension_cache) -> None:
+    monkeypatch.setenv("HIPNN_NO_CPP_EXTENSION", "1")
+    assert available_backends() == ["torch"]
+
+
+
+def test_sensitivities_keep_exact_derivatives_to_second_order() -> None:
+    # The sensitivities recompute their intermediates in the backward (memory): check it.
+    generator = torch.Generator().manual_seed(3)
+    distances = 0.8 + 2 * torch.rand(6, generator=generator, dtype=torch.float64)
+    cutoff = torch.rand(6, generator=generator, dtype=torch.float64)
+    inverse_mu = torch.rand(3, generator=generator, dtype=torch.float64)
+    sigma = 1 + torch.rand(3, generator=generator, dtype=torch.float64)  # no underflow
+    inputs = tuple(t.requires_grad_(True) for t in (distances, cutoff, inverse_mu, sigma))
+    delta = distances.reciprocal().unsqueeze(-1) - inverse_mu
+    plain = torch.exp(-0.5 * (delta * sigma).square()) * cutoff.unsqueeze(-1)
+    torch.testing.assert_close(_CutGaussians.apply(*inputs), plain, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(_CutGaussians.apply, inputs)
+    assert torch.autograd.gradgradcheck(_CutGaussians.apply, inputs)
