@@ -1,5 +1,5 @@
-r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md`` and ``hipnn-label``
-(see ``pyproject.toml``).
+r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md``, ``hipnn-label`` and
+``hipnn-active`` (see ``pyproject.toml``).
 
 They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py`` and
 work from any folder. The config folder is ``$HIPNN_CONF_DIR`` if set, else the
@@ -68,3 +68,15 @@ def label() -> None:
     r"""``hipnn-label input=... output=... [calculator=gfn2|pyscf|emt]``: resumable
     labelling with a reference calculator (``conf/label.yaml``)."""
     _run_hydra(_label, "label")
+
+
+def _active(cfg: DictConfig) -> None:
+    from hipnn_pyg.active.app import active_main
+
+    active_main(cfg)
+
+
+def active() -> None:
+    r"""``hipnn-active [active=copper_emt|ethanol_gfn2] [selection=qbc|random]``: the
+    active-learning loop (``conf/active.yaml``); rerun the same command to continue."""
+    _run_hydra(_active, "active")

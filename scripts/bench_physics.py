@@ -181,7 +181,7 @@ def water(out: Path, args: argparse.Namespace, results: dict) -> None:
         f"model.representation.sensitivity.cutoff={args.water_cutoff}",
         f"model.representation.sensitivity.soft_max_distance={args.water_cutoff - 0.5}",
         "+num_threads=2",
-        f"trainer.max_epochs={args.water_epochs}", "module.lr=3.0e-3",
+        f"trainer.max_epochs={args.water_epochs}", "module.optimizer.lr=3.0e-3",
         f"+trainer.max_time=00:00:{args.water_minutes:02d}:00", "test=false",
     ])
     metrics_file = out / "water_run" / "results.json"

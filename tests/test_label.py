@@ -12,10 +12,11 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk, molecule
 
 from hipnn_pyg.data.ase_dataset import ASEDataset
-from hipnn_pyg.label import label, make_calculator, read_structures
+from hipnn_pyg.label import label, label_one, make_calculator, read_structures
 from hipnn_pyg.md.io import complete_frames_size, read_frames
 from tests.conftest import REPO
 
@@ -150,3 +151,34 @@ def test_pyscf_missing_says_how_to_install() -> None:
             make_calculator("pyscf")
     else:
         assert make_calculator("pyscf").parameters["xc"] == "PBE"
+
+
+def test_pyscf_ccsd_t_gives_the_h2_full_ci_energy_and_no_forces(tmp_path) -> None:
+    pytest.importorskip("pyscf")
+    from ase.units import Bohr, Hartree
+    from pyscf import fci, gto, scf
+
+    # For two electrons CCSD is exact, so CCSD(T) must equal full CI: H2/STO-3G at
+    # R = 1.4 bohr, -1.1373 Eh in Szabo & Ostlund's textbook.
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 1.4 * Bohr]])
+    calc = make_calculator("pyscf", method="ccsd_t", basis="sto-3g")
+    energy = label_one(h2, calc).get_potential_energy() / Hartree
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    full_ci = fci.FCI(scf.RHF(mol).run()).kernel()[0]
+    assert energy == pytest.approx(full_ci, abs=1e-8)
+    assert energy == pytest.approx(-1.1373, abs=5e-5)
+    labelled = label_one(h2, calc)
+    assert "forces" not in labelled.calc.results  # CCSD(T) labels carry energies only
+    with pytest.raises(ValueError, match="unknown PySCF method 'ccsdtq'"):
+        make_calculator("pyscf", method="ccsdtq")
+
+
+def test_pyscf_frozen_core_lowers_the_correlation_energy_magnitude() -> None:
+    pytest.importorskip("pyscf")
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    energies = {}
+    for frozen in (True, False):
+        calc = make_calculator("pyscf", method="mp2", basis="sto-3g", frozen_core=frozen)
+        energies[frozen] = label_one(water, calc).get_potential_energy()
+    # correlating the O 1s pair can only lower the MP2 energy
+    assert energies[False] < energies[True] < energies[False] + 1.0

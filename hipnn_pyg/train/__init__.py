@@ -7,11 +7,12 @@ from typing import Any
 
 from hipnn_pyg.train.callbacks import EpochSeed
 from hipnn_pyg.train.checkpoint import AtomicCheckpointIO
-from hipnn_pyg.train.ema import ExponentialMovingAverage
+from hipnn_pyg.train.ema import EMA, ExponentialMovingAverage
 from hipnn_pyg.train.metrics import ErrorMetric
 from hipnn_pyg.train.module import HIPNNLightningModule
 
 __all__ = [
+    "EMA",
     "AtomicCheckpointIO",
     "EpochSeed",
     "ErrorMetric",

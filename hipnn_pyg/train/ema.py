@@ -1,10 +1,12 @@
-r"""Exponential moving average (EMA) of model weights."""
+r"""Exponential moving average (EMA) of model weights, and the callback that keeps it."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
+from lightning import Callback, LightningModule, Trainer
 from torch import nn
 
 
@@ -56,3 +58,47 @@ class ExponentialMovingAverage(nn.Module):
 
     def forward(self, *args: object, **kwargs: object) -> object:
         return self.module(*args, **kwargs)
+
+
+class EMA(Callback):
+    r"""Averages the trained weights with :class:`ExponentialMovingAverage` after every
+    optimizer step; validation, test, the checkpoints' ``hipnn_model`` and ``model.pt``
+    then use the averaged weights (:attr:`HIPNNLightningModule.eval_model
+    <hipnn_pyg.train.HIPNNLightningModule.eval_model>`).
+
+    The average is attached to the Lightning module as its submodule ``ema`` before any
+    checkpoint is restored, so it is saved in the checkpoint's ``state_dict`` and
+    restored both on resume and for ``trainer.test(ckpt_path=...)`` (Lightning restores
+    a callback's own state only when fitting). Under data parallelism every process
+    averages the same synchronised weights, so the copies stay identical. The average
+    starts from the weights at the start of training (self-energies fitted). The
+    Lightning module must hold the trained network as ``model`` (e.g.
+    :class:`~hipnn_pyg.train.HIPNNLightningModule`).
+
+    Args:
+        decay (float): Decay per optimizer step, in ``[0, 1)``. (default: :obj:`0.999`)
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"callbacks.ema.decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self._last_step = -1
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not isinstance(getattr(pl_module, "ema", None), ExponentialMovingAverage):
+            pl_module.ema = ExponentialMovingAverage(pl_module.model, self.decay)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if int(pl_module.ema.num_updates) == 0:
+            pl_module.ema.reset(pl_module.model)  # not the weights at construction time
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.global_step > self._last_step:  # once per optimizer step
+            pl_module.ema.update(pl_module.model)
+            self._last_step = trainer.global_step

@@ -25,9 +25,6 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-#: Targets whose residual is divided by the atom count of each structure.
-PER_ATOM_TARGETS = ("energy",)
-
 
 def residual(prediction: Tensor, target: Tensor) -> Tensor:
     r"""``prediction - target`` in float64 (energies of large molecules reach 10⁴ eV,
@@ -106,32 +103,19 @@ def target_residuals(
     num_atoms: Tensor,
     per_atom_energy: bool = True,
 ) -> dict[str, Tensor]:
-    r"""Loss residuals ``prediction - reference`` of every target in ``targets``.
-
-    Energies are divided by the atom count when ``per_atom_energy`` (see module docs).
+    r"""Loss residuals ``prediction - reference`` of every target in ``targets``, by the
+    rules of :class:`~hipnn_pyg.train.targets.Target` (energies divided by the atom count
+    when ``per_atom_energy``).
 
     Raises:
         KeyError: A target that the model does not predict or the data lack,
             with a message naming it.
     """
-    residuals = {}
-    for name in targets:
-        if name not in prediction:
-            raise KeyError(
-                f"loss weight for '{name}' is > 0 but the model does not predict '{name}' "
-                f"(it predicts {sorted(prediction)}); set its weight to 0"
-            )
-        reference = getattr(data, name, None)
-        if reference is None:
-            raise KeyError(
-                f"loss weight for '{name}' is > 0 but the data have no '{name}' labels; "
-                f"set its weight to 0 or use a data set with '{name}'"
-            )
-        value = residual(prediction[name], reference)
-        if per_atom_energy and name in PER_ATOM_TARGETS:
-            value = per_atom(value, num_atoms)
-        residuals[name] = value
-    return residuals
+    from hipnn_pyg.train.targets import build_targets  # targets.py imports this module
+
+    names = list(targets)
+    rules = {t.name: t for t in build_targets(dict.fromkeys(names, 1.0), per_atom_energy)}
+    return {name: rules[name].loss_residual(prediction, data, num_atoms) for name in names}
 
 
 def weighted_loss(residuals: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:

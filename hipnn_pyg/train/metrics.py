@@ -7,13 +7,15 @@ how it was sharded or batched (unlike averaging per-batch or per-process means).
 :class:`ErrorSums` holds the sums of every quantity of a split in one tensor whose rows
 are fixed when it is built: the training module sums it over processes with a single
 all-reduce that every process makes at the same point, whatever the data held.
-:class:`ErrorMetric` is the one-quantity torchmetrics form, for single-process use.
+:class:`EpochErrors` adds the residuals of :class:`~hipnn_pyg.train.targets.Target`
+objects and a training objective, reduced together. :class:`ErrorMetric` is the
+one-quantity torchmetrics form, for single-process use.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,17 +23,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-#: Units of each target in eV-based data, and the factor to the display unit.
-DISPLAY_UNITS: dict[str, tuple[str, float]] = {
-    "energy": ("meV", 1000.0),
-    "energy_per_atom": ("meV/atom", 1000.0),
-    "forces": ("meV/Å", 1000.0),
-    "stress": ("meV/Å³", 1000.0),
-    "dipole": ("me·Å", 1000.0),
-    "dipole_magnitude": ("me·Å", 1000.0),
-    "quadrupole": ("me·Å²", 1000.0),
-    "charges": ("me", 1000.0),
-}
+from hipnn_pyg.train.targets import DISPLAY_UNITS, Target, num_atoms
 
 
 def mae(residual: Tensor) -> float:
@@ -137,6 +129,62 @@ class ErrorSums:
         return results
 
 
+class EpochErrors(ErrorSums):
+    r""":class:`ErrorSums` of one split over an epoch, and the sum and sample count of a
+    per-batch objective (the training loss) beside them, summed over processes together
+    by one all-reduce in :meth:`reduce`.
+
+    Args:
+        names (Sequence[str]): The quantities, e.g. ``["energy", "forces"]``.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(names)
+        self.objective = torch.zeros(2, dtype=torch.float64)
+
+    def add_errors(
+        self, targets: Sequence[Target], prediction: Mapping[str, Tensor], data: Any,
+        keep: Tensor | None = None,
+    ) -> None:
+        r"""Adds the residuals of every target that both ``prediction`` and ``data`` hold.
+
+        Args:
+            targets (Sequence[Target]): The targets, e.g. a module's ``targets``.
+            prediction (Mapping[str, torch.Tensor]): The model's output on ``data``.
+            data: A batch with the labels, ``batch`` and ``ptr``.
+            keep (torch.Tensor, optional): Which structures count (see
+                :func:`distributed_padding_mask`). (default: :obj:`None`, all)
+        """
+        atoms = num_atoms(data)
+        detached = {name: value.detach() for name, value in prediction.items()}
+        for target in (t for t in targets if t.available(detached, data)):
+            for metric, error in target.residuals(detached, data, atoms).items():
+                if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
+                    error = error[keep if error.size(0) == keep.numel() else keep[data.batch]]
+                self.update(metric, error)
+
+    def add_objective(self, value: Tensor, samples: int) -> None:
+        r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""
+        self.objective = self.objective.to(value.device) + torch.stack(
+            [value.detach().double() * samples, value.new_tensor(samples, dtype=torch.float64)])
+
+    def reset(self) -> None:
+        super().reset()
+        self.objective.zero_()
+
+    def reduce(
+        self, trainer: Any | None, device: torch.device | str | None = None
+    ) -> tuple[dict[str, dict[str, float]], float | None]:
+        r"""The :meth:`results` and the mean objective (:obj:`None` without samples) over
+        all processes (see :func:`sum_over_processes`), then :meth:`reset`."""
+        local = torch.cat([self.sums.flatten(), self.objective.to(self.sums.device)])
+        total = sum_over_processes(local, trainer, device)
+        self.reset()
+        objective_sum, samples = total[-2:].tolist()
+        results = self.results(total[:-2].view_as(self.sums))
+        return results, (objective_sum / samples if samples > 0 else None)
+
+
 def distributed_padding_mask(
     loader: Any, batch_idx: int, num_graphs: int, device: torch.device | str | None = None
 ) -> Tensor | None:
@@ -181,6 +229,31 @@ def distributed_padding_mask(
     draws = batch_idx * batch_size + torch.arange(num_graphs, device=device)
     keep = sampler.rank + sampler.num_replicas * draws < len(sampler.dataset)  # type: ignore[arg-type]
     return None if bool(keep.all()) else keep
+
+
+def loader_padding_mask(
+    loaders: Any, dataloader_idx: int, batch_idx: int, num_graphs: int,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    r""":func:`distributed_padding_mask` of batch ``batch_idx`` of loader
+    ``dataloader_idx`` among a trainer's evaluation ``loaders`` (one loader, a list or a
+    dict of them)."""
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+    return distributed_padding_mask(loader, batch_idx, num_graphs, device)
+
+
+def sum_over_processes(
+    tensor: Tensor, trainer: Any | None, device: torch.device | str | None = None
+) -> Tensor:
+    r"""A float64 CPU copy of ``tensor`` summed over the processes of ``trainer`` (a
+    Lightning trainer, or :obj:`None` for one process) with one all-reduce on ``device``,
+    which every process must call at the same point."""
+    total = tensor.to(device, copy=True)  # the all-reduce works in place
+    if trainer is not None and trainer.world_size > 1:
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+    return total.double().cpu()
 
 
 def format_table(results: dict[str, float], title: str = "Errors") -> str:

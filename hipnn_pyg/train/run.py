@@ -22,8 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
 from hipnn_pyg.io import atomic_torch_save, load_model, save_model, torch_load
 from hipnn_pyg.nn.predict import predict
-from hipnn_pyg.train.metrics import DISPLAY_UNITS, ErrorMetric, format_table
-from hipnn_pyg.train.module import METRIC_TARGETS, TRAIN_RUNNING
+from hipnn_pyg.train.metrics import ErrorMetric, format_table
+from hipnn_pyg.train.module import TRAIN_RUNNING
+from hipnn_pyg.train.self_energy import initialize_self_energies
+from hipnn_pyg.train.targets import KNOWN_TARGETS, derivatives, num_atoms
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,30 @@ def _scalar(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
+def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModule) -> None:
+    r"""Fits ``model``'s self-energies on the data's training split when they are all
+    zero (see :func:`~hipnn_pyg.train.self_energy.initialize_self_energies`)."""
+    if getattr(model, "self_energies", None) is None:
+        return  # not a model with self-energies
+    datamodule.setup("fit")
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        raise RuntimeError(
+            f"fit_self_energies=true needs a datamodule with a train_dataset, not "
+            f"{type(datamodule).__name__} (or set the model's self-energies, or "
+            "fit_self_energies=false)"
+        )
+    initialize_self_energies(model, dataset)
+
+
 def train(cfg: DictConfig) -> float | None:
     r"""Trains (and tests) the model that ``cfg`` describes.
 
     Writes to ``cfg.paths.output_dir``: ``checkpoints/`` (best and ``last.ckpt``,
     atomically), the loggers' metrics, ``model.pt`` (the best weights, EMA if used,
-    loadable with :func:`hipnn_pyg.io.load_model`) and ``results.json``.
+    loadable with :func:`hipnn_pyg.io.load_model`) and ``results.json``. A new run
+    (not a resumed one) first fits the self-energies on the training split
+    (``fit_self_energies``).
 
     Returns:
         The value of ``cfg.optimized_metric`` (for sweeps; its best value when it is
@@ -122,7 +142,10 @@ def train(cfg: DictConfig) -> float | None:
             logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))  # type: ignore[arg-type]
 
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg))
+        ckpt_path = checkpoint_to_resume(cfg)
+        if ckpt_path is None and cfg.get("fit_self_energies", True):
+            fit_on_training_split(model, datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if not any(key.startswith("val/") for key in trainer.callback_metrics) and len(
                 getattr(datamodule, "val_dataset", None) or []):
             # resumed after its last epoch (killed before the end): nothing was trained,
@@ -154,7 +177,7 @@ def train(cfg: DictConfig) -> float | None:
         summary = {"best_checkpoint": best, "objective": objective, "objective_value": value,
                    "metrics": results}
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
-        weights = "EMA weights" if getattr(module, "ema", None) is not None else "weights"
+        weights = "EMA weights" if module.eval_model is not module.model else "weights"
         log.info("\n%s", format_table(
             {k: v for split in (TRAIN_RUNNING, "val", "test") for k, v in results.items()
              if k.startswith(f"{split}/")},
@@ -169,20 +192,20 @@ def train(cfg: DictConfig) -> float | None:
 
 @torch.no_grad()
 def _collect(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, list]:
+    r"""``{metric: [(reference, prediction), ...]}`` per batch, on the CPU, for every
+    known target that both the model and the data provide."""
     collected: dict[str, list] = {}
     for batch in loader:
         batch = batch.to(device)
-        has = {t for t in METRIC_TARGETS if getattr(batch, t, None) is not None}
-        prediction = predict(model, batch, compute_forces="forces" in has,
-                             compute_stress="stress" in has)
-        num_atoms = batch.ptr[1:] - batch.ptr[:-1]
-        for target in (t for t in METRIC_TARGETS if t in has and t in prediction):
-            pred = prediction[target].detach().double().cpu()
-            ref = getattr(batch, target).double().cpu().view_as(pred)
-            collected.setdefault(target, []).append((ref, pred))
-            if target == "energy":
-                atoms = num_atoms.double().cpu().view_as(pred)
-                collected.setdefault("energy_per_atom", []).append((ref / atoms, pred / atoms))
+        labelled = [t for t in KNOWN_TARGETS.values() if getattr(batch, t.name, None) is not None]
+        derived = derivatives(labelled, batch)
+        prediction = predict(model, batch, compute_forces="forces" in derived,
+                             compute_stress="stress" in derived)
+        atoms = num_atoms(batch)
+        for target in (t for t in labelled if t.available(prediction, batch)):
+            pairs = target.pairs({target.name: prediction[target.name].detach()}, batch, atoms)
+            for metric, (predicted, reference) in pairs.items():
+                collected.setdefault(metric, []).append((reference.cpu(), predicted.cpu()))
     return collected
 
 
@@ -225,8 +248,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("plots", True) and target in ("energy", "forces", "stress", "dipole"):
             from hipnn_pyg.train.plots import parity_plot
 
-            unit = DISPLAY_UNITS.get(target, ("", 1.0))[0]
-            base_unit = unit.replace("meV", "eV").replace("me·", "e·")
+            base_unit = KNOWN_TARGETS[target].unit.replace("meV", "eV").replace("me·", "e·")
             parity_plot(reference.numpy(), prediction.numpy(), output_dir / f"parity_{target}.png",
                         title=target.capitalize(), unit=base_unit, center=target == "energy")
     table = format_table(results, title=f"Errors of {cfg.ckpt_path} on the {split} split")

@@ -7,8 +7,10 @@ training split only, so no validation or test energy leaks into the model.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +18,8 @@ from torch.utils.data import Subset
 from torch_geometric.data import Data
 
 from hipnn_pyg.data.base import AtomsDataset
+
+log = logging.getLogger(__name__)
 
 
 def composition_and_energy(
@@ -109,3 +113,26 @@ def fit_self_energies(
         )
     result[present] = prior + delta
     return torch.as_tensor(result)
+
+
+def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool:
+    r"""Sets ``model``'s per-species self-energies to :func:`fit_self_energies` on
+    ``train_dataset`` when they are all zero (not given by the user). Call it once,
+    before training starts and never when resuming (the checkpoint holds them).
+
+    Args:
+        model (torch.nn.Module): A model with ``species``, ``self_energies`` and
+            ``set_self_energies`` (e.g. :class:`~hipnn_pyg.HIPNN`); others are left alone.
+        train_dataset: The **training** split (see :func:`fit_self_energies`).
+
+    Returns:
+        Whether the self-energies were fitted.
+    """
+    current = getattr(model, "self_energies", None)
+    if current is None or bool(current.abs().gt(0).any()):
+        return False
+    energies = fit_self_energies(train_dataset, model.species)
+    model.set_self_energies(energies.to(current))
+    log.info("fitted self-energies (eV) on %d training structures: %s", len(train_dataset),
+             dict(zip(model.species, energies.tolist(), strict=True)))
+    return True

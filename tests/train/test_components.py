@@ -1,4 +1,4 @@
-"""EMA, atomic checkpoint writes and per-epoch reseeding."""
+"""Atomic checkpoint writes and per-epoch reseeding."""
 
 from __future__ import annotations
 
@@ -6,26 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-from hipnn_pyg.train import AtomicCheckpointIO, EpochSeed, ExponentialMovingAverage
-
-
-def test_ema_follows_weights_with_warmup() -> None:
-    model = nn.Linear(2, 1)
-    ema = ExponentialMovingAverage(model, decay=0.9)
-    assert not any(p.requires_grad for p in ema.module.parameters())
-    start = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update(model)  # first update: decay min(0.9, 1/10) = 0.1
-    expected = 0.1 * start + 0.9 * model.weight.detach()
-    torch.testing.assert_close(ema.module.weight, expected)
-    assert int(ema.num_updates) == 1
-    ema.reset(model)
-    torch.testing.assert_close(ema.module.weight, model.weight)
-    with pytest.raises(ValueError):
-        ExponentialMovingAverage(model, decay=1.0)
+from hipnn_pyg.train import AtomicCheckpointIO, EpochSeed
 
 
 def test_atomic_checkpoint_io_replaces_and_leaves_no_temporaries(tmp_path: Path) -> None:

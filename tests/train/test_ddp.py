@@ -39,7 +39,8 @@ RUN = [
     "data.num_val=7",
     "data.num_test=5",
     "trainer.max_epochs=2",
-    "module.ema_decay=0.5",
+    "callbacks=[default,ema]",
+    "callbacks.ema.decay=0.5",
 ]
 #: Seconds a two-process run of a few tiny epochs may take on a busy 2-core machine.
 DDP_TIME_LIMIT = 150

@@ -110,13 +110,12 @@ def test_bad_module_arguments() -> None:
         HIPNNLightningModule(model, loss_weights={"energy": -1.0})
 
 
-def test_self_energies_fitted_once_and_ema_weights_saved(tmp_path: Path) -> None:
+def test_self_energies_fitted_and_ema_weights_saved(tmp_path: Path) -> None:
     cfg = compose_config("train", tmp_path, [*SHIPPED, *TINY, "trainer.max_epochs=2",
-                                             "module.ema_decay=0.5"])
+                                             "callbacks=[default,ema]", "callbacks.ema.decay=0.5"])
     train(cfg)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     state = checkpoint["state_dict"]
-    assert bool(state["self_energies_fitted"])
     self_energies = state["model.heads.energy.readouts.0.weight"]
     assert self_energies.abs().min() > 100  # eV: fitted, not zero
     # the model inside the checkpoint and model.pt carry the EMA weights

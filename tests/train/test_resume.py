@@ -18,9 +18,10 @@ RUN = [
     *SHIPPED,
     *TINY,
     "trainer.max_epochs=3",
-    "module.ema_decay=0.9",
+    "callbacks=[default,ema]",
+    "callbacks.ema.decay=0.9",
     "module.warmup_steps=3",
-    "module.scheduler_patience=0",  # the plateau schedule acts, and must resume too
+    "module.scheduler.patience=0",  # the plateau schedule acts, and must resume too
     "test=false",
 ]
 

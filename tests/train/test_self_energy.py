@@ -1,6 +1,9 @@
-"""Self-energy fit: exact on synthetic data, rank deficiency, real QM9 and ANI-1."""
+"""Self-energy fit: exact on synthetic data, rank deficiency, real QM9 and ANI-1; set
+before a new run's training, never on resume."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +12,15 @@ from torch.utils.data import Subset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from hipnn_pyg import HIPNN
 from hipnn_pyg.data import ANIDataset, QM9Dataset, RMD17Dataset, split_indices
-from hipnn_pyg.train.self_energy import composition_and_energy, fit_self_energies
+from hipnn_pyg.train.self_energy import (
+    composition_and_energy,
+    fit_self_energies,
+    initialize_self_energies,
+)
+
+from .helpers import SHIPPED, TINY, compose_config
 
 SPECIES = [1, 6, 7, 8]
 TRUE = torch.tensor([-13.6, -1030.0, -1485.0, -2040.0], dtype=torch.float64)
@@ -97,3 +107,31 @@ def test_ani1(shared_data):
     with pytest.warns(UserWarning, match="rank 3 < 4"):
         ratio, _ = _residual_ratio(ANIDataset(path), SPECIES)
     assert ratio < 1e-2
+
+
+def test_initialize_fits_zero_self_energies_only() -> None:
+    data = _synthetic()
+    model = HIPNN(species=SPECIES, hidden_channels=4, num_interactions=1, num_atom_layers=1)
+    assert initialize_self_energies(model, data)
+    fitted = model.self_energies.detach().clone()
+    torch.testing.assert_close(fitted, fit_self_energies(data, SPECIES).to(fitted))
+    assert not initialize_self_energies(model, data)  # given (non-zero): left alone
+    assert not initialize_self_energies(torch.nn.Linear(1, 1), data)  # no self-energies
+
+
+def test_run_fits_on_a_new_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hipnn_pyg.train import run
+
+    common = [*SHIPPED, *TINY, "test=false", "resume=true"]
+    run.train(compose_config("train", tmp_path / "off", [*common, "fit_self_energies=false",
+                                                         "trainer.max_epochs=1"]))
+    state = torch.load(tmp_path / "off" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["state_dict"]["model.heads.energy.readouts.0.weight"].abs().max() < 10  # eV
+
+    def refit(*args: object) -> bool:
+        raise AssertionError("self-energies refitted on resume")
+
+    monkeypatch.setattr(run, "initialize_self_energies", refit)
+    run.train(compose_config("train", tmp_path / "off", [*common, "trainer.max_epochs=2"]))
+    with pytest.raises(AssertionError, match="refitted"):  # a new run does fit
+        run.train(compose_config("train", tmp_path / "new", [*common, "trainer.max_epochs=1"]))

@@ -1,0 +1,197 @@
+r"""One small object per learned quantity: its loss weight, per-atom rule, metrics and
+unit, shared by training (:class:`~hipnn_pyg.train.HIPNNLightningModule`) and evaluation
+(``hipnn-eval``), in the spirit of SchNetPack's ``ModelOutput``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hipnn_pyg.train.losses import per_atom
+
+
+@dataclass(frozen=True)
+class Target:
+    r"""A quantity that the model predicts and the data label, under one name.
+
+    Args:
+        name (str): The key in both the predictions and the data, e.g. ``"forces"``.
+        weight (float): Weight of its mean-squared error in the loss; 0 for metrics
+            only. (default: :obj:`0.0`)
+        per_atom (bool): The residual is per structure and is also reported divided by
+            the atom count (as ``{name}_per_atom``). (default: :obj:`False`)
+        per_atom_loss (bool): The loss takes the per-atom residual (when ``per_atom``).
+            (default: :obj:`False`)
+        derivative (bool): Obtained by differentiating the energy, so predicting it
+            needs autograd. (default: :obj:`False`)
+        unit (str): Display unit of its errors (the data's unit times ``scale``).
+            (default: :obj:`""`)
+        scale (float): Factor from the data's unit to ``unit``. (default: :obj:`1.0`)
+    """
+
+    name: str
+    weight: float = 0.0
+    per_atom: bool = False
+    per_atom_loss: bool = False
+    derivative: bool = False
+    unit: str = ""
+    scale: float = 1.0
+
+    @property
+    def trained(self) -> bool:
+        r"""Whether the target is in the loss (weight > 0)."""
+        return self.weight > 0
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        r"""Names of its error metrics: its own, and ``{name}_per_atom`` if :attr:`per_atom`."""
+        return (self.name, f"{self.name}_per_atom") if self.per_atom else (self.name,)
+
+    @property
+    def loss_metric(self) -> str:
+        r"""The metric whose MSE is this target's loss term."""
+        return f"{self.name}_per_atom" if self.per_atom and self.per_atom_loss else self.name
+
+    def available(self, prediction: Mapping[str, Tensor], data: Any) -> bool:
+        r"""Whether both the prediction and the data hold this target."""
+        return self.name in prediction and getattr(data, self.name, None) is not None
+
+    def pairs(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        r"""``{metric: (prediction, reference)}`` in float64 (energies of large molecules
+        reach 10⁴ eV, where float32 rounding alone is ~1 meV): the target itself, and
+        both divided by the atom count (``{name}_per_atom``) when :attr:`per_atom`.
+
+        Raises:
+            KeyError: The model does not predict the target or the data lack it.
+        """
+        if self.name not in prediction:
+            raise KeyError(
+                f"loss weight for '{self.name}' is > 0 but the model does not predict "
+                f"'{self.name}' (it predicts {sorted(prediction)}); set its weight to 0"
+            )
+        reference = getattr(data, self.name, None)
+        if reference is None:
+            raise KeyError(
+                f"loss weight for '{self.name}' is > 0 but the data have no '{self.name}' "
+                f"labels; set its weight to 0 or use a data set with '{self.name}'"
+            )
+        predicted = prediction[self.name].double()
+        reference = reference.double().view_as(predicted)
+        pairs = {self.name: (predicted, reference)}
+        if self.per_atom:
+            pairs[f"{self.name}_per_atom"] = (per_atom(predicted, num_atoms),
+                                              per_atom(reference, num_atoms))
+        return pairs
+
+    def residuals(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> dict[str, Tensor]:
+        r"""``{metric: prediction - reference}`` of :meth:`pairs`."""
+        pairs = self.pairs(prediction, data, num_atoms)
+        return {metric: predicted - reference for metric, (predicted, reference) in pairs.items()}
+
+    def loss_residual(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+    ) -> Tensor:
+        r"""The residual whose mean square enters the loss."""
+        return self.residuals(prediction, data, num_atoms)[self.loss_metric]
+
+
+def num_atoms(data: Any) -> Tensor:
+    r"""Atom count of every structure of a (batched) ``data``."""
+    if getattr(data, "ptr", None) is not None:
+        return data.ptr[1:] - data.ptr[:-1]
+    return torch.bincount(data.batch, minlength=data.num_graphs)
+
+
+def derivatives(targets: Sequence[Target], data: Any = None) -> set[str]:
+    r"""Names of the derivative targets (forces, stress) to compute: those trained on,
+    and those that ``data`` labels (in evaluation; :obj:`None` in training)."""
+    return {t.name for t in targets if t.derivative and (
+        t.trained or (data is not None and getattr(data, t.name, None) is not None))}
+
+
+#: The targets that get metrics whenever both the model and the data provide them
+#: (``charges``: the per-atom partial charges of a charge head, in e).
+KNOWN_TARGETS: dict[str, Target] = {
+    "energy": Target("energy", per_atom=True, unit="meV", scale=1000.0),
+    "forces": Target("forces", derivative=True, unit="meV/Å", scale=1000.0),
+    "stress": Target("stress", derivative=True, unit="meV/Å³", scale=1000.0),
+    "dipole": Target("dipole", unit="me·Å", scale=1000.0),
+    "dipole_magnitude": Target("dipole_magnitude", unit="me·Å", scale=1000.0),
+    "quadrupole": Target("quadrupole", unit="me·Å²", scale=1000.0),
+    "charges": Target("charges", unit="me", scale=1000.0),
+}
+#: ``{metric: (unit, scale)}`` of every known target's metrics, per-atom ones included.
+DISPLAY_UNITS: dict[str, tuple[str, float]] = {
+    metric: (target.unit + ("/atom" if metric.endswith("_per_atom") else ""), target.scale)
+    for target in KNOWN_TARGETS.values()
+    for metric in ([target.name, f"{target.name}_per_atom"] if target.per_atom
+                   else [target.name])
+}
+
+
+def build_targets(
+    loss_weights: Mapping[str, float], per_atom_energy: bool = True
+) -> list[Target]:
+    r"""The known targets (weight 0 unless given) and any other weighted name, e.g. an
+    extra head's ``"dipole"`` or ``"polarizability"``.
+
+    Args:
+        loss_weights (Mapping[str, float]): ``{name: weight}``, every weight >= 0.
+        per_atom_energy (bool): Train per-structure targets (energy) on their per-atom
+            residual. (default: :obj:`True`)
+
+    Raises:
+        ValueError: A negative weight.
+    """
+    if any(float(w) < 0 for w in loss_weights.values()):
+        raise ValueError(f"loss weights must be >= 0, got {dict(loss_weights)}")
+    targets = []
+    for name in dict.fromkeys((*KNOWN_TARGETS, *loss_weights)):
+        known = KNOWN_TARGETS.get(name, Target(name))
+        targets.append(replace(known, weight=float(loss_weights.get(name, 0.0)),
+                               per_atom_loss=per_atom_energy and known.per_atom))
+    return targets
+
+
+def weighted_mse(
+    targets: Sequence[Target], results: Mapping[str, Mapping[str, float]], split: str = "val"
+) -> float:
+    r"""``Σ_t weight_t · MSE_t`` of the trained ``targets`` from a split's error
+    ``results`` (``{metric: {"mse": ...}}``): the loss without regularisers.
+
+    Raises:
+        KeyError: The split's data lack a trained target.
+    """
+    missing = [t.name for t in targets if t.trained and t.loss_metric not in results]
+    if missing:
+        raise KeyError(f"the {split} data lack the trained target(s) {missing}: "
+                       "cannot compute the validation loss")
+    return sum(t.weight * results[t.loss_metric]["mse"] for t in targets if t.trained)
+
+
+def check_labels(targets: Sequence[Target], dataset: Any) -> None:
+    r"""Fails before the first step if ``dataset`` (a training split with ``has``, e.g.
+    an :class:`~hipnn_pyg.data.AtomsDataset`) lacks a trained target; other datasets are
+    checked per batch instead.
+
+    Raises:
+        ValueError: Naming the target, its weight and what the data hold.
+    """
+    if not hasattr(dataset, "has"):
+        return
+    for target in (t for t in targets if t.trained and not dataset.has(t.name)):
+        detail = (dataset.missing_message(target.name) if hasattr(dataset, "missing_message")
+                  else f"no '{target.name}' in the data")
+        raise ValueError(
+            f"module.loss_weights.{target.name}={target.weight} > 0, but the training data "
+            f"have no '{target.name}' labels ({detail}); set its weight to 0 or use a data "
+            "set that has them"
+        )

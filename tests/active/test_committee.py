@@ -1,0 +1,47 @@
+"""Query-by-committee measures against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hipnn_pyg.active.committee import Committee, energy_disagreement, force_disagreement
+from hipnn_pyg.ase import HIPNNCalculator
+from tests.active.helpers import copper, tiny_models
+
+
+def test_rho_and_force_spread_equal_hand_computation() -> None:
+    models = tiny_models(3)
+    atoms = copper()
+    energies, forces = [], []
+    for model in models:
+        work = atoms.copy()
+        work.calc = HIPNNCalculator(model)
+        energies.append(work.get_potential_energy())
+        forces.append(work.get_forces())
+    mean = sum(energies) / 3
+    sigma = math.sqrt(sum((e - mean) ** 2 for e in energies) / 2)  # sample std, K - 1
+    spread = max(
+        math.sqrt(sum(np.var([f[i, a] for f in forces], ddof=1) for a in range(3)))
+        for i in range(len(atoms))
+    )
+    prediction = Committee(models).predict(atoms)
+    assert sigma > 0 and spread > 0
+    assert prediction.rho == pytest.approx(sigma / math.sqrt(len(atoms)), rel=1e-10)
+    assert prediction.force_dev == pytest.approx(spread, rel=1e-10)
+    assert prediction.energy == pytest.approx(mean, rel=1e-12)
+    assert energy_disagreement(energies, len(atoms)) == pytest.approx(prediction.rho)
+    assert force_disagreement(np.stack(forces)) == pytest.approx(spread)
+    assert prediction.measure("energy") == prediction.rho
+    with pytest.raises(ValueError, match="unknown disagreement measure 'stress'"):
+        prediction.measure("stress")
+
+
+def test_committee_reuses_results_of_unchanged_atoms() -> None:
+    committee = Committee(tiny_models(2))
+    atoms = copper()
+    first = committee.predict(atoms)
+    atoms.positions[0, 0] += 0.1
+    assert committee.predict(atoms).energy != first.energy

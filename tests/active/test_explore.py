@@ -1,0 +1,85 @@
+"""Exploration: MD that stops at the first uncertain frame or is cut when it explodes,
+ANI-1x normal-mode sampling, pools with unknown elements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk
+from ase.cluster import Octahedron
+
+from hipnn_pyg.active.committee import Committee
+from hipnn_pyg.active.explore import LangevinExplorer, NormalModeExplorer, PoolExplorer
+from tests.active.helpers import EMTCommittee, copper, rho_of, tiny_models
+
+
+def test_md_stops_at_the_first_frame_over_the_threshold() -> None:
+    committee = Committee(tiny_models(2))
+    explorer = LangevinExplorer(temperatures_K=[300], steps=100, check_interval=10,
+                                timestep_fs=1.0, trajectories=2)
+    free = explorer.explore(committee, [copper()], seed=1)
+    threshold = float(np.median(rho_of(free)))
+    explorer.stop_threshold = threshold
+    stopped = explorer.explore(committee, [copper()], seed=1)
+    for group in ("md:s0:T300:r0", "md:s0:T300:r1"):
+        full = rho_of([a for a in free if a.info["active_group"] == group])
+        rho = rho_of([a for a in stopped if a.info["active_group"] == group])
+        over = np.flatnonzero(full > threshold)
+        assert len(rho) == (over[0] + 1 if len(over) else len(full)) > 0
+        np.testing.assert_array_equal(rho, full[:len(rho)])  # same seeds, same path
+    assert len(stopped) < len(free)
+
+
+def test_an_exploding_trajectory_is_cut_not_fatal(caplog) -> None:
+    explorer = LangevinExplorer(temperatures_K=[300], steps=100, check_interval=1,
+                                timestep_fs=40.0, min_distance=1.5)
+    frames = explorer.explore(EMTCommittee(), [copper()], seed=0)
+    assert len(frames) < 100
+    assert "trajectory cut" in caplog.text
+
+
+def test_normal_mode_samples_have_the_ani_energy_bound() -> None:
+    cluster = Octahedron("Cu", 3)
+    cluster.center(vacuum=5.0)
+    explorer = NormalModeExplorer(temperatures_K=[300.0], samples=20, fmax=1e-3,
+                                  max_steps=500)
+    minimum = explorer.minimise(EMTCommittee(), cluster)
+    directions, constants = explorer.modes(EMTCommittee(), minimum)
+    assert len(constants) == 3 * len(cluster) - 6 and (constants > 0).all()
+    flat = directions.reshape(len(constants), -1)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(len(constants)), atol=1e-8)  # one mass
+    rng = np.random.default_rng(0)
+    bound = 1.5 * len(cluster) * units.kB * 300.0  # ANI-1x: at most 3/2 N kB T
+    energies = []
+    for _ in range(50):
+        shift = explorer.displacement(directions, constants, len(cluster), 300.0, rng)
+        amplitudes = flat @ shift.reshape(-1)
+        energies.append(0.5 * np.sum(constants * amplitudes**2))
+    assert min(energies) > 0 and max(energies) <= bound * (1 + 1e-9)
+    assert max(energies) > 0.5 * bound  # the bound is reached, not undershot
+    frames = explorer.explore(EMTCommittee(), [cluster], seed=0)
+    assert len(frames) == 20 and len({a.info["active_id"] for a in frames}) == 20
+
+
+def test_pool_with_an_unknown_element_is_refused(tmp_path) -> None:
+    import ase.io
+
+    pool = [copper(), copper(1)]
+    pool[1][3].symbol = "Ag"
+    ase.io.write(tmp_path / "pool.extxyz", pool)
+    explorer = PoolExplorer(tmp_path / "pool.extxyz")
+    with pytest.raises(ValueError, match=r"frame 1 holds Ag \(Z=47\), unknown to the ensemble"):
+        explorer.check_species([29])
+
+
+def test_pool_candidates_carry_the_committee_verdict(tmp_path) -> None:
+    import ase.io
+
+    ase.io.write(tmp_path / "pool.extxyz", [copper(i) for i in range(3)] + [
+        bulk("Cu", cubic=True)])
+    committee = Committee(tiny_models(2))
+    frames = PoolExplorer(tmp_path / "pool.extxyz").explore(committee, [], seed=0)
+    assert [a.info["active_id"] for a in frames] == [f"pool:{i}" for i in range(4)]
+    assert frames[2].info["rho"] == pytest.approx(committee.predict(copper(2)).rho)
+    assert isinstance(frames[0], Atoms)

@@ -1,0 +1,101 @@
+"""Labelling the selected frames: exact oracle numbers, skipped failures, resumption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import all_changes
+from ase.calculators.emt import EMT
+
+from hipnn_pyg.active.oracle import Oracle, label_frames
+from tests.active.helpers import copper
+
+
+class Killed(BaseException):
+    """A kill (not an oracle failure: it must not be caught)."""
+
+
+class CountingEMT(EMT):
+    r"""EMT that counts its calls and fails when the first atom has x < -0.4 Å."""
+
+    calls = 0
+
+    def calculate(self, atoms=None, properties=None, system_changes=None):
+        CountingEMT.calls += 1
+        if atoms is not None and atoms.positions[0, 0] < -0.4:
+            raise RuntimeError("SCF not converged")
+        super().calculate(atoms, properties or ["energy"], system_changes or all_changes)
+
+
+def frames(count: int = 5):
+    out = []
+    for i in range(count):
+        atoms = copper(seed=i)
+        atoms.info["active_id"] = f"md:{i}"
+        out.append(atoms)
+    return out
+
+
+class CountingOracle(Oracle):
+    def make(self) -> CountingEMT:
+        return CountingEMT()
+
+
+def test_labels_are_the_oracles_numbers_exactly(tmp_path) -> None:
+    todo = frames(3)
+    result = label_frames(todo, Oracle("emt"), tmp_path / "l.extxyz", tmp_path / "f.jsonl")
+    assert result.new == 3 and not result.failed and result.seconds > 0
+    for source, labelled in zip(todo, result.labelled, strict=True):
+        np.testing.assert_allclose(labelled.positions, source.positions, rtol=0, atol=5e-9)
+        reference = labelled.copy()  # the geometry as stored
+        reference.calc = EMT()
+        assert labelled.info["active_id"] == source.info["active_id"]
+        assert labelled.get_potential_energy() == reference.get_potential_energy()
+        # extxyz keeps 8 decimals of per-atom columns: exact to half a unit of the last
+        np.testing.assert_allclose(labelled.get_forces(), reference.get_forces(), rtol=0,
+                                   atol=5e-9)
+        np.testing.assert_array_equal(labelled.get_stress(), reference.get_stress())
+
+
+def test_a_failure_is_recorded_and_skipped(tmp_path) -> None:
+    todo = frames(4)
+    todo[1].positions[0, 0] = -0.5
+    result = label_frames(todo, CountingOracle(), tmp_path / "l.extxyz",
+                          tmp_path / "f.jsonl")
+    assert [a.info["active_id"] for a in result.labelled] == ["md:0", "md:2", "md:3"]
+    (record,) = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert record["id"] == "md:1" and "SCF not converged" in record["error"]
+
+
+def test_resume_after_a_kill_never_recomputes_a_label(tmp_path) -> None:
+    todo = frames(5)
+    todo[3].positions[0, 0] = -0.5
+    files = tmp_path / "l.extxyz", tmp_path / "f.jsonl"
+
+    def kill_after_four(index: int) -> None:
+        if index == 3:
+            raise Killed
+
+    CountingEMT.calls = 0
+    with pytest.raises(Killed):
+        label_frames(todo, CountingOracle(), *files, on_frame=kill_after_four)
+    assert CountingEMT.calls == 4
+    with open(files[0], "a") as stream:  # a torn frame from a kill mid-write
+        stream.write("8\nLattice=")
+    result = label_frames(todo, CountingOracle(), *files)
+    assert CountingEMT.calls == 5 and result.new == 1
+    assert [a.info["active_id"] for a in result.labelled] == ["md:0", "md:1", "md:2", "md:4"]
+    uninterrupted = label_frames(todo, CountingOracle(), tmp_path / "u.extxyz",
+                                 tmp_path / "u.jsonl")
+    for a, b in zip(result.labelled, uninterrupted.labelled, strict=True):
+        assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_frames_of_another_run_are_refused(tmp_path) -> None:
+    label_frames(frames(2), Oracle("emt"), tmp_path / "l.extxyz", tmp_path / "f.jsonl")
+    other = frames(1)
+    other[0].info["active_id"] = "pool:7"
+    with pytest.raises(ValueError, match="not among the selected ones"):
+        label_frames(other, Oracle("emt"), tmp_path / "l.extxyz", tmp_path / "f.jsonl")

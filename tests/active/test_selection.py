@@ -1,0 +1,41 @@
+"""Selection: the most uncertain candidates, spread out; the random baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from hipnn_pyg.active.selection import select_by_committee, select_random
+
+
+def candidates(rho: list[float], groups: list[str] | None = None) -> list[Atoms]:
+    frames = []
+    for i, value in enumerate(rho):
+        atoms = Atoms("H", positions=[[0.0, 0.0, float(i)]])
+        atoms.info.update(rho=value, force_dev=10 * value, active_order=i,
+                          active_group=groups[i] if groups else f"g{i}")
+        frames.append(atoms)
+    return frames
+
+
+def test_picks_the_highest_disagreement_above_the_threshold() -> None:
+    rho = list(np.random.default_rng(0).uniform(0, 1, 40))
+    picked = select_by_committee(candidates(rho), "energy", threshold=0.2, max_frames=5)
+    assert picked == list(np.argsort(rho)[::-1][:5])
+    few = select_by_committee(candidates(rho), "forces", threshold=9.5, max_frames=5)
+    assert sorted(rho[i] for i in few) == sorted(r for r in rho if 10 * r > 9.5)
+
+
+def test_spreads_picks_along_a_trajectory() -> None:
+    rho = [0.1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.05]
+    frames = candidates(rho, ["t"] * 6 + ["u"])
+    assert select_by_committee(frames, max_frames=3, min_separation=2) == [1, 3, 5]
+    assert select_by_committee(frames, max_frames=3, max_per_group=1) == [1, 6]
+
+
+def test_random_picks_the_same_count_reproducibly() -> None:
+    frames = candidates([0.0] * 30)
+    first = select_random(frames, 7, seed=3)
+    assert len(set(first)) == 7 and first == select_random(frames, 7, seed=3)
+    assert first != select_random(frames, 7, seed=4)
+    assert len(select_random(frames, 50, seed=0)) == 30

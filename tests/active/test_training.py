@@ -1,0 +1,46 @@
+"""The committee's training pieces: warm start and the shipped active configs."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from hipnn_pyg.active.explore import LangevinExplorer, NormalModeExplorer
+from hipnn_pyg.active.oracle import Oracle
+from hipnn_pyg.active.training import WarmStart, compose
+from hipnn_pyg.io import save_model
+from tests.active.helpers import tiny_models
+
+
+def test_warm_start_loads_weights_and_self_energies(tmp_path) -> None:
+    source, target = tiny_models(2)
+    source.set_self_energies(torch.tensor([-3.5], dtype=source.self_energies.dtype))
+    save_model(source, tmp_path / "model.pt")
+    WarmStart(str(tmp_path / "model.pt")).setup(None, SimpleNamespace(model=target), "fit")
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_warm_start_refuses_another_architecture(tmp_path) -> None:
+    (source,) = tiny_models(1)
+    (other,) = tiny_models(1, species=(1, 29))
+    save_model(source, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="does not match the configured one"):
+        WarmStart(str(tmp_path / "model.pt")).setup(None, SimpleNamespace(model=other), "fit")
+
+
+@pytest.mark.parametrize("name", ["copper_emt", "ethanol_gfn2"])
+def test_shipped_configs_build(name: str, tmp_path) -> None:
+    cfg = compose("active", [f"active={name}", f"run_dir={tmp_path}"])
+    assert cfg.selection == "qbc" and cfg.active.ensemble.size == 4
+    assert isinstance(instantiate(cfg.active.oracle), Oracle)
+    assert isinstance(instantiate(cfg.active.explorers.md), LangevinExplorer)
+    assert instantiate(cfg.active.explorers.md).stop_threshold == cfg.active.threshold
+    frames = instantiate(cfg.active.initial)
+    assert 2 <= len(frames) <= 20
+    if name == "ethanol_gfn2":
+        assert isinstance(instantiate(cfg.active.explorers.normal_modes), NormalModeExplorer)
+        assert all("energy" in atoms.calc.results for atoms in frames)

@@ -1,0 +1,77 @@
+"""Optimizer and schedule from the module's `_partial_` configs: parameter groups,
+frozen parameters, warm-up and the plateau step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from hipnn_pyg import HIPNN
+from hipnn_pyg.train.losses import regularized_weights
+from hipnn_pyg.train.optim import parameter_groups, step_plateau, warm_up
+
+from .helpers import compose_config
+
+
+def _model() -> HIPNN:
+    return HIPNN(species=(1, 6), hidden_channels=4, num_interactions=1, num_atom_layers=1)
+
+
+def test_parameter_groups_decay_weights_only_and_leave_frozen_out() -> None:
+    model = _model()
+    decayed, plain = parameter_groups(model)
+    assert {id(p) for p in decayed["params"]} == {id(p) for p in regularized_weights(model)}
+    assert plain["weight_decay"] == 0.0 and "weight_decay" not in decayed
+    # every other parameter (biases, sensitivities, self-energies) once, without decay
+    assert sorted(id(p) for p in decayed["params"] + plain["params"]) == sorted(
+        id(p) for p in model.parameters())
+    model.representation.interactions.requires_grad_(False)
+    kept = {id(p) for group in parameter_groups(model) for p in group["params"]}
+    assert kept and not kept & {id(p) for p in model.representation.interactions.parameters()}
+
+
+def _configured(tmp_path: Path, overrides: list[str]) -> dict:
+    cfg = compose_config("train", tmp_path, overrides)
+    return instantiate(cfg.module, model=_model()).configure_optimizers()
+
+
+def test_default_config_builds_adam_and_plateau(tmp_path: Path) -> None:
+    configured = _configured(tmp_path, [])
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert (scheduler.factor, scheduler.patience, scheduler.min_lrs[0]) == (0.5, 5, 1e-6)
+    assert configured["lr_scheduler"]["monitor"] == "val/loss"
+
+
+def test_overrides_swap_optimizer_and_drop_the_schedule(tmp_path: Path) -> None:
+    configured = _configured(tmp_path, ["module.optimizer._target_=torch.optim.AdamW",
+                                        "module.optimizer.weight_decay=0.01",
+                                        "module.scheduler=null"])
+    optimizer = configured["optimizer"]
+    assert type(optimizer) is torch.optim.AdamW and "lr_scheduler" not in configured
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_warm_up_is_linear_to_the_configured_rate() -> None:
+    optimizer = torch.optim.Adam(parameter_groups(_model()), lr=0.4)
+    rates = []
+    for step in range(5):
+        warm_up(optimizer, step, warmup_steps=4)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+
+
+def test_step_plateau_needs_the_monitor() -> None:
+    optimizer = torch.optim.SGD(_model().parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+    trainer = SimpleNamespace(lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)])
+    step_plateau(trainer, {"val/loss": 1.0}, "val/loss")  # type: ignore[arg-type]
+    step_plateau(trainer, {"val/loss": 2.0}, "val/loss")  # type: ignore[arg-type]
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    with pytest.raises(KeyError, match="scheduler monitor 'val/x'"):
+        step_plateau(trainer, {"val/loss": 1.0}, "val/x")  # type: ignore[arg-type]

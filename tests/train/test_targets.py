@@ -1,0 +1,92 @@
+"""Target objects: loss weights, per-atom rule, residuals, derivatives, validation loss
+and label checks, as training and hipnn-eval use them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hipnn_pyg.train.targets import (
+    DISPLAY_UNITS,
+    KNOWN_TARGETS,
+    build_targets,
+    check_labels,
+    derivatives,
+    num_atoms,
+    weighted_mse,
+)
+
+
+def _batch() -> SimpleNamespace:
+    # two structures of 2 and 3 atoms
+    return SimpleNamespace(energy=torch.tensor([1.0, 2.0]), forces=torch.zeros(5, 3),
+                           ptr=torch.tensor([0, 2, 5]), num_graphs=2)
+
+
+def test_build_targets_keeps_known_ones_for_metrics_and_adds_extra_heads() -> None:
+    targets = {t.name: t for t in build_targets({"forces": 10.0, "polarizability": 2.0})}
+    assert set(KNOWN_TARGETS) < set(targets)
+    assert targets["forces"].weight == 10.0 and targets["forces"].derivative
+    assert targets["energy"].weight == 0.0 and not targets["energy"].trained  # metrics only
+    assert targets["polarizability"].trained and targets["polarizability"].metrics == (
+        "polarizability",)
+    with pytest.raises(ValueError, match=">= 0"):
+        build_targets({"energy": -1.0})
+
+
+@pytest.mark.parametrize("per_atom_energy", [True, False])
+def test_energy_loss_residual_per_atom_rule(per_atom_energy: bool) -> None:
+    energy = next(t for t in build_targets({"energy": 1.0}, per_atom_energy)
+                  if t.name == "energy")
+    batch = _batch()
+    prediction = {"energy": torch.tensor([5.0, 8.0])}
+    residuals = energy.residuals(prediction, batch, num_atoms(batch))
+    assert residuals["energy"].dtype == torch.float64
+    assert residuals["energy"].tolist() == [4.0, 6.0]
+    assert residuals["energy_per_atom"].tolist() == [2.0, 2.0]
+    loss = energy.loss_residual(prediction, batch, num_atoms(batch))
+    assert loss.tolist() == ([2.0, 2.0] if per_atom_energy else [4.0, 6.0])
+    assert energy.loss_metric == ("energy_per_atom" if per_atom_energy else "energy")
+
+
+def test_missing_prediction_or_label_names_the_target() -> None:
+    dipole = next(t for t in build_targets({"dipole": 1.0}) if t.name == "dipole")
+    batch = _batch()
+    with pytest.raises(KeyError, match="does not predict 'dipole'"):
+        dipole.residuals({"energy": torch.zeros(2)}, batch, num_atoms(batch))
+    with pytest.raises(KeyError, match="no 'dipole' labels"):
+        dipole.residuals({"dipole": torch.zeros(2, 3)}, batch, num_atoms(batch))
+    assert not dipole.available({"dipole": torch.zeros(2, 3)}, batch)
+
+
+def test_derivatives_in_training_and_evaluation() -> None:
+    energy_only = build_targets({"energy": 1.0})
+    assert derivatives(energy_only) == set()  # training: only what the loss needs
+    assert derivatives(energy_only, _batch()) == {"forces"}  # evaluation: what is labelled
+    assert derivatives(build_targets({"energy": 1.0, "stress": 1.0})) == {"stress"}
+
+
+def test_weighted_mse_and_missing_target() -> None:
+    targets = build_targets({"energy": 2.0, "forces": 10.0})
+    results = {"energy_per_atom": {"mse": 0.5}, "energy": {"mse": 7.0}, "forces": {"mse": 0.1}}
+    assert weighted_mse(targets, results) == pytest.approx(2.0 * 0.5 + 10.0 * 0.1)
+    with pytest.raises(KeyError, match=r"val data lack the trained target\(s\) \['forces'\]"):
+        weighted_mse(targets, {"energy_per_atom": {"mse": 0.5}})
+
+
+def test_check_labels_names_key_and_weight() -> None:
+    dataset = SimpleNamespace(has=lambda name: name == "energy")
+    targets = build_targets({"energy": 1.0, "forces": 100.0})
+    with pytest.raises(ValueError, match=r"module.loss_weights.forces=100.0 > 0"):
+        check_labels(targets, dataset)
+    check_labels(build_targets({"energy": 1.0}), dataset)
+    check_labels(targets, object())  # no has(): checked per batch instead
+
+
+def test_display_units_cover_every_metric() -> None:
+    assert DISPLAY_UNITS["energy_per_atom"] == ("meV/atom", 1000.0)
+    assert DISPLAY_UNITS["forces"] == ("meV/Å", 1000.0)
+    for target in KNOWN_TARGETS.values():
+        assert all(metric in DISPLAY_UNITS for metric in target.metrics)
