@@ -11,7 +11,14 @@ import importlib
 from typing import Any
 
 from hipnn_pyg.graph import radius_graph
-from hipnn_pyg.nn import HIPNN, HIPNNOutput, HIPNNPotential, energy_forces_stress, predict
+from hipnn_pyg.nn import (
+    HIPNN,
+    HIPNNOutput,
+    HIPNNPotential,
+    Potential,
+    energy_forces_stress,
+    predict,
+)
 
 __version__ = "0.1.0"
 
@@ -34,6 +41,7 @@ __all__ = [
     "HIPNN",
     "HIPNNOutput",
     "HIPNNPotential",
+    "Potential",
     "energy_forces_stress",
     "predict",
     "radius_graph",

@@ -56,7 +56,7 @@ def _load(model: nn.Module | str | os.PathLike[str], device: torch.device,
 
 
 def _has_charges(model: nn.Module) -> bool:
-    return callable(getattr(model, "electrostatics", None))
+    return "charges" in getattr(model, "output_names", ())
 
 
 def _numpy_results(model: nn.Module, atoms: Atoms, device: torch.device,

@@ -9,7 +9,6 @@ anything else with an error naming the file.
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 from pathlib import Path
@@ -19,11 +18,13 @@ import torch
 from torch import nn
 
 from hipnn_pyg.atomic import atomic_torch_save
+from hipnn_pyg.nn.spec import build_from_spec, model_spec, upgrade_v1
 
 __all__ = ["UnsafeFileError", "atomic_torch_save", "build_model", "load_model",
            "model_from_state", "model_state", "save_model", "torch_load"]
 
-FORMAT_VERSION = 1
+#: 2: spec + precision + weights. 1: class path + hyperparameters, upgraded on load.
+FORMAT_VERSION = 2
 
 
 class UnsafeFileError(ValueError):
@@ -74,9 +75,9 @@ def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
             f"weights-only files are read; hipnn_pyg's model files and training checkpoints "
             f"are such files."
         ) from None
-    except PermissionError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except Exception as error:  # truncated (the zip reader raises OSError), foreign, corrupt
+    except Exception as error:  # truncated (the zip reader's EINVAL), foreign, corrupted
         raise ValueError(f"cannot read {path}: {error}") from error
 
 
@@ -88,15 +89,12 @@ def _floating_dtype(tensors: Any) -> torch.dtype | None:
 
 
 def model_state(model: nn.Module) -> dict[str, Any]:
-    r"""A self-describing dictionary: class path, constructor arguments, precision
-    (``"float32"``, ``"float64"``...) and weights."""
-    if not hasattr(model, "hyperparameters"):
-        raise TypeError(f"{type(model).__name__} has no hyperparameters() to save")
-    cls = type(model)
-    state = {
+    r"""A self-describing dictionary of plain data: the model's spec (the config tree
+    that built it, :func:`~hipnn_pyg.nn.spec.model_spec`), its precision
+    (``"float32"``, ``"float64"``...) and its weights."""
+    state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "hyperparameters": model.hyperparameters(),
+        "spec": model_spec(model),
         "state_dict": model.state_dict(),
     }
     dtype = _floating_dtype(model.parameters())
@@ -118,57 +116,48 @@ def _saved_dtype(state: dict[str, Any]) -> torch.dtype | None:
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
-    r"""Builds (untrained) the model that ``spec`` describes: ``spec["class"]``, the
-    dotted path of a module class inside ``hipnn_pyg`` (any other is refused, so a
-    file cannot make us import or call foreign code), and its
-    ``spec["hyperparameters"]``.
+    r"""Builds (untrained) the model that ``spec`` describes, with
+    :func:`~hipnn_pyg.nn.spec.build_from_spec`: only model classes of ``hipnn_pyg`` are
+    built, so a file cannot make us import or call foreign code.
 
     Args:
-        spec (dict): A :func:`model_state` dictionary or its class/hyperparameters.
+        spec (dict): A model spec, ``{"_target_": "hipnn_pyg...", **arguments}``.
     """
-    for key in ("class", "hyperparameters"):
-        if key not in spec:
-            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
-    name = spec["class"]
-    if not isinstance(name, str) or not name.startswith("hipnn_pyg."):
-        raise ValueError(f"refusing to build class {name!r} outside hipnn_pyg")
-    module_name, _, class_name = name.rpartition(".")
+    if not isinstance(spec, dict) or "_target_" not in spec:
+        raise ValueError("not a hipnn_pyg model file: the spec has no '_target_'")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name, None)
-    except ImportError as error:
-        raise ValueError(f"unknown model class {name}: {error}") from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"unknown model class {name}: not a torch module of hipnn_pyg")
-    hyperparameters = spec["hyperparameters"]
-    if not isinstance(hyperparameters, dict):
-        raise ValueError(f"{name}: hyperparameters must be a dict, "
-                         f"got {type(hyperparameters).__name__}")
-    if hasattr(cls, "from_hyperparameters"):
-        return cls.from_hyperparameters(hyperparameters)
-    return cls(**hyperparameters)
+        model = build_from_spec(spec)
+    except TypeError as error:  # arguments that the classes do not take
+        raise ValueError(f"the model spec does not fit {spec['_target_']}: {error}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the spec of {spec['_target_']} builds no torch module")
+    return model
 
 
 def model_from_state(state: dict[str, Any]) -> nn.Module:
-    r"""Rebuilds a model from :func:`model_state`'s dictionary, in the precision it was
-    saved in, so that it predicts bit for bit what the saved model did."""
-    for key in ("class", "hyperparameters", "state_dict"):
-        if key not in state:
-            raise ValueError(f"not a hipnn_pyg model file: key '{key}' missing")
-    if not isinstance(state["state_dict"], dict):
-        raise ValueError(f"state_dict must be a dict, got {type(state['state_dict']).__name__}")
-    model = build_model(state)
+    r"""Rebuilds a model from :func:`model_state`'s dictionary (or from one of format 1,
+    class path and hyperparameters, through :func:`~hipnn_pyg.nn.spec.upgrade_v1`), in
+    the precision it was saved in, so that it predicts bit for bit what the saved
+    model did."""
+    if "spec" not in state:
+        state = upgrade_v1(state)
+    if not isinstance(state.get("state_dict"), dict):
+        raise ValueError("not a hipnn_pyg model file: 'state_dict' missing or not a dict")
+    model = build_model(state["spec"])
     dtype = _saved_dtype(state)
     if dtype is not None:  # before loading: weights are copied in without rounding
         model = model.to(dtype)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as error:  # missing, unexpected or misshapen weights
-        raise ValueError(f"the weights do not fit {state['class']}: {error}") from None
+        raise ValueError(
+            f"the weights do not fit {state['spec']['_target_']}: {error}"
+        ) from None
     return model
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    r"""Saves a model (class, hyperparameters, precision and weights) atomically to
+    r"""Saves a model (spec, precision and weights) atomically to
     ``path``; only tensors and plain containers, so :func:`load_model` reads it
     weights-only."""
     atomic_torch_save(model_state(model), path)

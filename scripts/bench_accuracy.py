@@ -11,7 +11,8 @@ results and the training wall time; writes ``bench.json`` and ``bench.md``.
 Examples::
 
     python scripts/bench_accuracy.py --max-minutes 12
-    python scripts/bench_accuracy.py --molecules ethanol --max-minutes 60 model.hidden_channels=64
+    python scripts/bench_accuracy.py --molecules ethanol --max-minutes 60 \
+        model.representation.hidden_channels=64
     python scripts/bench_accuracy.py --max-epochs 2000 --max-minutes 0 trainer=gpu
 
 Extra ``key=value`` arguments are Hydra overrides applied to every molecule.
@@ -104,7 +105,7 @@ def main() -> None:
                         help="output folder (default: logs/bench/<date>_<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*",
-                        help="Hydra overrides, e.g. model.hidden_channels=64")
+                        help="Hydra overrides, e.g. model.representation.hidden_channels=64")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
 

@@ -83,7 +83,7 @@ def ethanol(out: Path, args: argparse.Namespace, results: dict) -> None:
     model_path = train(out / "ethanol_run", [
         "experiment=ethanol_gfn2_dipole", f"data.path={train_xyz}", f"data.test_path={test_xyz}",
         f"data.num_train={args.ethanol_train - 50}", "data.num_val=50", "data.num_test=null",
-        "model.energy_model.hidden_channels=48", f"trainer.max_epochs={args.ethanol_epochs}",
+        "model.representation.hidden_channels=48", f"trainer.max_epochs={args.ethanol_epochs}",
         f"+trainer.max_time=00:00:{args.ethanol_minutes:02d}:00", "test=false",
     ])
     model = load_model(model_path).double()
@@ -175,9 +175,11 @@ def water(out: Path, args: argparse.Namespace, results: dict) -> None:
     from hipnn_pyg.md.density import equilibrium_density, plot_density
 
     model_path = train(out / "water_run", [
-        "experiment=water_deepmd", "model=hipnn_small", "model.species=[1,8]",
-        "model.hidden_channels=32", "model.num_atom_layers=2", "model.num_sensitivities=16",
-        f"model.cutoff={args.water_cutoff}", f"model.soft_max_distance={args.water_cutoff - 0.5}",
+        "experiment=water_deepmd", "model=hipnn_small", "model.representation.species=[1,8]",
+        "model.representation.hidden_channels=32", "model.representation.num_atom_layers=2",
+        "model.representation.sensitivity.num_sensitivities=16",
+        f"model.representation.sensitivity.cutoff={args.water_cutoff}",
+        f"model.representation.sensitivity.soft_max_distance={args.water_cutoff - 0.5}",
         "+num_threads=2",
         f"trainer.max_epochs={args.water_epochs}", "module.optimizer.lr=3.0e-3",
         f"+trainer.max_time=00:00:{args.water_minutes:02d}:00", "test=false",

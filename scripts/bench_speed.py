@@ -56,7 +56,7 @@ def methods() -> dict[str, tuple[str, str | None]]:
 
 
 def configure(model: HIPNN, method: str, backend: str | None) -> HIPNN:
-    for interaction in model.interactions:
+    for interaction in model.representation.interactions:
         interaction.method = method
         interaction.envsum_backend = backend
     return model

@@ -4,7 +4,8 @@ Examples::
 
     python scripts/train.py experiment=rmd17_ethanol_quick
     python scripts/train.py experiment=rmd17_ethanol trainer=gpu
-    python scripts/train.py -m experiment=rmd17_ethanol_quick model.hidden_channels=32,64
+    python scripts/train.py -m experiment=rmd17_ethanol_quick \
+        model.representation.hidden_channels=32,64
     python scripts/train.py experiment=rmd17_ethanol resume=true hydra.run.dir=<old run>
 """
 

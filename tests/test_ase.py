@@ -88,8 +88,8 @@ def test_the_callers_model_is_left_as_it_was_and_keeps_training(ensemble: bool) 
     z, pos = ethanol(torch.float32)
     model(z, pos).sum().backward()
     optimizer.step()
-    assert not torch.equal(model.state_dict()["interactions.0.interaction_weight"],
-                           before["interactions.0.interaction_weight"])
+    key = "representation.interactions.0.interaction_weight"
+    assert not torch.equal(model.state_dict()[key], before[key])
     atoms.calc.reset()
     assert atoms.get_potential_energy() == energy
 

@@ -206,7 +206,7 @@ def _earlier_run(folder: Path) -> dict[Path, str]:
 def test_hipnn_train_with_an_element_the_model_lacks_keeps_the_run_folder(
         tmp_path: Path) -> None:
     before = _earlier_run(tmp_path)
-    output = failed_with(run_cli("train", *TINY, "model.species=[1,6]",
+    output = failed_with(run_cli("train", *TINY, "model.representation.species=[1,6]",
                                  f"hydra.run.dir={tmp_path}"))
     assert re.search(r"elements \[8\] that are not in species \[1, 6\]", output), output[-3000:]
     assert_unchanged(before)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from ase import Atoms
 from torch import nn
+from torch_geometric.data import Data
 
 from hipnn_pyg.ase import atoms_to_batch
 from hipnn_pyg.io import UnsafeFileError, load_model, model_state, save_model, torch_load
@@ -70,16 +71,20 @@ def test_foreign_and_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="other.pt.*key 'class' missing"):
         load_model(path)
     state = model_state(small_model())
-    torch.save({**state, "class": "os.system"}, path)
-    with pytest.raises(ValueError, match="refusing to build class 'os.system' outside hipnn_pyg"):
+    torch.save({**state, "spec": {**state["spec"], "_target_": "os.system"}}, path)
+    with pytest.raises(ValueError, match="refusing to build 'os.system'"):
         load_model(path)
     nested = model_state(HIPNNPotential(small_model()))
-    nested["hyperparameters"]["energy_model"]["class"] = "subprocess.Popen"
+    nested["spec"]["energy_model"]["_target_"] = "subprocess.Popen"
     torch.save(nested, path)
-    with pytest.raises(ValueError, match="refusing to build class 'subprocess.Popen'"):
+    with pytest.raises(ValueError, match="refusing to build 'subprocess.Popen'"):
         load_model(path)
-    torch.save({**state, "class": "hipnn_pyg.io.torch_load"}, path)
-    with pytest.raises(ValueError, match="not a torch module"):
+    torch.save({**state, "spec": {"_target_": "hipnn_pyg.io.torch_load", "path": "x"}}, path)
+    with pytest.raises(ValueError, match="'hipnn_pyg.io.torch_load': not a torch module"):
+        load_model(path)
+    old_format = {"class": "os.system", "hyperparameters": {}, "state_dict": {}}
+    torch.save(old_format, path)
+    with pytest.raises(ValueError, match="refusing to build class 'os.system' outside hipnn_pyg"):
         load_model(path)
     torch.save({**state, "state_dict": {}}, path)
     with pytest.raises(ValueError, match=r"(?s)other.pt: the weights do not fit .*Missing"):
@@ -120,3 +125,27 @@ def test_crafted_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
     # the payload is live: a full unpickling does run it (so the test above can fail)
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["old_hipnn", "old_potential_shared", "old_potential_separate"])
+def test_format_1_files_load_and_predict_as_before(name: str, tmp_path) -> None:
+    reference = torch.load(FIXTURES / "old_format_reference.pt", weights_only=True)
+    data = Data(z=reference["z"], pos=reference["pos"], batch=reference["batch"])
+    model = load_model(FIXTURES / f"{name}.pt")
+    assert next(model.parameters()).dtype == torch.float64  # the precision it was saved in
+    out = predict(model, data)
+    assert torch.equal(out["energy"], reference[f"{name}.energy"])
+    # Bitwise at the redesign; since then the environment-sum kernel and the
+    # sensitivities' own backward sum in another order: float64 rounding (~1e-15) only.
+    for key in ("forces", "charges", "dipole", "quadrupole"):
+        if f"{name}.{key}" in reference:
+            torch.testing.assert_close(out[key], reference[f"{name}.{key}"], atol=1e-12, rtol=0)
+    # saved again, it is a format-2 file: the spec that built it, plain data only
+    save_model(model, tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert state["format_version"] == 2 and "class" not in state
+    assert state["spec"]["_target_"].startswith("hipnn_pyg.nn.model.HIPNN")
+    assert torch.equal(predict(load_model(tmp_path / "new.pt"), data)["forces"], out["forces"])

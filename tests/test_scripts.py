@@ -17,10 +17,12 @@ import hipnn_pyg.train.resolvers  # noqa: F401  (${hipnn_*:} resolvers in printe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data=rmd17_shipped", "model.species=[1,6,8]", "+data.max_frames=30",
+    "data=rmd17_shipped", "model.representation.species=[1,6,8]", "+data.max_frames=30",
     "data.num_train=8", "data.num_val=4", "data.num_test=4", "data.batch_size=4",
-    "model.hidden_channels=8", "model.num_interactions=1", "model.num_atom_layers=1",
-    "model.num_sensitivities=4", "trainer.max_epochs=1", "num_threads=1",
+    "model.representation.hidden_channels=8", "model.representation.num_interactions=1",
+    "model.representation.num_atom_layers=1",
+    "model.representation.sensitivity.num_sensitivities=4", "trainer.max_epochs=1",
+    "num_threads=1",
     "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -36,14 +38,14 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path) -> None:
-    _run(sys.executable, "scripts/train.py", "-m", *TINY, "model.hidden_channels=8,16",
-         f"hydra.sweep.dir={tmp_path}")
+    _run(sys.executable, "scripts/train.py", "-m", *TINY,
+         "model.representation.hidden_channels=8,16", f"hydra.sweep.dir={tmp_path}")
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     widths = []
     for job in jobs:
         config = OmegaConf.load(job / ".hydra" / "config.yaml")
-        widths.append(config.model.hidden_channels)
+        widths.append(config.model.representation.hidden_channels)
         assert list(job.glob("csv/version_*/metrics.csv"))
         assert (job / "checkpoints" / "last.ckpt").is_file()
         assert (job / "model.pt").is_file()
@@ -88,7 +90,7 @@ def test_console_train_finds_the_config() -> None:
         pytest.skip("hipnn-train not installed (pip install -e .)")
     process = _run(console, "--cfg", "job", "experiment=rmd17_ethanol_quick")
     config = OmegaConf.create(process.stdout)
-    assert config.model._target_ == "hipnn_pyg.HIPNN"
+    assert config.model._target_ == "hipnn_pyg.nn.Potential"
     assert config.data.path.endswith("data/rmd17_ethanol/rmd17_ethanol_train_01.npz")
 
 

@@ -165,7 +165,7 @@ class ActiveLearning:
     def species(self) -> list[int]:
         r"""The atomic numbers the committee's model config knows."""
         cfg = self._member_config(0, 0, self.run_dir / "dataset.extxyz")
-        return [int(z) for z in cfg.model.species]
+        return [int(z) for z in cfg.model.representation.species]
 
     def _check_inputs(self) -> None:
         r"""Refuses unknown elements in the start data, seeds, pools and test sets

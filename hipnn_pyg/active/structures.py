@@ -76,7 +76,8 @@ def check_species(frames: Iterable[Atoms], species: Iterable[int], source: str) 
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
             raise ValueError(
                 f"{source}: frame {index} holds {names}, unknown to the ensemble "
-                f"(model.species={sorted(known)}); add it to model.species or drop the frame"
+                f"(model.representation.species={sorted(known)}); add it to "
+                f"model.representation.species or drop the frame"
             )
 
 

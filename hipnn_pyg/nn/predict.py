@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from hipnn_pyg.nn.model import energy_forces_stress
+from hipnn_pyg.nn.forces import energy_forces_stress
+from hipnn_pyg.nn.potential import Potential
 
 
 def predict(
-    model: nn.Module,
+    model: Potential,
     data: Any,
     compute_forces: bool = True,
     compute_stress: bool = False,
@@ -19,15 +20,13 @@ def predict(
     r"""Runs ``model`` on a PyG :class:`~torch_geometric.data.Batch` (or ``Data``) with
     fields ``z``, ``pos`` and optionally ``batch``, ``cell``, ``pbc``.
 
-    Returns a dictionary with ``energy`` ``[num_graphs]``, ``atom_energy``,
-    ``layer_energy`` and, as asked, ``forces`` ``[num_atoms, 3]`` and ``stress``
-    ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
-
-    Models with a charge head (:class:`~hipnn_pyg.nn.HIPNNPotential`, anything with an
-    ``electrostatics`` method) add ``charges`` ``[num_atoms]`` (e), ``dipole``
-    ``[num_graphs, 3]`` (e·Å), ``dipole_magnitude`` ``[num_graphs]`` and
-    ``quadrupole`` ``[num_graphs, 3, 3]`` (e·Å²); the total charge of each structure is
-    read from ``data.charge`` (0 where absent).
+    Returns every output of the potential's heads (:meth:`Potential.outputs`):
+    ``energy`` ``[num_graphs]``, ``atom_energy``, ``layer_energy`` and, with a
+    :class:`~hipnn_pyg.nn.ChargeHead`, ``charges`` ``[num_atoms]`` (e), ``dipole``
+    ``[num_graphs, 3]`` (e·Å), ``dipole_magnitude`` ``[num_graphs]`` and ``quadrupole``
+    ``[num_graphs, 3, 3]`` (e·Å²), for which the total charge of each structure is read
+    from ``data.charge`` (0 where absent); and, as asked, ``forces`` ``[num_atoms, 3]``
+    and ``stress`` ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
 
     Raises:
         ValueError: ``compute_stress`` for a batch without a periodic structure.
@@ -48,7 +47,7 @@ def predict(
             "cells. Drop the stress loss for molecular data, or give the structures "
             "their cell and pbc"
         )
-    result = energy_forces_stress(
+    return energy_forces_stress(
         model,
         data.z,
         data.pos,
@@ -58,21 +57,6 @@ def predict(
         compute_forces=compute_forces,
         compute_stress=compute_stress,
         create_graph=create_graph,
+        total_charge=getattr(data, "charge", None),
         num_graphs=num_graphs,
     )
-    output = result.pop("output", None)
-    electrostatics = getattr(model, "electrostatics", None)
-    if electrostatics is not None and output is not None:
-        total_charge = getattr(data, "charge", None)
-        moments = electrostatics(
-            data.z,
-            data.pos,
-            output.batch,
-            cell,
-            pbc,
-            total_charge=total_charge,
-            features=output.features,
-            num_graphs=output.energy.size(0),
-        )
-        result.update(moments)
-    return result

@@ -7,8 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hipnn_pyg.nn.spec import Configurable
 
-class CosineCutoff(nn.Module):
+
+class CosineCutoff(Configurable, nn.Module):
     r"""The smooth cutoff :math:`\varphi(r) = \cos^2(\pi r / 2 r_c)` for :math:`r < r_c`,
     zero beyond, so that energies and forces go continuously to zero at the cutoff.
 
@@ -78,7 +80,7 @@ def _cut_gaussians_grad(
     return grad_distances, weighted.sum(-1), grad_mu, grad_sigma
 
 
-class InverseGaussianSensitivity(nn.Module):
+class InverseGaussianSensitivity(Configurable, nn.Module):
     r"""The HIP-NN sensitivity functions from `"Hierarchical modeling of molecular
     energies using a deep neural network" <https://arxiv.org/abs/1710.00017>`_
 
@@ -88,6 +90,8 @@ class InverseGaussianSensitivity(nn.Module):
 
     Gaussians in inverse distance, so that they are narrow at short range and broad at
     long range. Both :math:`\mu_\nu^{-1}` and :math:`\sigma_\nu` are learnable.
+    The cutoff radius (:attr:`cutoff`) is also the radius of the pair list of a
+    :class:`~hipnn_pyg.nn.HIPNNRepresentation` that uses this sensitivity.
 
     Args:
         num_sensitivities (int): Number of functions :math:`\nu`. (default: :obj:`20`)
@@ -110,13 +114,22 @@ class InverseGaussianSensitivity(nn.Module):
                 "need 0 < soft_min_distance < soft_max_distance, got "
                 f"{soft_min_distance} and {soft_max_distance}"
             )
+        self.cutoff_fn = cutoff if isinstance(cutoff, nn.Module) else CosineCutoff(cutoff)
+        if soft_max_distance > self.cutoff:
+            raise ValueError(
+                f"soft_max_distance={soft_max_distance} Å lies beyond cutoff={self.cutoff} Å"
+            )
         self.num_sensitivities = num_sensitivities
         self.soft_min_distance = soft_min_distance
         self.soft_max_distance = soft_max_distance
-        self.cutoff_fn = cutoff if isinstance(cutoff, nn.Module) else CosineCutoff(cutoff)
         self.inverse_mu = nn.Parameter(torch.empty(num_sensitivities))
         self.sigma = nn.Parameter(torch.empty(num_sensitivities))
         self.reset_parameters()
+
+    @property
+    def cutoff(self) -> float:
+        r"""The radius (Å) beyond which every sensitivity vanishes."""
+        return float(self.cutoff_fn.cutoff)
 
     def reset_parameters(self) -> None:
         with torch.no_grad():

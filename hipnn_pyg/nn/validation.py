@@ -108,11 +108,11 @@ def check_min_distance(
 
 
 def model_limits(model: nn.Module) -> tuple[list[int] | None, float | None]:
-    r"""The species and ``min_distance`` of a HIP-NN (or of the energy model a
-    :class:`~hipnn_pyg.nn.HIPNNPotential` wraps); :obj:`None` where the model has none."""
-    species = getattr(model, "species", None)
-    inner = getattr(model, "energy_model", model)
-    min_distance = getattr(model, "min_distance", getattr(inner, "min_distance", None))
+    r"""The species and ``min_distance`` of a potential's representation (or of a
+    representation); :obj:`None` where the model has none."""
+    representation = getattr(model, "representation", model)
+    species = getattr(representation, "species", None)
+    min_distance = getattr(representation, "min_distance", None)
     return (None if species is None else [int(z) for z in species],
             None if min_distance is None else float(min_distance))
 

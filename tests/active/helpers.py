@@ -18,8 +18,10 @@ from tests.train.helpers import compose_config
 
 #: A tiny HIP-NN for copper (seconds per training on one core).
 TINY_TRAIN = [
-    "model=hipnn_small", "model.species=[29]", "model.hidden_channels=8",
-    "model.num_interactions=1", "model.num_atom_layers=1", "model.num_sensitivities=4",
+    "model=hipnn_small", "model.representation.species=[29]",
+    "model.representation.hidden_channels=8", "model.representation.num_interactions=1",
+    "model.representation.num_atom_layers=1",
+    "model.representation.sensitivity.num_sensitivities=4",
     "data.batch_size=4", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "callbacks.progress_bar=null",
     "callbacks.model_summary=null", "callbacks.early_stopping=null",

@@ -54,7 +54,7 @@ def test_model_energy_forces_stress_and_training_gradients_agree(system: str) ->
     variants = [("envsum", backend) for backend in available_backends()]
     variants += [(method, None) for method in METHODS if method != "envsum"]
     for method, backend in variants:
-        for interaction in model.interactions:
+        for interaction in model.representation.interactions:
             interaction.method, interaction.envsum_backend = method, backend
         model.zero_grad()
         out = energy_forces_stress(model, **inputs, compute_stress=inputs["cell"] is not None,

@@ -39,9 +39,9 @@ def test_runs_where_schnet_runs() -> None:
     reference = zoo_step(schnet, batch)
     energy = zoo_step(hipnn, batch)
     assert energy.shape == reference.view(-1).shape == (2,)
-    assert all(p.grad is not None for p in hipnn.interactions.parameters())
-    assert isinstance(hipnn.interactions[0], MessagePassing)
-    assert isinstance(hipnn.interactions[0], HIPNNInteraction)
+    assert all(p.grad is not None for p in hipnn.representation.interactions.parameters())
+    assert isinstance(hipnn.representation.interactions[0], MessagePassing)
+    assert isinstance(hipnn.representation.interactions[0], HIPNNInteraction)
 
 
 def test_torch_compile_matches_eager() -> None:

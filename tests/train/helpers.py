@@ -17,10 +17,10 @@ from omegaconf import DictConfig, open_dict
 from hipnn_pyg.train.resolvers import conf_dir
 
 
-def tiny_model(prefix: str = "model") -> list[str]:
-    r"""Overrides that shrink the HIP-NN at config node ``prefix``."""
+def tiny_model(prefix: str = "model.representation") -> list[str]:
+    r"""Overrides that shrink the HIP-NN representation at config node ``prefix``."""
     return [f"{prefix}.hidden_channels=8", f"{prefix}.num_interactions=1",
-            f"{prefix}.num_atom_layers=1", f"{prefix}.num_sensitivities=4"]
+            f"{prefix}.num_atom_layers=1", f"{prefix}.sensitivity.num_sensitivities=4"]
 
 
 #: A quiet trainer on one thread.
@@ -38,7 +38,7 @@ TINY_DEFAULTS = [*tiny_model(), "num_threads=1"]
 #: 16/8/8 frames of the shipped rMD17 ethanol files.
 SHIPPED = [
     "data=rmd17_shipped",
-    "model.species=[1,6,8]",
+    "model.representation.species=[1,6,8]",
     "data.num_train=16",
     "data.num_val=8",
     "data.num_test=8",

@@ -32,8 +32,6 @@ SHIPPED_DATA = {
                             "+data.max_frames=40"],
     "ethanol_gfn2_dipole": ["data.num_train=8", "data.num_val=4", "data.num_test=4"],
 }
-#: Where an experiment's HIP-NN sits in the model config (a charge model wraps one).
-MODEL_NODE = {"ethanol_gfn2_dipole": "model.energy_model"}
 
 
 def test_every_experiment_is_tested() -> None:
@@ -43,9 +41,8 @@ def test_every_experiment_is_tested() -> None:
 
 @pytest.mark.parametrize("experiment", sorted(SHIPPED_DATA))
 def test_shipped_data_experiment_fast_dev_run(experiment: str, tmp_path: Path) -> None:
-    model = tiny_model(MODEL_NODE.get(experiment, "model"))
     cfg = compose_config("train", tmp_path, [f"experiment={experiment}", "debug=fdr",
-                                             *SHIPPED_DATA[experiment], *model, *QUIET])
+                                             *SHIPPED_DATA[experiment], *tiny_model(), *QUIET])
     train(cfg)
     assert (tmp_path / "model.pt").is_file()
     assert load_model(tmp_path / "model.pt").species == [1, 6, 8]
@@ -84,7 +81,7 @@ def test_data_configs_without_experiment_load(data: str, tmp_path: Path,
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     assert len(datamodule.train_dataset) > len(datamodule.val_dataset) > 0
-    assert set(datamodule.species) <= set(cfg.model.species)
+    assert set(datamodule.species) <= set(cfg.model.representation.species)
 
 
 @pytest.mark.parametrize("search", ["grid", "rmd17_width_depth"])

@@ -31,7 +31,8 @@ RUN = [
     *SHIPPED,
     *TINY,
     "trainer.max_epochs=4",
-    "module.ema_decay=0.9",
+    "callbacks=[default,ema]",
+    "callbacks.ema.decay=0.9",
     "module.warmup_steps=3",
     "test=false",
 ]

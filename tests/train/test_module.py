@@ -62,7 +62,7 @@ def test_metrics_report_atomic_charges_and_name_the_running_train_errors(
 ) -> None:
     overrides = ["data=ase", f"data.path={with_charges}", "data.num_train=8",
                  "data.num_val=2", "data.num_test=2", "model=hipnn_charges",
-                 "model.energy_model.species=[1,6,8]", *tiny_model("model.energy_model"),
+                 "model.representation.species=[1,6,8]", *tiny_model(),
                  "trainer.max_epochs=1", *QUIET]
     with caplog.at_level("INFO", logger="hipnn_pyg.train.run"):
         train(compose_config("train", tmp_path / "run", overrides))
@@ -84,7 +84,7 @@ def test_missing_forces_with_forces_weight_is_a_clear_error(
     tmp_path: Path, energies_only: Path
 ) -> None:
     overrides = ["data=ase", f"data.path={energies_only}", "data.num_train=6",
-                 "data.num_val=2", "data.num_test=2", "model.species=[1,6,8]",
+                 "data.num_val=2", "data.num_test=2", "model.representation.species=[1,6,8]",
                  "trainer.max_epochs=1", *TINY]
     cfg = compose_config("train", tmp_path / "a", [*overrides, "data.require_forces=false"])
     with pytest.raises(ValueError, match=r"loss_weights.forces=100.0 > 0, but the training data"):
@@ -116,11 +116,11 @@ def test_self_energies_fitted_and_ema_weights_saved(tmp_path: Path) -> None:
     train(cfg)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     state = checkpoint["state_dict"]
-    self_energies = state["model.energy_head.readouts.0.weight"]
+    self_energies = state["model.heads.energy.readouts.0.weight"]
     assert self_energies.abs().min() > 100  # eV: fitted, not zero
     # the model inside the checkpoint and model.pt carry the EMA weights
     from_ckpt = load_model(tmp_path / "checkpoints" / "last.ckpt")
-    key = "interactions.0.interaction_weight"
+    key = "representation.interactions.0.interaction_weight"
     torch.testing.assert_close(from_ckpt.state_dict()[key], state[f"ema.module.{key}"])
     assert not torch.equal(state[f"ema.module.{key}"], state[f"model.{key}"])
     best = torch.load(checkpoint["callbacks"][next(k for k in checkpoint["callbacks"]

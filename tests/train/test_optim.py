@@ -29,9 +29,9 @@ def test_parameter_groups_decay_weights_only_and_leave_frozen_out() -> None:
     # every other parameter (biases, sensitivities, self-energies) once, without decay
     assert sorted(id(p) for p in decayed["params"] + plain["params"]) == sorted(
         id(p) for p in model.parameters())
-    model.interactions.requires_grad_(False)
+    model.representation.interactions.requires_grad_(False)
     kept = {id(p) for group in parameter_groups(model) for p in group["params"]}
-    assert kept and not kept & {id(p) for p in model.interactions.parameters()}
+    assert kept and not kept & {id(p) for p in model.representation.interactions.parameters()}
 
 
 def _configured(tmp_path: Path, overrides: list[str]) -> dict:

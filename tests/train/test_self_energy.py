@@ -126,7 +126,7 @@ def test_run_fits_on_a_new_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     run.train(compose_config("train", tmp_path / "off", [*common, "fit_self_energies=false",
                                                          "trainer.max_epochs=1"]))
     state = torch.load(tmp_path / "off" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert state["state_dict"]["model.energy_head.readouts.0.weight"].abs().max() < 10  # eV
+    assert state["state_dict"]["model.heads.energy.readouts.0.weight"].abs().max() < 10  # eV
 
     def refit(*args: object) -> bool:
         raise AssertionError("self-energies refitted on resume")

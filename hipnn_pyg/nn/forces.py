@@ -1,0 +1,81 @@
+r"""Forces and stress of a potential, by autograd, in one place."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hipnn_pyg.graph import cell_volume
+from hipnn_pyg.nn.potential import Potential
+
+
+def energy_forces_stress(
+    model: Potential,
+    z: Tensor,
+    pos: Tensor,
+    batch: Tensor | None = None,
+    cell: Tensor | None = None,
+    pbc: Tensor | None = None,
+    compute_forces: bool = True,
+    compute_stress: bool = False,
+    create_graph: bool = False,
+    total_charge: Tensor | None = None,
+    num_graphs: int | None = None,
+) -> dict[str, Tensor]:
+    r"""Every output of ``model`` plus forces :math:`-\partial E/\partial x` and stress
+    :math:`V^{-1}\,\partial E/\partial \varepsilon` of its ``energy``, by autograd.
+
+    The stress comes from a symmetric strain :math:`\varepsilon` applied to both
+    positions and cell, so it is the exact derivative of the energy, in eV/Å³, with
+    ASE's sign convention.
+
+    Args:
+        model (Potential): The potential (:class:`~hipnn_pyg.HIPNN` or any
+            :class:`~hipnn_pyg.nn.Potential`).
+        z, pos, batch, cell, pbc, total_charge, num_graphs: As in
+            :meth:`Potential.outputs`.
+        compute_forces (bool): Also return ``forces``. (default: :obj:`True`)
+        compute_stress (bool): Also return ``stress`` ``[num_graphs, 3, 3]``; needs a
+            periodic ``cell``. (default: :obj:`False`)
+        create_graph (bool): Keep the graph of the derivatives, for training on
+            forces. (default: :obj:`False`)
+
+    Returns:
+        dict with the model's outputs (``energy``, ``atom_energy``, ``layer_energy``,
+        charges... as its heads give) and, as asked, ``forces`` and ``stress``.
+    """
+    if compute_stress and cell is None:
+        raise ValueError("stress needs a periodic cell: pass cell and pbc")
+    with torch.enable_grad():
+        if compute_forces and not pos.requires_grad:
+            pos = pos.detach().requires_grad_(True)
+        strain = None
+        if compute_stress:
+            assert cell is not None
+            if batch is None:
+                batch = torch.zeros_like(z)
+            strain = torch.zeros(cell.size(0), 3, 3, dtype=pos.dtype, device=pos.device)
+            strain.requires_grad_(True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            pos = pos + torch.einsum("nd,nde->ne", pos, symmetric[batch])
+            cell = cell + torch.bmm(cell, symmetric)
+        result = model.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs)
+        inputs = ([pos] if compute_forces else []) + ([strain] if strain is not None else [])
+        if inputs:
+            grads = torch.autograd.grad(
+                result["energy"].sum(), inputs, create_graph=create_graph, allow_unused=True
+            )
+            grads = [
+                torch.zeros_like(t) if g is None else g
+                for g, t in zip(grads, inputs, strict=True)
+            ]
+            if compute_forces:
+                result["forces"] = -grads[0]
+            if strain is not None:
+                assert cell is not None
+                # Free graphs in a mixed batch have no volume and get zero stress.
+                volume = cell_volume(cell.detach())[:, None, None]
+                result["stress"] = torch.where(
+                    volume > 0, grads[-1] / volume.clamp_min(1e-12), torch.zeros_like(grads[-1])
+                )
+    return result

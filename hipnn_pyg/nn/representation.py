@@ -1,0 +1,166 @@
+r"""HIP-NN's representation: atoms and positions to the features of every layer."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hipnn_pyg.graph import Graph, radius_graph
+from hipnn_pyg.nn.envsum import neighbour_layout
+from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
+from hipnn_pyg.nn.spec import Configurable
+from hipnn_pyg.nn.validation import check_inputs, check_min_distance, species_index
+
+
+class RepresentationOutput(NamedTuple):
+    r"""What a representation hands to the heads.
+
+    Attributes:
+        features: Atom features of every layer ``[num_atoms, channels[l]]``, layer 0
+            (one-hot species) first.
+        graph: The pair list used.
+        z: Atomic numbers ``[num_atoms]``.
+        pos: Positions ``[num_atoms, 3]`` (Å), as given (with their autograd history).
+        batch: Graph index of each atom ``[num_atoms]``.
+        num_graphs: Number of graphs.
+        cell: Cells ``[num_graphs, 3, 3]`` or :obj:`None`.
+        pbc: Periodic directions ``[num_graphs, 3]`` or :obj:`None`.
+    """
+
+    features: list[Tensor]
+    graph: Graph
+    z: Tensor
+    pos: Tensor
+    batch: Tensor
+    num_graphs: int
+    cell: Tensor | None
+    pbc: Tensor | None
+
+
+class HIPNNRepresentation(Configurable, nn.Module):
+    r"""The HIP-NN representation from `"Hierarchical modeling of molecular energies
+    using a deep neural network" <https://arxiv.org/abs/1710.00017>`_: atoms start as
+    one-hot species vectors (layer 0); each of ``num_interactions`` blocks is a
+    :class:`~hipnn_pyg.nn.HIPNNInteraction` followed by ``num_atom_layers`` on-site
+    :class:`~hipnn_pyg.nn.AtomLayer`\ s, and yields the features of one more layer.
+
+    The ``sensitivity`` is a template: every interaction learns its own deep copy. Its
+    ``cutoff`` (Å) is the radius of the pair list, so the two can never disagree.
+
+    Args:
+        species (Sequence[int]): Atomic numbers the model knows; any other element is an
+            error.
+        sensitivity (nn.Module): Maps distances ``[num_edges]`` to
+            ``[num_edges, num_sensitivities]`` and has ``num_sensitivities`` and
+            ``cutoff`` attributes, e.g. :class:`~hipnn_pyg.nn.InverseGaussianSensitivity`.
+        hidden_channels (int): Feature width of the hidden layers. (default: :obj:`64`)
+        num_interactions (int): Number of interaction blocks. (default: :obj:`2`)
+        num_atom_layers (int): On-site layers after each interaction. (default: :obj:`3`)
+        min_distance (float): Pairs closer than this (Å) are a broken geometry and raise
+            :obj:`ValueError`. (default: :obj:`0.3`)
+        max_num_neighbors (int, optional): Cap on neighbours per atom; exceeding it
+            raises rather than dropping pairs. (default: :obj:`None`, no cap)
+        method (str): How the interactions compute the environment sum, ``"envsum"``,
+            ``"padded"`` or ``"message_passing"`` (same results, different speed and
+            memory; see :class:`~hipnn_pyg.nn.HIPNNInteraction`).
+            (default: :obj:`"envsum"`)
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        sensitivity: nn.Module,
+        hidden_channels: int = 64,
+        num_interactions: int = 2,
+        num_atom_layers: int = 3,
+        min_distance: float = 0.3,
+        max_num_neighbors: int | None = None,
+        method: str = "envsum",
+    ) -> None:
+        super().__init__()
+        species = [int(z) for z in species]
+        if len(set(species)) != len(species) or not species:
+            raise ValueError(f"species must be a non-empty list of distinct Z, got {species}")
+        self.species = species
+        self.hidden_channels = hidden_channels
+        self.num_interactions = num_interactions
+        self.num_atom_layers = num_atom_layers
+        self.cutoff = float(sensitivity.cutoff)
+        self.min_distance = float(min_distance)
+        self.max_num_neighbors = max_num_neighbors
+
+        lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("species_lookup", lookup, persistent=False)
+
+        self.channels = [len(species)] + [hidden_channels] * num_interactions
+        self.interactions = nn.ModuleList()
+        self.atom_layers = nn.ModuleList()
+        for width_in, width_out in zip(self.channels[:-1], self.channels[1:], strict=True):
+            layer_sensitivity = copy.deepcopy(sensitivity)
+            self.interactions.append(
+                HIPNNInteraction(width_in, width_out, layer_sensitivity, method)
+            )
+            self.atom_layers.append(
+                nn.Sequential(*[AtomLayer(width_out, width_out) for _ in range(num_atom_layers)])
+            )
+
+    def reset_parameters(self) -> None:
+        r"""Resets all learnable parameters of the module."""
+        for interaction in self.interactions:
+            interaction.reset_parameters()
+        for block in self.atom_layers:
+            for layer in block:
+                layer.reset_parameters()
+
+    def forward(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        cell: Tensor | None = None,
+        pbc: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> RepresentationOutput:
+        r"""Computes the features of every layer.
+
+        Args:
+            z (torch.Tensor): Atomic numbers ``[num_atoms]``.
+            pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å.
+            batch (torch.Tensor, optional): Graph index of each atom ``[num_atoms]``.
+                (default: :obj:`None`, one graph)
+            cell (torch.Tensor, optional): Cells ``[num_graphs, 3, 3]`` in Å.
+                (default: :obj:`None`)
+            pbc (torch.Tensor, optional): Periodic directions ``[num_graphs, 3]``.
+                (default: :obj:`None`)
+            num_graphs (int, optional): Number of graphs, for batches whose last graphs
+                have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
+        """
+        check_inputs(z, pos, batch, cell, pbc)
+        if batch is None:
+            batch = torch.zeros_like(z)
+        if num_graphs is None:
+            num_graphs = (
+                cell.size(0) if cell is not None else (int(batch.max()) + 1 if z.numel() else 1)
+            )
+        index = species_index(z, self.species_lookup, self.species)
+        graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
+        check_min_distance(graph.distances, graph.edge_index, self.min_distance)
+
+        # Edges grouped by centre once, for every interaction layer.
+        uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
+        layout = neighbour_layout(graph.edge_index, z.numel()) if uses_envsum else None
+        x = F.one_hot(index, len(self.species)).to(pos.dtype)
+        features = [x]
+        for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
+            x = atom_layers(interaction(x, graph.edge_index, graph.distances, layout))
+            features.append(x)
+        return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
+
+    def extra_repr(self) -> str:
+        return f"species={self.species}, cutoff={self.cutoff}"
