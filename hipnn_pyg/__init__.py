@@ -23,10 +23,10 @@ from hipnn_pyg.nn import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "HIPNNCalculator": "hipnn_pyg.ase",
-    "HIPNNEnsembleCalculator": "hipnn_pyg.ase",
-    "load_model": "hipnn_pyg.io",
-    "save_model": "hipnn_pyg.io",
+    "HIPNNCalculator": "hipnn_pyg.calculator",
+    "HIPNNEnsembleCalculator": "hipnn_pyg.calculator",
+    "load_model": "hipnn_pyg.serialization",
+    "save_model": "hipnn_pyg.serialization",
     "ANIDataset": "hipnn_pyg.data",
     "ASEDataset": "hipnn_pyg.data",
     "QM9Dataset": "hipnn_pyg.data",

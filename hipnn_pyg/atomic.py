@@ -102,3 +102,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """
     with atomic_write(path) as stream:
         torch.save(obj, stream)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    r"""Writes ``text`` to ``path`` with :func:`atomic_write`."""
+    with atomic_write(path, "w") as stream:
+        stream.write(text)

@@ -2,7 +2,9 @@ r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md``, ``hipnn-
 ``hipnn-active`` (see ``pyproject.toml``).
 
 They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py`` and
-work from any folder. The config folder is ``$HIPNN_CONF_DIR`` if set, else the
+work from any folder. This is the one entry layer: the ``hydra.main`` wrappers and the
+one-line errors with exit codes live here; ``scripts/*.py`` only call these functions,
+and the programs behind them raise. The config folder is ``$HIPNN_CONF_DIR`` if set, else the
 checkout's ``conf/`` (``pip install -e .``), else the configs bundled in the installed
 package (``pip install .``); see :func:`hipnn_pyg.train.resolvers.conf_dir`. Hydra's
 ``--config-dir <folder>`` adds a folder of extra or replacement configs.
@@ -10,13 +12,33 @@ package (``pip install .``); see :func:`hipnn_pyg.train.resolvers.conf_dir`. Hyd
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hipnn_pyg.train.resolvers import conf_dir
+
+log = logging.getLogger(__name__)
+
+#: Exit status of ``hipnn-md`` stopped by :class:`~hipnn_pyg.md.MDBlowUpError`.
+EXIT_BLOW_UP = 2
+
+
+def fail(program: str, error: BaseException, message: str, status: int) -> NoReturn:
+    r"""Prints a one-line error and exits with ``status``. The traceback is not lost:
+    it goes to the log at debug level (``hydra.verbose=true``), and
+    ``HYDRA_FULL_ERROR=1`` re-raises the error instead."""
+    log.debug("%s failed", program, exc_info=error)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", message)
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 def _run_hydra(task: Callable[[DictConfig], Any], config_name: str) -> None:
@@ -36,16 +58,49 @@ def _evaluate(cfg: DictConfig) -> None:
     run_evaluate(cfg)
 
 
-def _md(cfg: DictConfig) -> None:
-    from hipnn_pyg.md.app import md_main
+def md_task(cfg: DictConfig) -> None:
+    r"""Runs MD from ``conf/md.yaml``; a blow-up or bad input prints a one-line error
+    and exits non-zero (:data:`EXIT_BLOW_UP` for a blow-up), keeping the files written
+    so far (a bad start structure is found before any file is touched)."""
+    from hipnn_pyg.md.app import run_md_from_config
+    from hipnn_pyg.md.dynamics import MDBlowUpError
 
-    md_main(cfg)
+    try:
+        run_md_from_config(cfg)
+    except MDBlowUpError as error:
+        fail("hipnn-md", error, f"MD blew up: {error} (trajectory and log so far are kept)",
+             EXIT_BLOW_UP)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        fail("hipnn-md", error, str(error), 1)
 
 
-def _label(cfg: DictConfig) -> None:
-    from hipnn_pyg.md.app import label_main
+def label_task(cfg: DictConfig) -> None:
+    r"""Runs :func:`hipnn_pyg.label.label` from ``conf/label.yaml``."""
+    from hipnn_pyg.label import label
 
-    label_main(cfg)
+    options = (OmegaConf.to_container(cfg.calculator_options, resolve=True)
+               if cfg.calculator_options is not None else {})
+    try:
+        summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
+                        index=str(cfg.index), progress=cfg.progress)
+    except (ValueError, OSError, ImportError, RuntimeError) as error:
+        fail("hipnn-label", error, str(error), 1)
+    log.info("labelled %d new frames (%d already done, %d total) -> %s", summary.labelled,
+             summary.already_done, summary.total, summary.output)
+    print(f"labelled {summary.labelled} new frames ({summary.already_done} already done, "
+          f"{summary.total} total) -> {summary.output}")
+
+
+def active_task(cfg: DictConfig) -> None:
+    r"""Runs :func:`~hipnn_pyg.active.loop.run_active` from ``conf/active.yaml``; a bad
+    input or setting prints a one-line error and exits with status 1 (the run folder is
+    kept: fix and rerun)."""
+    from hipnn_pyg.active.loop import run_active
+
+    try:
+        run_active(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        fail("hipnn-active", error, str(error), 1)
 
 
 def train() -> None:
@@ -61,22 +116,16 @@ def evaluate() -> None:
 def md() -> None:
     r"""``hipnn-md model_path=... structure=... [md=nve|nvt_langevin|npt]``: molecular
     dynamics (``conf/md.yaml``); exits 2 when the simulation blows up."""
-    _run_hydra(_md, "md")
+    _run_hydra(md_task, "md")
 
 
 def label() -> None:
     r"""``hipnn-label input=... output=... [calculator=gfn2|pyscf|emt]``: resumable
     labelling with a reference calculator (``conf/label.yaml``)."""
-    _run_hydra(_label, "label")
-
-
-def _active(cfg: DictConfig) -> None:
-    from hipnn_pyg.active.app import active_main
-
-    active_main(cfg)
+    _run_hydra(label_task, "label")
 
 
 def active() -> None:
     r"""``hipnn-active [active=copper_emt|ethanol_gfn2] [selection=qbc|random]``: the
     active-learning loop (``conf/active.yaml``); rerun the same command to continue."""
-    _run_hydra(_active, "active")
+    _run_hydra(active_task, "active")

@@ -7,7 +7,7 @@ appends extended-XYZ frames with ``energy`` (eV), ``forces`` (eV/Å), ``stress``
 gives them, readable by :class:`hipnn_pyg.data.ASEDataset`.
 
 The run is resumable: every frame is written with one ``write`` + ``fsync``
-(:func:`hipnn_pyg.md.io.append_frame`), a torn last frame from a kill is truncated on
+(:func:`hipnn_pyg.extxyz.append_frame`), a torn last frame from a kill is truncated on
 restart, and finished frames (``info["label_index"]``) are skipped, after checking
 that they belong to the same input.
 
@@ -39,8 +39,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import Bohr, Hartree
 
-from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
-from hipnn_pyg.nn.validation import check_atoms
+from hipnn_pyg.extxyz import PathLike, append_frame, read_frames, repair_extxyz
+from hipnn_pyg.nn.checks import check_atoms
 
 #: Calculator names accepted by :func:`make_calculator`.
 CALCULATORS = ("gfn2", "gfn1", "tblite", "pyscf", "emt")
@@ -347,7 +347,7 @@ def label(
 
     Raises:
         ValueError: A broken input structure (NaN positions, overlapping atoms, a
-            singular cell; :func:`~hipnn_pyg.nn.validation.check_atoms`), found before
+            singular cell; :func:`~hipnn_pyg.nn.checks.check_atoms`), found before
             any labelling starts, or ``output`` holds frames that are not the input's
             (different file or ``index``).
     """

@@ -84,7 +84,7 @@ def _epochs(output_dir: Path) -> int | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
-    from hipnn_pyg.io import torch_load
+    from hipnn_pyg.serialization import torch_load
 
     return int(torch_load(last)["epoch"]) + 1
 

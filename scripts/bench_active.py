@@ -75,9 +75,9 @@ def arguments() -> argparse.Namespace:
 def make_test_sets(folder: Path, frames: int, steps: int, seed: int) -> dict[str, Path]:
     r"""GFN2-xTB Langevin MD of ethanol at each temperature (made once): the last
     ``frames`` frames, evenly spaced over the second half of the run."""
+    from hipnn_pyg.extxyz import read_frames
     from hipnn_pyg.label import make_calculator
     from hipnn_pyg.md.dynamics import run_md
-    from hipnn_pyg.md.io import read_frames
 
     start = read(repo_root() / "data" / "ethanol_gfn2" / "ethanol_gfn2.extxyz", "-1:")[0]
     paths = {}

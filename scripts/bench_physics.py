@@ -63,13 +63,13 @@ def train(run_dir: Path, overrides: list[str]) -> Path:
 def ethanol(out: Path, args: argparse.Namespace, results: dict) -> None:
     from ase import Atoms
 
-    from hipnn_pyg.ase import HIPNNCalculator
+    from hipnn_pyg.calculator import HIPNNCalculator
     from hipnn_pyg.data.ase_dataset import ASEDataset
-    from hipnn_pyg.io import load_model
     from hipnn_pyg.label import label, make_calculator
     from hipnn_pyg.md import harmonic_ir, ir_from_dipoles, run_md
     from hipnn_pyg.md.ir import compare_modes, dipoles_from_log, plot_ir
     from hipnn_pyg.nn import predict
+    from hipnn_pyg.serialization import load_model
 
     train_npz = DATA / "rmd17" / "rmd17_ethanol_train_01.npz"
     test_npz = DATA / "rmd17" / "rmd17_ethanol_test_01.npz"
@@ -170,7 +170,7 @@ def ethanol(out: Path, args: argparse.Namespace, results: dict) -> None:
 def water(out: Path, args: argparse.Namespace, results: dict) -> None:
     import ase.io
 
-    from hipnn_pyg.ase import HIPNNCalculator
+    from hipnn_pyg.calculator import HIPNNCalculator
     from hipnn_pyg.md import run_md
     from hipnn_pyg.md.density import equilibrium_density, plot_density
 

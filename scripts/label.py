@@ -11,18 +11,7 @@ Examples::
 Rerun the same command after a kill: finished frames are kept and skipped.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from hipnn_pyg.md.app import label_main
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="label")
-def main(cfg: DictConfig) -> None:
-    label_main(cfg)
-
+from hipnn_pyg.cli import label
 
 if __name__ == "__main__":
-    main()
+    label()

@@ -11,18 +11,7 @@ Examples::
 Exits with status 2 (files kept) when the simulation blows up.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from hipnn_pyg.md.app import md_main
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="md")
-def main(cfg: DictConfig) -> None:
-    md_main(cfg)
-
+from hipnn_pyg.cli import md
 
 if __name__ == "__main__":
-    main()
+    md()

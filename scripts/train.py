@@ -9,18 +9,7 @@ Examples::
     python scripts/train.py experiment=rmd17_ethanol resume=true hydra.run.dir=<old run>
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from hipnn_pyg.train.run import train
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
-
+from hipnn_pyg.cli import train
 
 if __name__ == "__main__":
-    main()
+    train()

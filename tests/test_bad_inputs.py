@@ -17,9 +17,9 @@ import torch
 from ase.build import bulk
 from hydra.errors import HydraException
 
-from hipnn_pyg.ase import HIPNNCalculator
-from hipnn_pyg.io import load_model, model_state, save_model
+from hipnn_pyg.calculator import HIPNNCalculator
 from hipnn_pyg.label import label
+from hipnn_pyg.serialization import load_model, model_state, save_model
 from tests.bad_inputs import (
     UNSAFE,
     assert_unchanged,

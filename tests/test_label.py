@@ -16,8 +16,8 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from hipnn_pyg.data.ase_dataset import ASEDataset
+from hipnn_pyg.extxyz import complete_frames_size, read_frames
 from hipnn_pyg.label import label, label_one, make_calculator, read_structures
-from hipnn_pyg.md.io import complete_frames_size, read_frames
 from tests.conftest import REPO
 
 ETHANOL_NPZ = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"

@@ -27,7 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import all_changes
 from torch import nn
 
-from hipnn_pyg.ase import HIPNNEnsembleCalculator
+from hipnn_pyg.calculator import HIPNNEnsembleCalculator
 
 #: Disagreement measures of :class:`Committee`: ``info`` key of each.
 MEASURES = {"energy": "rho", "forces": "force_dev"}
@@ -74,7 +74,7 @@ class Committee(HIPNNEnsembleCalculator):
     r"""An ensemble calculator that also reports the query-by-committee measures.
 
     After a calculation, ``results`` holds what
-    :class:`~hipnn_pyg.ase.HIPNNEnsembleCalculator` gives plus ``rho`` and
+    :class:`~hipnn_pyg.calculator.HIPNNEnsembleCalculator` gives plus ``rho`` and
     ``force_dev`` (see module docs).
 
     Args:

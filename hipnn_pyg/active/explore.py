@@ -27,9 +27,9 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
 
 from hipnn_pyg.active.committee import Committee, Prediction
-from hipnn_pyg.active.structures import ID_KEY, check_species, plain_copy, read
+from hipnn_pyg.active.structures import ID_KEY, check_frames, plain_copy, read
+from hipnn_pyg.extxyz import PathLike
 from hipnn_pyg.md.dynamics import make_dynamics
-from hipnn_pyg.md.io import PathLike
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class PoolExplorer:
     r"""Pool-based active learning: the candidates are a user's unlabelled structures
     (their committee verdict attached). Frames selected in earlier rounds are left out
     by the loop. An element the ensemble does not know is refused before any
-    labelling (:meth:`check_species`).
+    labelling (:meth:`check_frames`).
 
     Args:
         path: Any file :func:`ase.io.read` reads, or an rMD17-style ``.npz``.
@@ -294,9 +294,9 @@ class PoolExplorer:
         if not self.frames:
             raise ValueError(f"pool {self.path} holds no structure")
 
-    def check_species(self, species: Sequence[int]) -> None:
+    def check_frames(self, species: Sequence[int]) -> None:
         r"""Raises :obj:`ValueError` naming a pool frame with an unknown element."""
-        check_species(self.frames, species, f"pool {self.path}")
+        check_frames(self.frames, species, f"pool {self.path}")
 
     def explore(self, committee: Committee, seeds: Sequence[Atoms], seed: int) -> list[Atoms]:
         r"""The pool's frames with the committee's verdict."""

@@ -49,14 +49,15 @@ from hipnn_pyg.active.report import (
 from hipnn_pyg.active.selection import METHODS, select_by_committee, select_random
 from hipnn_pyg.active.structures import (
     ID_KEY,
-    check_species,
+    check_frames,
     has_labels,
     plain_copy,
     read,
     write_frames,
 )
 from hipnn_pyg.active.training import member_config, train_member
-from hipnn_pyg.md.io import read_frames
+from hipnn_pyg.atomic import atomic_write_text
+from hipnn_pyg.extxyz import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +135,7 @@ class ActiveLearning:
                    "seed": self.seed, "selection": self.selection}
         path = self.run_dir / "config.yaml"
         if not path.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            from hipnn_pyg.active.report import write_text_atomic
-
-            write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(current)))
+            atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(current)))
             return
         saved = OmegaConf.to_container(OmegaConf.load(path))
         assert isinstance(saved, dict)
@@ -171,13 +169,13 @@ class ActiveLearning:
         r"""Refuses unknown elements in the start data, seeds, pools and test sets
         before any labelling."""
         species = self.species()
-        check_species(self.initial_frames(), species, "active.initial")
-        check_species(self.seed_frames(), species, "active.seeds")
+        check_frames(self.initial_frames(), species, "active.initial")
+        check_frames(self.seed_frames(), species, "active.seeds")
         for explorer in self.explorers.values():
-            if hasattr(explorer, "check_species"):
-                explorer.check_species(species)
+            if hasattr(explorer, "check_frames"):
+                explorer.check_frames(species)
         for name, frames in self.test_sets().items():
-            check_species(frames, species, f"active.test_sets.{name}")
+            check_frames(frames, species, f"active.test_sets.{name}")
 
     def initial_frames(self) -> list[Atoms]:
         if not hasattr(self, "_initial"):

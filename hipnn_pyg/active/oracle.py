@@ -1,7 +1,7 @@
 r"""Labelling the selected frames with a reference calculator (the oracle), resumably.
 
 Each labelled frame is appended to an extxyz file with one ``write`` + ``fsync``
-(:func:`hipnn_pyg.md.io.append_frame`) together with the seconds it took
+(:func:`hipnn_pyg.extxyz.append_frame`) together with the seconds it took
 (``info["oracle_seconds"]``); a failure (SCF not converged, any exception of the
 calculator) is appended to a JSON-lines file and the frame skipped. A rerun skips every
 frame found in either file, so a label that was paid for is never recomputed or lost.
@@ -23,8 +23,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from hipnn_pyg.active.structures import ID_KEY
+from hipnn_pyg.extxyz import PathLike, append_frame, frame_text, read_frames, repair_extxyz
 from hipnn_pyg.label import label_one, make_calculator
-from hipnn_pyg.md.io import PathLike, append_frame, frame_text, read_frames, repair_extxyz
 
 log = logging.getLogger(__name__)
 

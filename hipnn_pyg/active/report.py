@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import numpy as np
 from ase import Atoms
 
 from hipnn_pyg.active.committee import Committee
+from hipnn_pyg.atomic import atomic_write_text
 
 #: Leading columns of ``summary.csv``; error columns (eV, eV/Å) and ``stop_reason`` follow.
 SUMMARY_COLUMNS = ["round", "train_size", "labelled", "failed", "oracle_seconds",
@@ -24,23 +23,8 @@ SUMMARY_COLUMNS = ["round", "train_size", "labelled", "failed", "oracle_seconds"
 ERROR_KEYS = ["energy_mae", "energy_rmse", "forces_mae", "forces_rmse"]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    r"""Writes ``text`` to ``path`` through a temporary file, ``fsync`` and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def committee_errors(committee: Committee, frames: Sequence[Atoms]) -> dict[str, float]:
@@ -96,7 +80,7 @@ def write_summary(path: Path, rounds: Sequence[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text_atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def plot_learning_curve(path: Path, rounds: Sequence[dict[str, Any]], title: str = "") -> None:

@@ -7,8 +7,6 @@ functions here (``_target_: hipnn_pyg.active.structures.read`` or ``rattled_bulk
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,8 +14,10 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from hipnn_pyg.atomic import atomic_write
+from hipnn_pyg.extxyz import PathLike, frame_text
 from hipnn_pyg.label import read_structures
-from hipnn_pyg.md.io import PathLike, frame_text
+from hipnn_pyg.nn.checks import check_atoms
 
 #: ``info`` key of a frame's identity in the run (unique across rounds, e.g. ``md:...``).
 ID_KEY = "active_id"
@@ -66,9 +66,14 @@ def rattled_bulk(symbol: str = "Cu", size: Sequence[int] = (2, 2, 2), count: int
     return frames
 
 
-def check_species(frames: Iterable[Atoms], species: Iterable[int], source: str) -> None:
-    r"""Raises :obj:`ValueError` naming the first frame and element of ``frames`` that
-    the models do not know (``species``), before any time is spent on them."""
+def check_frames(frames: Iterable[Atoms], species: Iterable[int], source: str) -> None:
+    r"""Checks every frame of ``frames`` before any time is spent on it: elements the
+    models know (``species``), then finite positions, a sane cell and no overlapping
+    atoms, with the messages of :func:`hipnn_pyg.nn.checks.check_atoms`.
+
+    Raises:
+        ValueError: naming ``source``, the frame and the problem.
+    """
     known = {int(z) for z in species}
     for index, atoms in enumerate(frames):
         unknown = sorted(set(int(z) for z in atoms.numbers) - known)
@@ -79,6 +84,7 @@ def check_species(frames: Iterable[Atoms], species: Iterable[int], source: str) 
                 f"(model.representation.species={sorted(known)}); add it to "
                 f"model.representation.species or drop the frame"
             )
+        check_atoms(atoms, name=f"{source}: frame {index}")
 
 
 def plain_copy(atoms: Atoms) -> Atoms:
@@ -94,18 +100,9 @@ def write_frames(path: PathLike, frames: Sequence[Atoms]) -> Path:
     r"""Writes ``frames`` as one extxyz file atomically (temporary file, ``fsync``,
     rename): a kill leaves the old file or the new one, never half of it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            for atoms in frames:
-                stream.write(frame_text(atoms))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as stream:
+        for atoms in frames:
+            stream.write(frame_text(atoms))
     return path
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hipnn_pyg.io import load_model
+from hipnn_pyg.serialization import load_model
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class WarmStart(Callback):
     so a killed member resumed from its ``last.ckpt`` continues from there instead.
 
     Args:
-        path (str): A model written by :func:`hipnn_pyg.io.save_model`.
+        path (str): A model written by :func:`hipnn_pyg.serialization.save_model`.
     """
 
     def __init__(self, path: str) -> None:

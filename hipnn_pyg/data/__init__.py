@@ -16,7 +16,7 @@ from typing import Any
 from hipnn_pyg.data.ani import ANIDataset
 from hipnn_pyg.data.ase_dataset import ASEDataset, voigt_to_matrix
 from hipnn_pyg.data.base import AtomsDataset, DataFormatError, Frames
-from hipnn_pyg.data.load import FORMATS, detect_format, load_dataset
+from hipnn_pyg.data.formats import FORMATS, detect_format, load_dataset
 from hipnn_pyg.data.loader import AtomsLoader
 from hipnn_pyg.data.qm9 import QM9_TARGETS, QM9Dataset
 from hipnn_pyg.data.rmd17 import RMD17Dataset, rmd17_split_files

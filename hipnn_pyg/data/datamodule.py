@@ -10,7 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from hipnn_pyg.data.base import AtomsDataset, PathLike
-from hipnn_pyg.data.load import load_dataset
+from hipnn_pyg.data.formats import load_dataset
 from hipnn_pyg.data.loader import AtomsLoader
 from hipnn_pyg.data.splits import Size, Split, split_dataset, split_indices
 

@@ -1,21 +1,14 @@
-r"""The ``hipnn-md`` and ``hipnn-label`` programs behind ``scripts/md.py``,
-``scripts/label.py`` and :mod:`hipnn_pyg.cli` (configs ``conf/md.yaml`` and
-``conf/label.yaml``)."""
+r"""The ``hipnn-md`` program behind :func:`hipnn_pyg.cli.md` (config ``conf/md.yaml``):
+the structure and calculator a config names, and the run."""
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-
-#: Exit status of a run stopped by :class:`~hipnn_pyg.md.MDBlowUpError`.
-EXIT_BLOW_UP = 2
-
 
 def read_structure(path: str, index: int | str = -1) -> Any:
     r"""One frame of a structure file, with errors that name the file."""
@@ -36,26 +29,14 @@ def read_structure(path: str, index: int | str = -1) -> Any:
     return atoms
 
 
-def _fail(program: str, error: BaseException, message: str, status: int) -> NoReturn:
-    r"""Prints a one-line error and exits with ``status``. The traceback is not lost:
-    it goes to the log at debug level (``hydra.verbose=true``), and
-    ``HYDRA_FULL_ERROR=1`` re-raises the error instead."""
-    log.debug("%s failed", program, exc_info=error)
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise error
-    log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", message)
-    print(f"{program}: error: {message}", file=sys.stderr)
-    sys.exit(status)
-
-
 def run_md_from_config(cfg: DictConfig) -> Any:
     r"""Builds the calculator and structure from ``cfg`` and runs
     :func:`hipnn_pyg.md.run_md`; returns its :class:`~hipnn_pyg.md.MDResult`."""
     import torch
 
-    from hipnn_pyg.ase import HIPNNCalculator
+    from hipnn_pyg.calculator import HIPNNCalculator
     from hipnn_pyg.md.dynamics import run_md
-    from hipnn_pyg.nn.validation import check_atoms
+    from hipnn_pyg.nn.checks import check_atoms
 
     dtype = getattr(torch, str(cfg.dtype))
     calculator = HIPNNCalculator(str(cfg.model_path), device=cfg.device, dtype=dtype,
@@ -89,35 +70,3 @@ def run_md_from_config(cfg: DictConfig) -> Any:
     log.info("MD %s: %d steps done (last step %d); trajectory %s, log %s", ensemble,
              result.steps_done, result.last_step, result.trajectory, result.log)
     return result
-
-
-def md_main(cfg: DictConfig) -> None:
-    r"""Runs MD; a blow-up or bad input prints a one-line error and exits non-zero
-    (2 for a blow-up), keeping the files written so far (a bad start structure is
-    found before any file is touched). ``HYDRA_FULL_ERROR=1`` raises instead."""
-    from hipnn_pyg.md.dynamics import MDBlowUpError
-
-    try:
-        run_md_from_config(cfg)
-    except MDBlowUpError as error:
-        _fail("hipnn-md", error, f"MD blew up: {error} (trajectory and log so far are kept)",
-              EXIT_BLOW_UP)
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        _fail("hipnn-md", error, str(error), 1)
-
-
-def label_main(cfg: DictConfig) -> None:
-    r"""Runs :func:`hipnn_pyg.label.label` from ``conf/label.yaml``."""
-    from hipnn_pyg.label import label
-
-    options = (OmegaConf.to_container(cfg.calculator_options, resolve=True)
-               if cfg.calculator_options is not None else {})
-    try:
-        summary = label(cfg.input, cfg.output, cfg.calculator, options,  # type: ignore[arg-type]
-                        index=str(cfg.index), progress=cfg.progress)
-    except (ValueError, OSError, ImportError, RuntimeError) as error:
-        _fail("hipnn-label", error, str(error), 1)
-    log.info("labelled %d new frames (%d already done, %d total) -> %s", summary.labelled,
-             summary.already_done, summary.total, summary.output)
-    print(f"labelled {summary.labelled} new frames ({summary.already_done} already done, "
-          f"{summary.total} total) -> {summary.output}")

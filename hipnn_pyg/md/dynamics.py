@@ -6,7 +6,7 @@ Outputs:
 * ``trajectory`` (extxyz): every ``traj_interval`` steps positions, momenta, cell,
   potential energy, forces (and charges/dipole with a charge head), ``info["md_step"]``
   and ``info["time_fs"]``; one ``write`` + ``fsync`` per frame
-  (:func:`hipnn_pyg.md.io.append_frame`).
+  (:func:`hipnn_pyg.extxyz.append_frame`).
 * ``log`` (CSV): every ``log_interval`` steps ``step, time_ps, epot_eV, ekin_eV,
   etot_eV, temperature_K, volume_A3, density_g_cm3, pressure_bar`` (the last three
   empty for molecules) and ``dipole_{x,y,z}_eA`` when the calculator gives dipoles.
@@ -38,9 +38,9 @@ from ase.md.velocitydistribution import (
 )
 
 from hipnn_pyg.atomic import atomic_write
+from hipnn_pyg.extxyz import PathLike, append_frame, read_frames, repair_extxyz
 from hipnn_pyg.md.density import density_g_cm3
-from hipnn_pyg.md.io import PathLike, append_frame, read_frames, repair_extxyz
-from hipnn_pyg.nn.validation import check_atoms
+from hipnn_pyg.nn.checks import check_atoms
 
 #: Ensembles of :func:`make_dynamics`.
 ENSEMBLES = ("nve", "nvt_langevin", "npt")
@@ -208,7 +208,7 @@ def run_md(
     Args:
         atoms (Atoms, optional): Start structure; ignored (may be :obj:`None`) on
             restart.
-        calculator (Calculator): E.g. :class:`hipnn_pyg.ase.HIPNNCalculator`.
+        calculator (Calculator): E.g. :class:`hipnn_pyg.calculator.HIPNNCalculator`.
         ensemble (str): See :func:`make_dynamics`. (default: :obj:`"nve"`)
         steps (int): Total number of steps, counting those of earlier runs on
             restart. (default: :obj:`1000`)
@@ -234,7 +234,7 @@ def run_md(
     Raises:
         ValueError: A broken start structure (NaN positions, overlapping atoms, an
             element the model lacks, a singular cell; see
-            :func:`~hipnn_pyg.nn.validation.check_atoms`), found before any file is
+            :func:`~hipnn_pyg.nn.checks.check_atoms`), found before any file is
             touched.
         MDBlowUpError: NaN/inf energies or positions, overlapping atoms (the model's
             ``ValueError``), or a runaway temperature. Files written so far stay.

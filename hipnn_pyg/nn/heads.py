@@ -62,7 +62,7 @@ class HierarchicalReadout(Configurable, nn.Module):
             return
         self.channels = channels
         self.readouts.extend(
-            Linear(width, 1, bias=False, weight_initializer="glorot") for width in channels
+            Linear(width, 1, bias=False, weight_initializer="kaiming_uniform") for width in channels
         )
         self.reset_parameters()
         if like is not None:

@@ -25,11 +25,12 @@ class ResidualLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.output = Linear(out_channels, out_channels, weight_initializer="glorot")
+        self.output = Linear(out_channels, out_channels, weight_initializer="kaiming_uniform")
         self.skip: nn.Module = (
             nn.Identity()
             if in_channels == out_channels
-            else Linear(in_channels, out_channels, bias=False, weight_initializer="glorot")
+            else Linear(in_channels, out_channels, bias=False,
+                        weight_initializer="kaiming_uniform")
         )
 
     def reset_parameters(self) -> None:
@@ -131,7 +132,9 @@ class HIPNNInteraction(MessagePassing):
         super().reset_parameters()
         if hasattr(self.sensitivity, "reset_parameters"):
             self.sensitivity.reset_parameters()
-        nn.init.xavier_normal_(self.interaction_weight)
+        num_sensitivities = self.interaction_weight.size(0) // self.in_channels
+        fans = self.in_channels * (self.out_channels + num_sensitivities)
+        nn.init.normal_(self.interaction_weight, std=(2.0 / fans) ** 0.5)
         self.self_linear.reset_parameters()
         self.residual.reset_parameters()
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hipnn_pyg.graph import Graph, radius_graph
+from hipnn_pyg.nn.checks import check_inputs, check_min_distance, species_index
 from hipnn_pyg.nn.envsum import neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
-from hipnn_pyg.nn.validation import check_inputs, check_min_distance, species_index
 
 
 class RepresentationOutput(NamedTuple):

@@ -10,7 +10,7 @@ from typing import Any
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hipnn_pyg.atomic import atomic_torch_save
-from hipnn_pyg.io import torch_load
+from hipnn_pyg.serialization import torch_load
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,7 +20,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     leaves the previous ``last.ckpt``/``best`` intact, never a truncated file. Remote
     paths (``s3://``...) fall back to Lightning's writer.
 
-    Local checkpoints are read weights-only (:func:`hipnn_pyg.io.torch_load`), also
+    Local checkpoints are read weights-only (:func:`hipnn_pyg.serialization.torch_load`), also
     when resuming (``trainer.fit(ckpt_path=...)``) or testing from one, whatever
     ``weights_only`` Lightning asks for: a crafted checkpoint cannot run code.
 

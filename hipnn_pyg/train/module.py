@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from hipnn_pyg.io import model_state
 from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.serialization import model_state
 from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
 from hipnn_pyg.train.losses import hierarchicality, l2_penalty, mse, regularized_weights
 from hipnn_pyg.train.metrics import EpochErrors, loader_padding_mask
@@ -230,5 +230,5 @@ class HIPNNLightningModule(LightningModule):
                                       self.scheduler_factory, self.hparams.monitor)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lets hipnn_pyg.io.load_model read the (EMA) model straight from a checkpoint.
+        # Lets hipnn_pyg.serialization.load_model read the (EMA) model straight from a checkpoint.
         checkpoint["hipnn_model"] = model_state(self.eval_model)

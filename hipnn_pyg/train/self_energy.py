@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Subset
 from torch_geometric.data import Data
 
@@ -91,6 +92,15 @@ def fit_self_energies(
         Self-energies ``[len(species)]`` in the data's energy unit (eV), float64.
     """
     counts, energy = composition_and_energy(data, species)
+    return solve_self_energies(counts, energy, species)
+
+
+def solve_self_energies(
+    counts: torch.Tensor, energy: torch.Tensor, species: Sequence[int]
+) -> torch.Tensor:
+    r"""The least-squares problem of :func:`fit_self_energies` on element counts
+    ``[G, len(species)]`` and energies ``[G]`` (eV), with its rule for species that are
+    absent or not determined by the counts."""
     x, y = counts.numpy(), energy.numpy()
     present = x.sum(axis=0) > 0
     if not present.all():
@@ -136,3 +146,42 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
     log.info("fitted self-energies (eV) on %d training structures: %s", len(train_dataset),
              dict(zip(model.species, energies.tolist(), strict=True)))
     return True
+
+
+@torch.no_grad()
+def refit_self_energies(model: torch.nn.Module, train_dataset: Any, batch_size: int = 64) -> Tensor:
+    r"""Refits a trained model's self-energies to new reference energies (another level
+    of theory, another code): shifts them by the least-squares fit, on element counts,
+    of the residuals :math:`E_n - \hat E_n` of the model's own predictions, so the
+    learned layers keep their meaning and only the per-species offsets move (as ANI-1ccx
+    refits its self-energies before retraining).
+
+    Args:
+        model (torch.nn.Module): A model with ``species``, ``self_energies`` and
+            ``set_self_energies`` whose forward gives energies, e.g. a loaded
+            :class:`~hipnn_pyg.HIPNN`.
+        train_dataset: The **training** split (see :func:`fit_self_energies`).
+        batch_size (int): Structures per forward pass. (default: :obj:`64`)
+
+    Returns:
+        The new self-energies ``[len(species)]`` (eV).
+    """
+    from torch_geometric.loader import DataLoader
+
+    from hipnn_pyg.nn.predict import predict
+
+    counts, energy = composition_and_energy(train_dataset, model.species)
+    predicted = []
+    was_training = model.training
+    model.eval()
+    for batch in DataLoader(train_dataset, batch_size=batch_size):
+        energy_batch = predict(model, batch, compute_forces=False)["energy"]
+        predicted.append(energy_batch.detach().to(torch.float64).reshape(-1).cpu())
+    model.train(was_training)
+    shift = solve_self_energies(counts, energy - torch.cat(predicted), model.species)
+    current = model.self_energies
+    energies = current.to(torch.float64).cpu() + shift
+    model.set_self_energies(energies.to(current))
+    log.info("refitted self-energies (eV) on %d training structures: %s", len(train_dataset),
+             dict(zip(model.species, energies.tolist(), strict=True)))
+    return energies

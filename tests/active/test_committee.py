@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hipnn_pyg.active.committee import Committee, energy_disagreement, force_disagreement
-from hipnn_pyg.ase import HIPNNCalculator
+from hipnn_pyg.calculator import HIPNNCalculator
 from tests.active.helpers import copper, tiny_models
 
 

@@ -70,7 +70,7 @@ def test_pool_with_an_unknown_element_is_refused(tmp_path) -> None:
     ase.io.write(tmp_path / "pool.extxyz", pool)
     explorer = PoolExplorer(tmp_path / "pool.extxyz")
     with pytest.raises(ValueError, match=r"frame 1 holds Ag \(Z=47\), unknown to the ensemble"):
-        explorer.check_species([29])
+        explorer.check_frames([29])
 
 
 def test_pool_candidates_carry_the_committee_verdict(tmp_path) -> None:

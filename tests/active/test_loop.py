@@ -12,7 +12,7 @@ import pytest
 from ase.calculators.emt import EMT
 
 from hipnn_pyg.active.loop import ActiveLearning, run_active
-from hipnn_pyg.md.io import read_frames
+from hipnn_pyg.extxyz import read_frames
 from tests.active.helpers import active_config, copper, rho_of
 from tests.conftest import REPO
 

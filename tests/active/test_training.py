@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from hipnn_pyg.active.explore import LangevinExplorer, NormalModeExplorer
 from hipnn_pyg.active.oracle import Oracle
 from hipnn_pyg.active.training import WarmStart, compose
-from hipnn_pyg.io import save_model
+from hipnn_pyg.serialization import save_model
 from tests.active.helpers import tiny_models
 
 

@@ -8,7 +8,7 @@ import torch
 from ase import Atoms
 from ase.optimize import BFGS
 
-from hipnn_pyg.ase import HIPNNCalculator
+from hipnn_pyg.calculator import HIPNNCalculator
 from hipnn_pyg.nn import HIPNNPotential
 from tests.nn.helpers import ethanol, small_model
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from hipnn_pyg.ase import HIPNNCalculator
-from hipnn_pyg.io import save_model
+from hipnn_pyg.calculator import HIPNNCalculator
+from hipnn_pyg.cli import md_task
 from hipnn_pyg.md import run_md
-from hipnn_pyg.md.app import md_main
+from hipnn_pyg.serialization import save_model
 from tests.bad_inputs import (
     UNSAFE,
     assert_unchanged,
@@ -107,7 +107,7 @@ def test_hipnn_md_with_a_missing_file_names_it(tmp_path: Path, model_file: Path,
                                                   f"structure={paths['structure']}",
                                                   "progress=false", "steps=2"])
     with pytest.raises(SystemExit) as exit_:  # what hipnn-md runs, in-process
-        md_main(cfg)
+        md_task(cfg)
     assert exit_.value.code == 1
     error = capsys.readouterr().err
     assert f"hipnn-md: error: {missing} file not found" in error and f"absent_{missing}" in error

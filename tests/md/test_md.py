@@ -13,9 +13,9 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
-from hipnn_pyg.io import save_model
 from hipnn_pyg.md import MDBlowUpError, last_frame, run_md
 from hipnn_pyg.md.density import density_g_cm3
+from hipnn_pyg.serialization import save_model
 from tests.conftest import REPO
 from tests.md.helpers import relaxed_ethanol
 from tests.nn.helpers import ethanol, small_model
@@ -125,7 +125,7 @@ def test_blow_ups_stop_with_a_clear_error_and_keep_files(tmp_path) -> None:
     velocities = np.zeros((9, 3))
     velocities[0], velocities[2] = 0.2 * bond, -0.2 * bond  # Å/fs
     molecule.set_velocities(velocities / units.fs)
-    from hipnn_pyg.ase import HIPNNCalculator
+    from hipnn_pyg.calculator import HIPNNCalculator
 
     with pytest.raises(MDBlowUpError, match="closer than the model's lower limit"):
         run_md(molecule, HIPNNCalculator(small_model()), "nve", steps=50,

@@ -11,9 +11,9 @@ import torch
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-from hipnn_pyg.ase import HIPNNCalculator
+from hipnn_pyg.calculator import HIPNNCalculator
 from hipnn_pyg.nn import HIPNNPotential, predict
-from hipnn_pyg.nn.validation import check_atoms
+from hipnn_pyg.nn.checks import check_atoms
 from tests.nn.helpers import ethanol, small_model
 
 

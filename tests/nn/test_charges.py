@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch_geometric.data import Batch, Data
 
-from hipnn_pyg.io import load_model, save_model
 from hipnn_pyg.nn import HIPNNPotential, predict
 from hipnn_pyg.nn.charges import safe_norm
+from hipnn_pyg.serialization import load_model, save_model
 from hipnn_pyg.train.losses import target_residuals
 from tests.nn.helpers import ethanol, small_model
 

@@ -20,7 +20,7 @@ import torch
 
 from hipnn_pyg import atomic
 from hipnn_pyg.atomic import PAUSE_VARIABLE
-from hipnn_pyg.io import load_model, model_state, torch_load
+from hipnn_pyg.serialization import load_model, model_state, torch_load
 from hipnn_pyg.train import AtomicCheckpointIO
 from tests.nn.helpers import small_model
 

@@ -14,7 +14,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from torch.utils.data import DataLoader, DistributedSampler
 
 from hipnn_pyg import HIPNN
-from hipnn_pyg.io import load_model
+from hipnn_pyg.serialization import load_model
 from hipnn_pyg.train import HIPNNLightningModule
 from hipnn_pyg.train.run import train
 

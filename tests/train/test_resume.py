@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hipnn_pyg.io import UnsafeFileError
+from hipnn_pyg.serialization import UnsafeFileError
 from hipnn_pyg.train.run import train
-from tests.test_io import RunsCode
+from tests.test_serialization import RunsCode
 
 from .helpers import SHIPPED, TINY, compose_config, results
 

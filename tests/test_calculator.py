@@ -11,10 +11,10 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
-from hipnn_pyg.ase import HIPNNCalculator, HIPNNEnsembleCalculator
-from hipnn_pyg.io import UnsafeFileError, save_model
+from hipnn_pyg.calculator import HIPNNCalculator, HIPNNEnsembleCalculator
+from hipnn_pyg.serialization import UnsafeFileError, save_model
 from tests.nn.helpers import ethanol, random_crystal, small_model
-from tests.test_io import crafted_model_file
+from tests.test_serialization import crafted_model_file
 
 
 def ethanol_atoms() -> Atoms:

@@ -14,8 +14,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
-from hipnn_pyg.io import load_model
 from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.serialization import load_model
 
 
 class _AtomsBatch:
@@ -130,7 +130,7 @@ class HIPNNCalculator(_ModelsCalculator):
 
     Args:
         model (nn.Module or str): A model such as :class:`~hipnn_pyg.HIPNN`, or the path
-            of a file written by :func:`hipnn_pyg.io.save_model` or a training
+            of a file written by :func:`hipnn_pyg.serialization.save_model` or a training
             checkpoint (read weights-only). The calculator runs its own frozen copy:
             a model handed in keeps its precision, mode and gradients.
         device (str): Torch device to run on. (default: :obj:`"cpu"`)

@@ -8,9 +8,9 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from hipnn_pyg.ase import HIPNNCalculator, HIPNNEnsembleCalculator
-from hipnn_pyg.io import save_model
+from hipnn_pyg.calculator import HIPNNCalculator, HIPNNEnsembleCalculator
 from hipnn_pyg.nn import HIPNNPotential
+from hipnn_pyg.serialization import save_model
 from tests.nn.helpers import ethanol, small_model
 
 

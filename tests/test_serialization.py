@@ -10,10 +10,10 @@ from ase import Atoms
 from torch import nn
 from torch_geometric.data import Data
 
-from hipnn_pyg.ase import atoms_to_batch
-from hipnn_pyg.io import UnsafeFileError, load_model, model_state, save_model, torch_load
+from hipnn_pyg.calculator import atoms_to_batch
 from hipnn_pyg.nn import HIPNNPotential
 from hipnn_pyg.nn.predict import predict
+from hipnn_pyg.serialization import UnsafeFileError, load_model, model_state, save_model, torch_load
 from tests.nn.helpers import ethanol, small_model
 
 
@@ -79,8 +79,10 @@ def test_foreign_and_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     torch.save(nested, path)
     with pytest.raises(ValueError, match="refusing to build 'subprocess.Popen'"):
         load_model(path)
-    torch.save({**state, "spec": {"_target_": "hipnn_pyg.io.torch_load", "path": "x"}}, path)
-    with pytest.raises(ValueError, match="'hipnn_pyg.io.torch_load': not a torch module"):
+    spec = {"_target_": "hipnn_pyg.serialization.torch_load", "path": "x"}
+    torch.save({**state, "spec": spec}, path)
+    with pytest.raises(ValueError,
+                       match="'hipnn_pyg.serialization.torch_load': not a torch module"):
         load_model(path)
     old_format = {"class": "os.system", "hyperparameters": {}, "state_dict": {}}
     torch.save(old_format, path)

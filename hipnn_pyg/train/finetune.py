@@ -1,0 +1,216 @@
+r"""Fine-tuning a trained model on new data: frozen parts, refitted self-energies.
+
+As ANI-1ccx (Smith et al., Nat. Commun. 10, 2903, 2019) retrained part of ANI-1x on a
+little CCSD(T) data, ``hipnn-train ... finetune.from=<model.pt or .ckpt>`` starts from a
+trained model, freezes the parameters that ``finetune.freeze`` names (a preset of
+:data:`FREEZE_PRESETS` or a list of parameter-name patterns) and, on a new run, refits
+the self-energies to the new energies (:func:`~hipnn_pyg.train.self_energy.
+refit_self_energies`). The architecture, species and cutoff come from the file; a
+command-line ``model.*`` override that contradicts it is refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hipnn_pyg.nn.spec import model_spec
+from hipnn_pyg.serialization import load_model
+
+log = logging.getLogger(__name__)
+
+#: ``none``: everything trains. ``readout``: only the heads' linear readouts train (the
+#: representation is frozen). ``last_interaction``: the last interaction block (its
+#: interaction and on-site layers) and the readouts train. ``ani1ccx``: ANI-1ccx's
+#: alternate scheme on HIP-NN's stack of hidden layers (interaction, on-site, on-site,
+#: ..., in order): the 1st, 3rd, 5th ... are frozen, the 2nd, 4th ... and the readouts
+#: train, as ANI-1ccx froze hidden layers 1 and 3 and retrained layer 2 and the output.
+FREEZE_PRESETS = ("none", "readout", "last_interaction", "ani1ccx")
+
+
+@dataclass(frozen=True)
+class FreezeSummary:
+    r"""What :func:`freeze` froze: parameter names and element counts."""
+
+    frozen_names: tuple[str, ...]
+    num_frozen: int
+    num_trainable: int
+
+    def __str__(self) -> str:
+        total = self.num_frozen + self.num_trainable
+        share = 100.0 * self.num_frozen / total if total else 0.0
+        return (f"{self.num_frozen:,} of {total:,} parameters frozen ({share:.1f}%), "
+                f"{self.num_trainable:,} trainable")
+
+
+def hidden_layers(model: nn.Module) -> list[str]:
+    r"""Name prefixes of the representation's hidden layers in the order they are
+    applied: ``representation.interactions.0``, ``representation.atom_layers.0.0``, ...
+
+    Raises:
+        ValueError: If ``model`` has no HIP-NN representation.
+    """
+    representation = getattr(model, "representation", None)
+    if representation is None or not hasattr(representation, "interactions"):
+        raise ValueError(f"{type(model).__name__} has no HIP-NN representation to freeze "
+                         "layers of; give parameter-name patterns instead of a preset")
+    layers = []
+    for index, block in enumerate(representation.atom_layers):
+        layers.append(f"representation.interactions.{index}")
+        layers.extend(f"representation.atom_layers.{index}.{j}" for j in range(len(block)))
+    return layers
+
+
+def preset_patterns(model: nn.Module, preset: str) -> list[str]:
+    r"""The parameter-name patterns that ``preset`` (one of :data:`FREEZE_PRESETS`)
+    freezes in ``model``."""
+    if preset == "none":
+        return []
+    if preset == "readout":
+        return ["representation.*"]
+    layers = hidden_layers(model)
+    if preset == "last_interaction":
+        last = len(model.representation.interactions) - 1
+        keep = (f"representation.interactions.{last}.", f"representation.atom_layers.{last}.")
+        return [f"{layer}.*" for layer in layers if not f"{layer}.".startswith(keep)]
+    if preset == "ani1ccx":
+        return [f"{layer}.*" for layer in layers[0::2]]
+    raise ValueError(f"finetune.freeze: unknown preset '{preset}'; presets are "
+                     f"{list(FREEZE_PRESETS)}, or give a list of parameter-name patterns")
+
+
+def freeze(model: nn.Module, freeze: str | Sequence[str] | None) -> FreezeSummary:
+    r"""Sets ``requires_grad=False`` on the parameters that ``freeze`` names: a preset
+    of :data:`FREEZE_PRESETS` or ``fnmatch`` patterns of parameter names such as
+    ``["representation.interactions.0.*", "heads.energy.readouts.0.weight"]``; the
+    optimizer then leaves them out
+    (:func:`~hipnn_pyg.train.optim.parameter_groups`), so they stay bit-identical.
+
+    Raises:
+        ValueError: For an unknown preset or a pattern that names no parameter.
+    """
+    if freeze is None:
+        freeze = "none"
+    patterns = (preset_patterns(model, freeze) if isinstance(freeze, str)
+                else [str(pattern) for pattern in freeze])
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(
+                f"finetune.freeze: pattern '{pattern}' names no parameter of the model; "
+                f"its parameters are named like {names[:3]} ... {names[-1:]}"
+            )
+    frozen: list[str] = []
+    num_frozen = num_trainable = 0
+    for name, parameter in model.named_parameters():
+        is_frozen = any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        parameter.requires_grad_(not is_frozen)
+        if is_frozen:
+            frozen.append(name)
+            num_frozen += parameter.numel()
+        else:
+            num_trainable += parameter.numel()
+    if not num_trainable:
+        raise ValueError(f"finetune.freeze={freeze} freezes every parameter: nothing to train")
+    return FreezeSummary(tuple(frozen), num_frozen, num_trainable)
+
+
+def architecture(model: nn.Module) -> dict[str, Any]:
+    r"""The model's config tree as ``conf/model/*.yaml`` lays it out
+    (``representation``, ``heads.<name>``), however the model was built (by
+    :class:`~hipnn_pyg.HIPNN`'s flat arguments or from its parts)."""
+    tree: dict[str, Any] = {}
+    if hasattr(model, "representation"):
+        tree["representation"] = model_spec(model.representation)
+    if hasattr(model, "heads"):
+        tree["heads"] = {name: model_spec(head) for name, head in model.heads.items()}
+    return tree
+
+
+def _lookup(tree: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if isinstance(tree, dict) and key in tree:
+            tree = tree[key]
+        else:
+            raise KeyError(".".join(path))
+    return tree
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def check_overrides(model: nn.Module, source: str | Path, overrides: Sequence[str],
+                    config_model: Any) -> None:
+    r"""Refuses command-line overrides of the model config that contradict the
+    pretrained model read from ``source``.
+
+    Args:
+        model (nn.Module): The pretrained model.
+        source (str or Path): Its file, for the messages.
+        overrides (Sequence[str]): The run's command-line overrides (``key=value``).
+        config_model: The composed ``model`` config node, for the overridden values.
+
+    Raises:
+        ValueError: ``model=<group>``, or a ``model.<path>=value`` whose value differs
+            from the file's (or that the file's model does not have).
+    """
+    tree = architecture(model)
+    keys = dict.fromkeys(override.split("=", 1)[0].lstrip("+~") for override in overrides)
+    for key in keys:
+        if key == "model":
+            raise ValueError(f"finetune.from={source}: the architecture comes from that file; "
+                             "drop the override of the model config group")
+        if not key.startswith("model."):
+            continue
+        path = key.split(".")[1:]
+        wanted = _lookup_config(config_model, path)
+        try:
+            saved = _lookup(tree, path)
+        except KeyError:
+            raise ValueError(f"{key}={wanted} contradicts finetune.from={source}: its model has "
+                             f"no '{key}'") from None
+        if not _same(wanted, saved):
+            raise ValueError(f"{key}={wanted} contradicts finetune.from={source}, whose model "
+                             f"has {key}={saved}")
+
+
+def _lookup_config(node: Any, path: Sequence[str]) -> Any:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(node, ".".join(path), default=None)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_species(model: nn.Module, source: str | Path, dataset: Any, data_name: str) -> None:
+    r"""Refuses training data with elements the pretrained model was not built for.
+
+    Raises:
+        ValueError: naming the elements, the data and the model file.
+    """
+    present = dataset.species() if hasattr(dataset, "species") else sorted(
+        {int(z) for item in dataset for z in item.z.tolist()})
+    unknown = sorted(set(present) - set(model.species))
+    if unknown:
+        raise ValueError(f"the data ({data_name}) hold elements {unknown} that the pretrained "
+                         f"model {source} does not know (its species: {model.species})")
+
+
+def load_pretrained(source: str | Path) -> nn.Module:
+    r"""The model of a ``model.pt`` or Lightning ``.ckpt`` file (read weights-only), in
+    training mode with every parameter trainable."""
+    model = load_model(source)
+    model.train()
+    model.requires_grad_(True)
+    log.info("fine-tuning %s from %s", type(model).__name__, source)
+    return model
