@@ -136,7 +136,7 @@ def main() -> None:
     pbe_set = pbe[torch.linspace(0, len(pbe) - 1, args.pbe_frames).long()]
     common = ["experiment=ethanol_ccsdt_finetune", f"data.num_val={NUM_VAL}",
               f"data.num_test={NUM_TEST}", "trainer.max_epochs=100000",
-              f"trainer.max_steps={args.steps}", f"seed={args.seed}"]
+              f"+trainer.max_steps={args.steps}", f"seed={args.seed}"]
     scratch_model = ["finetune.required=false", "model=hipnn_small",
                      "model.representation.species=[1,6,8]",
                      "model.representation.hidden_channels=64"]

@@ -11,6 +11,7 @@ from types import FrameType
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import RandomSampler
 
 log = logging.getLogger(__name__)
@@ -105,3 +106,20 @@ class EpochSeed(Callback):
                 generator = getattr(owner, "generator", None)
                 if isinstance(generator, torch.Generator):
                     generator.manual_seed(seed)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    r"""Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` whose
+    ``last.ckpt`` follows every validation, as its name says.
+
+    Lightning writes ``last.ckpt`` only when it also writes a best (top-k) checkpoint, so
+    after the monitored loss stops improving a killed run would lose every epoch since
+    its last improvement. Here ``last.ckpt`` is written at the end of every validation
+    (atomically, through the trainer's :class:`~hipnn_pyg.train.AtomicCheckpointIO`).
+    """
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,11 +100,13 @@ def fresh_extension_cache():
     csrc._load.cache_clear()
 
 
-def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cache) -> None:
+def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cache,
+                                               tmp_path) -> None:
     def no_compiler(*args: object, **kwargs: object) -> None:
         raise OSError("c++: command not found")
 
     monkeypatch.delenv("HIPNN_NO_CPP_EXTENSION", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there yet
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
     with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found"):
         assert available_backends() == ["torch"]
@@ -138,3 +141,26 @@ def test_sensitivities_keep_exact_derivatives_to_second_order() -> None:
     torch.testing.assert_close(_CutGaussians.apply(*inputs), plain, rtol=0, atol=0)
     assert torch.autograd.gradcheck(_CutGaussians.apply, inputs)
     assert torch.autograd.gradgradcheck(_CutGaussians.apply, inputs)
+
+
+@pytest.mark.skipif(not csrc.extension_available(), reason="no C++ compiler")
+def test_cached_kernel_loads_without_waiting_on_a_killed_builds_lock(tmp_path: Path) -> None:
+    # torch's extension cache takes a lock file for every load; a process killed while
+    # holding it (the fault-injection test does that) left every later run asleep
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    built = sorted(csrc.cache_dir().glob("hipnn_envsum_*.so"))
+    assert built
+    cache = tmp_path / "extensions"
+    folder = cache / csrc.cache_dir().name
+    (folder / ".hipnn_envsum_x.build.killed").mkdir(parents=True)
+    for library in built:
+        shutil.copy(library, folder / library.name)
+    for stale in (folder / "lock", folder / ".hipnn_envsum_x.build.killed" / "lock"):
+        stale.touch()
+    code = "from hipnn_pyg.nn import csrc; assert csrc.extension_available()"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={**os.environ, "TORCH_EXTENSIONS_DIR": str(cache)})

@@ -1,9 +1,10 @@
 r"""The compiled CPU environment-sum kernel (``envsum.cpp``), built on first use.
 
-:func:`torch.utils.cpp_extension.load` compiles it once into torch's extension cache
-(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); later processes
-load the cached library. Without a C++ compiler (or ninja) the build fails once, and
-:func:`extension_available` reports :obj:`False` so callers use the pure-torch kernel.
+:func:`torch.utils.cpp_extension.load` compiles it once into :func:`cache_dir`
+(under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); later
+processes import the cached library without taking any lock. Without a C++ compiler
+(or ninja) the build fails once, and :func:`extension_available` reports :obj:`False`
+so callers use the pure-torch kernel.
 Set ``HIPNN_NO_CPP_EXTENSION=1`` to skip the build altogether.
 """
 
@@ -13,6 +14,8 @@ import functools
 import hashlib
 import os
 import platform
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -25,12 +28,7 @@ def _load() -> ModuleType | None:
     if os.environ.get("HIPNN_NO_CPP_EXTENSION", "") not in ("", "0"):
         return None
     try:
-        from torch.utils.cpp_extension import load
-
-        # Tuned for this CPU (-march=native): the cache entry is named after the CPU's
-        # instruction sets, so a shared cache never hands it to a different machine.
-        return load(name=f"hipnn_envsum_{_cpu_tag()}", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
+        return _load_or_build()
     except Exception as error:  # no compiler, no ninja, read-only cache...
         warnings.warn(
             f"the C++ environment-sum kernel did not build ({type(error).__name__}: "
@@ -40,6 +38,49 @@ def _load() -> ModuleType | None:
             stacklevel=3,
         )
         return None
+
+
+def cache_dir() -> Path:
+    r"""Where the built kernel is kept: ``$TORCH_EXTENSIONS_DIR`` (else
+    ``~/.cache/torch_extensions``)/``hipnn_pyg-<torch version>``."""
+    import torch
+
+    base = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(base) / f"hipnn_pyg-{torch.__version__}"
+
+
+def _load_or_build() -> ModuleType:
+    r"""Imports the cached library, or builds it in a folder of this process's own and
+    renames it into the cache. No lock file is shared between processes: torch's own
+    cache takes one for every load, and a process killed while holding it (Ctrl-C,
+    a preempted job) would leave every later run waiting on it for ever. Builders
+    that race each produce the same file; the last rename wins."""
+    import importlib.util
+
+    from torch.utils.cpp_extension import load
+
+    # Tuned for this CPU (-march=native): the name carries the CPU's instruction sets and
+    # the source's hash, so a shared cache never hands over a stale or foreign build.
+    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
+    name = f"hipnn_envsum_{_cpu_tag()}_{digest}"
+    cache = cache_dir()
+    library = cache / f"{name}.so"
+    if library.is_file():
+        spec = importlib.util.spec_from_file_location(name, library)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {library}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    cache.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{name}.build.", dir=cache))
+    try:
+        module = load(name=name, sources=[str(SOURCE)], build_directory=str(build),
+                      extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
+        os.replace(build / f"{name}.so", library)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return module
 
 
 def _cpu_tag() -> str:
