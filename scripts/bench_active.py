@@ -68,6 +68,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=None,
                         help="also copy the figure here (e.g. docs/figures/active_learning.png)")
+    parser.add_argument("--only", choices=list(METHODS), default=None,
+                        help="run this selection alone and stop: two such calls can run side "
+                             "by side (after the test sets exist); a call without --only then "
+                             "reports")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/active.yaml")
     return parser.parse_args()
 
@@ -173,7 +177,10 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     tests = make_test_sets(args.output / "test_sets", args.test_frames, args.md_steps,
                            args.seed)
-    seconds = {method: run(method, args, tests) for method in METHODS}
+    seconds = {method: run(method, args, tests)
+               for method in ([args.only] if args.only else METHODS)}
+    if args.only:
+        return
     curves = {method: curve(args.output / method) for method in METHODS}
 
     print("\ntest MAE of the committee mean: energy (meV per molecule) / forces (meV/Å)")

@@ -1,7 +1,8 @@
 r"""Transfer-learning benchmark (not a test): PBE → CCSD(T) on ethanol, ANI-1ccx style.
 
 1. Pretrain HIP-NN on rMD17 ethanol (PBE/def2-SVP energies and forces, official split 01,
-   shipped in ``data/rmd17_ethanol``) with ``experiment=rmd17_ethanol_quick``.
+   shipped in ``data/rmd17_ethanol``) with ``experiment=rmd17_ethanol_quick``: the README's
+   main job (a finished run copied to ``<output>/pretrain`` is reused).
 2. Split the 200 shipped CCSD(T)/cc-pVDZ energies (``data/ethanol_ccsdt``) once: 50 test,
    25 validation, 125 for training; for each n in ``--sizes`` the first n of those.
 3. For each n: fine-tune the pretrained model with each freeze preset
@@ -108,7 +109,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "logs" / "bench_transfer")
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 125])
     parser.add_argument("--presets", nargs="+", default=list(FREEZE_PRESETS))
-    parser.add_argument("--pretrain-epochs", type=int, default=300)
+    parser.add_argument("--pretrain-epochs", type=int, default=100,
+                        help="epochs of the pretraining (100: the README main job)")
     parser.add_argument("--steps", type=int, default=1500,
                         help="optimizer steps of every fine-tuning and scratch run")
     parser.add_argument("--pbe-frames", type=int, default=200,

@@ -15,7 +15,8 @@ import torch
 
 from tests.conftest import REPO
 
-SCRIPTS = {name: REPO / "scripts" / f"{name}.py" for name in ("train", "eval", "md", "label")}
+SCRIPTS = {name: REPO / "scripts" / f"{name}.py"
+           for name in ("train", "eval", "md", "label", "active")}
 
 
 def run_cli(program: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

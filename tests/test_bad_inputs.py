@@ -28,6 +28,7 @@ from tests.bad_inputs import (
     run_cli,
     snapshot,
 )
+from tests.conftest import REPO
 from tests.nn.helpers import small_model
 from tests.test_scripts import TINY
 from tests.train.helpers import compose_config
@@ -219,3 +220,42 @@ def test_hipnn_eval_names_a_model_file_that_is_text(tmp_path: Path) -> None:
                                  f"hydra.run.dir={tmp_path / 'eval'}"))
     assert re.search(r"cannot read .*model\.pt", output), output[-2000:]
     assert_unchanged(before)
+
+
+# --- hipnn-active: every structure is checked before any labelling or training -------
+
+def _ethanol_frames(path: Path, broken: str) -> Path:
+    frames = ase.io.read(REPO / "data" / "ethanol_gfn2" / "ethanol_gfn2.extxyz", ":4")
+    if broken == "nan":
+        frames[2].positions[1, 0] = float("nan")
+    else:  # two atoms on top of each other
+        frames[2].positions[1] = frames[2].positions[0] + 0.05
+    ase.io.write(path, frames)
+    return path
+
+
+@pytest.mark.parametrize(("broken", "message"), [
+    ("nan", r"active\.initial: frame 2: positions contain NaN or inf"),
+    ("overlap", r"active\.initial: frame 2: .*(closer|overlap)"),
+])
+def test_hipnn_active_names_a_broken_start_frame(tmp_path: Path, broken: str,
+                                                 message: str) -> None:
+    start = _ethanol_frames(tmp_path / "start.extxyz", broken)
+    before = snapshot(start)
+    run = tmp_path / "run"
+    output = failed_with(run_cli("active", "active=ethanol_gfn2", f"run_dir={run}",
+                                 f"active.initial.path={start}", "progress=false"))
+    assert re.search(message, output), output[-2000:]
+    assert "hipnn-active: error:" in output
+    assert_unchanged(before)
+    assert not list(run.glob("round_*")) and not (run / "dataset.extxyz").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("active.initial.path=/no/such/start.extxyz", r"/no/such/start\.extxyz"),
+    ("active.no_such_key=1", r"Could not override 'active\.no_such_key'"),
+])
+def test_hipnn_active_names_a_bad_setting(tmp_path: Path, override: str, message: str) -> None:
+    output = failed_with(run_cli("active", "active=ethanol_gfn2", f"run_dir={tmp_path / 'run'}",
+                                 override, "progress=false"))
+    assert re.search(message, output), output[-2000:]
