@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import RandomSampler
 
 log = logging.getLogger(__name__)
@@ -110,16 +111,39 @@ class EpochSeed(Callback):
 
 class RunCheckpoint(ModelCheckpoint):
     r"""Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` whose
-    ``last.ckpt`` follows every validation, as its name says.
+    ``last.ckpt`` follows every epoch, as its name says.
 
     Lightning writes ``last.ckpt`` only when it also writes a best (top-k) checkpoint, so
     after the monitored loss stops improving a killed run would lose every epoch since
-    its last improvement. Here ``last.ckpt`` is written at the end of every validation
-    (atomically, through the trainer's :class:`~hipnn_pyg.train.AtomicCheckpointIO`).
+    its last improvement. Here ``last.ckpt`` is also written at every other save point
+    (the end of each training epoch, or each validation when saving there), atomically
+    through the trainer's :class:`~hipnn_pyg.train.AtomicCheckpointIO`.
     """
+
+    _last_written_step: int = -1
+
+    @property
+    def state_key(self) -> str:
+        # the key Lightning's own class files its state under, so checkpoints written
+        # before or without this class resume with their best score and paths
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._last_written_step = trainer.global_step
+
+    def _write_last(self, trainer: Trainer, at_train_epoch_end: bool) -> None:
+        if (not self.save_last or trainer.fast_dev_run or trainer.sanity_checking
+                or trainer.state.fn != TrainerFn.FITTING
+                or self._should_save_on_train_epoch_end(trainer) != at_train_epoch_end
+                or self._last_written_step == trainer.global_step):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._write_last(trainer, at_train_epoch_end=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and self._last_global_step_saved != trainer.global_step):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._write_last(trainer, at_train_epoch_end=False)

@@ -97,3 +97,15 @@ def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path: Path) -> No
     again = results(tmp_path)["metrics"]
     for key in ("val/loss", "val/energy_mae", "val/forces_mae"):
         assert again[key] == pytest.approx(first[key], rel=1e-6), key
+
+
+def test_last_checkpoint_follows_every_epoch_without_improvement(tmp_path: Path) -> None:
+    # Lightning writes last.ckpt only with a new best; a killed run would lose every epoch
+    # since the loss last improved (here: never after epoch 0, the weights do not move)
+    train(compose_config("train", tmp_path, [*RUN, "trainer.max_epochs=3",
+                                             "module.optimizer.lr=0.0",
+                                             "module.warmup_steps=0"]))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["epoch_000.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 12
