@@ -139,6 +139,32 @@ def curve(folder: Path) -> list[dict[str, Any]]:
     return numeric
 
 
+def add_offset_free_energies(folder: Path, rows: list[dict[str, Any]],
+                             tests: dict[str, Path]) -> None:
+    r"""Adds ``test_md<T>_energy_mae_offset_free`` to each round's row: the committee-mean
+    energy MAE after removing its mean error over the test set. A constant offset moves
+    no force and no MD trajectory, but with few frames it can dominate the plain MAE."""
+    import torch
+
+    from hipnn_pyg.data import ASEDataset
+    from hipnn_pyg.nn.predict import predict
+    from hipnn_pyg.serialization import load_model
+
+    batches = {name: ASEDataset(path).gather(range(len(ASEDataset(path))))
+               for name, path in tests.items()}
+    for row in rows:
+        members = sorted((folder / f"round_{int(row['round']):03d}" / "models").glob("*/model.pt"))
+        if not members:
+            continue
+        models = [load_model(path) for path in members]
+        for name, batch in batches.items():
+            with torch.no_grad():
+                energy = torch.stack([predict(m, batch, compute_forces=False)["energy"].double()
+                                      for m in models]).mean(0)
+            error = energy - batch.energy.double()
+            row[f"test_{name}_energy_mae_offset_free"] = float((error - error.mean()).abs().mean())
+
+
 def first_match(reference: float, rows: list[dict[str, Any]], key: str) -> int | None:
     for row in rows:
         value = row.get(key)
@@ -151,9 +177,9 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     from hipnn_pyg.plotting import pyplot, save_figure
 
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7), sharex=True)
-    for row_axes, key, unit in zip(axes, ("energy_mae", "forces_mae"), ("meV", "meV/Å"),
-                                   strict=True):
+    fig, axes = plt.subplots(3, 2, figsize=(9, 10), sharex=True)
+    for row_axes, key, unit in zip(axes, ("energy_mae", "energy_mae_offset_free", "forces_mae"),
+                                   ("meV", "meV", "meV/Å"), strict=True):
         for axis, temperature in zip(row_axes, TEMPERATURES, strict=True):
             for method, rows in curves.items():
                 points = [(r["train_size"], 1000 * r[f"test_md{temperature}_{key}"])
@@ -162,10 +188,12 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
                     x, y = zip(*points, strict=True)
                     axis.plot(x, y, "o-", label=METHODS[method])
             axis.set_title(f"GFN2-xTB MD at {temperature} K")
-            axis.set_ylabel(f"test {key.split('_')[0]} MAE ({unit})")
+            label = "energy MAE, offset removed" if key.endswith("offset_free") else \
+                f"{key.split('_')[0]} MAE"
+            axis.set_ylabel(f"test {label} ({unit})")
             log_axes(axis, [r["train_size"] for rows in curves.values() for r in rows])
             axis.legend()
-    for axis in axes[1]:
+    for axis in axes[-1]:
         axis.set_xlabel("training-set size (frames)")
     fig.suptitle("Ethanol, HIP-NN committee: active learning vs random selection")
     save_figure(fig, path)
@@ -182,14 +210,18 @@ def main() -> None:
     if args.only:
         return
     curves = {method: curve(args.output / method) for method in METHODS}
+    for method, rows in curves.items():
+        add_offset_free_energies(args.output / method, rows, tests)
 
-    print("\ntest MAE of the committee mean: energy (meV per molecule) / forces (meV/Å)")
+    print("\ntest MAE of the committee mean: energy / energy with its mean offset removed "
+          "(meV per molecule) / forces (meV/Å)")
     for method, rows in curves.items():
         print(f"{METHODS[method]}:")
-        print(f"{'round':>5} {'frames':>6} " + " ".join(f"{'md' + str(t) + ' E / F':>18}"
+        print(f"{'round':>5} {'frames':>6} " + " ".join(f"{'md' + str(t) + ' E / E-offset / F':>28}"
                                                     for t in TEMPERATURES))
         for r in rows:
             cells = [f"{1000 * r[f'test_md{t}_energy_mae']:>8.2f} / "
+                     f"{1000 * r.get(f'test_md{t}_energy_mae_offset_free', float('nan')):>7.2f} / "
                      f"{1000 * r[f'test_md{t}_forces_mae']:>7.1f}" for t in TEMPERATURES]
             print(f"{int(r['round']):>5} {int(r['train_size']):>6} " + " ".join(cells))
 
@@ -197,7 +229,7 @@ def main() -> None:
                                "overrides": args.overrides, "curves": curves}
     matches = {}
     for t in TEMPERATURES:
-        for key in ("energy_mae", "forces_mae"):
+        for key in ("energy_mae", "energy_mae_offset_free", "forces_mae"):
             name = f"test_md{t}_{key}"
             al_final = curves["qbc"][-1]
             target = al_final[name]

@@ -30,6 +30,7 @@ from tests.bad_inputs import (
 )
 from tests.conftest import REPO
 from tests.nn.helpers import small_model
+from tests.test_label import copper_cells
 from tests.test_scripts import TINY
 from tests.train.helpers import compose_config
 
@@ -99,14 +100,7 @@ def test_a_model_file_whose_pickle_runs_code_is_refused(tmp_path: Path, use: str
 
 
 def _cells(path: Path, count: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(count):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.02, rng=rng)
-        frames.append(atoms)
-    ase.io.write(path, frames, format="extxyz")
-    return path
+    return copper_cells(path, count, rattle=0.02)
 
 
 def _nan_in_frame_1(folder: Path) -> Path:

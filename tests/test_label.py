@@ -23,12 +23,12 @@ from tests.conftest import REPO
 ETHANOL_NPZ = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"
 
 
-def copper_cells(path: Path, count: int = 4) -> Path:
+def copper_cells(path: Path, count: int = 4, rattle: float = 0.05) -> Path:
     rng = np.random.default_rng(0)
     cells = []
     for _ in range(count):
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.05, rng=rng)
+        atoms.rattle(rattle, rng=rng)
         cells.append(atoms)
     ase.io.write(path, cells, format="extxyz")
     return path

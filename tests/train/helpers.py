@@ -66,6 +66,12 @@ def compose_config(
     return cfg
 
 
+def crash_at(epoch: int, batch: int) -> list[str]:
+    r"""Overrides that add :class:`CrashAt` to a run's callbacks."""
+    return ["+callbacks.crash._target_=tests.train.helpers.CrashAt",
+            f"+callbacks.crash.epoch={epoch}", f"+callbacks.crash.batch={batch}"]
+
+
 def results(output_dir: Path) -> dict[str, Any]:
     return json.loads((output_dir / "results.json").read_text())
 

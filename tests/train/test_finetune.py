@@ -18,7 +18,7 @@ from hipnn_pyg.train.resolvers import repo_root
 from hipnn_pyg.train.run import train
 from hipnn_pyg.train.self_energy import refit_self_energies
 
-from .helpers import QUIET, SHIPPED, TINY, compose_config, results, tiny_model
+from .helpers import QUIET, SHIPPED, TINY, compose_config, crash_at, results, tiny_model
 
 CCSDT = repo_root() / "data" / "ethanol_ccsdt" / "ethanol_ccsdt.extxyz"
 #: A short energy-only fine-tune on 16/8/8 CCSD(T) frames.
@@ -177,8 +177,7 @@ def test_killed_finetune_resumes_exactly(pretrained: Path, tmp_path: Path) -> No
            "test=false"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train(compose_config("train", whole, run))
-    crash = ["+callbacks.crash._target_=tests.train.helpers.CrashAt",
-             "+callbacks.crash.epoch=2", "+callbacks.crash.batch=1"]
+    crash = crash_at(epoch=2, batch=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(compose_config("train", broken, [*run, *crash]))
     train(compose_config("train", broken, [*run, "resume=true"]))

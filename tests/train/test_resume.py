@@ -12,7 +12,7 @@ from hipnn_pyg.serialization import UnsafeFileError
 from hipnn_pyg.train.run import train
 from tests.test_serialization import RunsCode
 
-from .helpers import SHIPPED, TINY, compose_config, results
+from .helpers import SHIPPED, TINY, compose_config, crash_at, results
 
 RUN = [
     *SHIPPED,
@@ -35,8 +35,7 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path: Path) -> None:
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     train(compose_config("train", whole, RUN))
 
-    crash = ["+callbacks.crash._target_=tests.train.helpers.CrashAt",
-             "+callbacks.crash.epoch=2", "+callbacks.crash.batch=2"]
+    crash = crash_at(epoch=2, batch=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(compose_config("train", broken, [*RUN, *crash]))
     killed = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
