@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from lightning import LightningDataModule
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from hipnn_pyg.nn.spec import model_spec
 from hipnn_pyg.serialization import load_model
+from hipnn_pyg.train.self_energy import refit_self_energies
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +190,6 @@ def check_overrides(model: nn.Module, source: str | Path, overrides: Sequence[st
 
 
 def _lookup_config(node: Any, path: Sequence[str]) -> Any:
-    from omegaconf import OmegaConf
-
     value = OmegaConf.select(node, ".".join(path), default=None)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -214,3 +216,48 @@ def load_pretrained(source: str | Path) -> nn.Module:
     model.requires_grad_(True)
     log.info("fine-tuning %s from %s", type(model).__name__, source)
     return model
+
+
+def command_line_overrides() -> list[str]:
+    r"""The running Hydra job's command-line overrides (none outside Hydra)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def pretrained_source(cfg: DictConfig) -> str | None:
+    r"""``finetune.from``: the trained model to start from, or :obj:`None`.
+
+    Raises:
+        ValueError: When ``finetune.required`` (a fine-tuning experiment) and no
+            ``finetune.from`` is given.
+    """
+    finetune_cfg = cfg.get("finetune") or {}
+    source = finetune_cfg.get("from")
+    if source is None and finetune_cfg.get("required", False):
+        raise ValueError("finetune.from is required by this experiment: give "
+                         "finetune.from=<model.pt or .ckpt> (or finetune.required=false to "
+                         "train the model config from scratch)")
+    return source
+
+
+def prepare_data(cfg: DictConfig, model: nn.Module, datamodule: LightningDataModule,
+                 refit: bool) -> None:
+    r"""Checks the training data against a pretrained model's species and, on a new run
+    with ``finetune.refit_self_energies``, refits its self-energies to them."""
+    datamodule.setup("fit")
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        return
+    source = cfg.finetune["from"]
+    check_species(model, source, dataset, str(cfg.data.get("path", "data")))
+    if refit and cfg.finetune.get("refit_self_energies", True):
+        refit_self_energies(model, dataset)
+
+
+def pretrained_model(cfg: DictConfig, source: str) -> tuple[nn.Module, FreezeSummary]:
+    r"""The model of ``finetune.from``, checked against the run's command-line model
+    overrides and with ``finetune.freeze`` applied."""
+    model = load_pretrained(source)
+    check_overrides(model, source, command_line_overrides(), cfg.model)
+    frozen = freeze(model, cfg.finetune.get("freeze"))
+    log.info("fine-tuning: %s", frozen)
+    return model, frozen

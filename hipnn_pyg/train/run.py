@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -29,7 +28,7 @@ from hipnn_pyg.serialization import atomic_torch_save, load_model, save_model, t
 from hipnn_pyg.train import finetune
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
-from hipnn_pyg.train.self_energy import initialize_self_energies, refit_self_energies
+from hipnn_pyg.train.self_energy import initialize_self_energies
 from hipnn_pyg.train.targets import KNOWN_TARGETS, derivatives, num_atoms
 
 log = logging.getLogger(__name__)
@@ -116,49 +115,15 @@ def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModul
     initialize_self_energies(model, dataset)
 
 
-def command_line_overrides() -> list[str]:
-    r"""The running Hydra job's command-line overrides (none outside Hydra)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def pretrained_source(cfg: DictConfig) -> str | None:
-    r"""``finetune.from``: the trained model to start from, or :obj:`None`.
-
-    Raises:
-        ValueError: When ``finetune.required`` (a fine-tuning experiment) and no
-            ``finetune.from`` is given.
-    """
-    finetune_cfg = cfg.get("finetune") or {}
-    source = finetune_cfg.get("from")
-    if source is None and finetune_cfg.get("required", False):
-        raise ValueError("finetune.from is required by this experiment: give "
-                         "finetune.from=<model.pt or .ckpt> (or finetune.required=false to "
-                         "train the model config from scratch)")
-    return source
-
-
-def prepare_finetune(cfg: DictConfig, model: torch.nn.Module, datamodule: LightningDataModule,
-                     refit: bool) -> None:
-    r"""Checks the training data against a pretrained model's species and, on a new run
-    with ``finetune.refit_self_energies``, refits its self-energies to them."""
-    datamodule.setup("fit")
-    dataset = getattr(datamodule, "train_dataset", None)
-    if dataset is None:
-        return
-    source = cfg.finetune["from"]
-    finetune.check_species(model, source, dataset, str(cfg.data.get("path", "data")))
-    if refit and cfg.finetune.get("refit_self_energies", True):
-        refit_self_energies(model, dataset)
-
-
 def train(cfg: DictConfig) -> float | None:
     r"""Trains (and tests) the model that ``cfg`` describes.
 
     Writes to ``cfg.paths.output_dir``: ``checkpoints/`` (best and ``last.ckpt``,
     atomically), the loggers' metrics, ``model.pt`` (the best weights, EMA if used,
-    loadable with :func:`hipnn_pyg.serialization.load_model`) and ``results.json``. A new run
-    (not a resumed one) first fits the self-energies on the training split
-    (``fit_self_energies``).
+    loadable with :func:`hipnn_pyg.serialization.load_model`) and ``results.json``. A new
+    run (not a resumed one) first fits the self-energies on the training split
+    (``fit_self_energies``); with ``finetune.from`` it starts from that model instead
+    (:mod:`hipnn_pyg.train.finetune`).
 
     Returns:
         The value of ``cfg.optimized_metric`` (for sweeps; its best value when it is
@@ -171,12 +136,11 @@ def train(cfg: DictConfig) -> float | None:
     log.info("output folder: %s", output_dir)
     hipnn_pyg.train.resolvers.check_data_paths(cfg)  # a missing file: where it was looked for
     datamodule: LightningDataModule = instantiate(cfg.data)
-    source = pretrained_source(cfg)
-    model = finetune.load_pretrained(source) if source else instantiate(cfg.model)
+    source = finetune.pretrained_source(cfg)
     if source:
-        finetune.check_overrides(model, source, command_line_overrides(), cfg.model)
-        frozen = finetune.freeze(model, cfg.finetune.get("freeze"))
-        log.info("fine-tuning: %s", frozen)
+        model, frozen = finetune.pretrained_model(cfg, source)
+    else:
+        model = instantiate(cfg.model)
     module = instantiate(cfg.module, model=model)
     callbacks = instantiate_list(cfg.get("callbacks"), Callback)
     loggers = instantiate_list(cfg.get("logger"), Logger)
@@ -189,7 +153,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("train", True):
         ckpt_path = checkpoint_to_resume(cfg)
         if source:
-            prepare_finetune(cfg, model, datamodule, refit=ckpt_path is None)
+            finetune.prepare_data(cfg, model, datamodule, refit=ckpt_path is None)
         elif ckpt_path is None and cfg.get("fit_self_energies", True):
             fit_on_training_split(model, datamodule)
         try:
