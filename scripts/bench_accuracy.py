@@ -16,6 +16,15 @@ Examples::
     python scripts/bench_accuracy.py --max-epochs 2000 --max-minutes 0 trainer=gpu
 
 Extra ``key=value`` arguments are Hydra overrides applied to every molecule.
+
+``--same-loop VARIANT ...`` instead trains each variant (``hipnn_pyg``,
+``hipnn_pyg_ts1``, ``hipnn_pyg_ts2``, ``hippynn``, ``hippynn_quad``; see
+``scripts/same_loop.py``) through one plain loop, same split, loss, optimiser, schedule
+and wall budget, two at a time on one thread each, and prints the test errors side by
+side with their ratio to hippynn's; writes ``same_loop.json`` and ``same_loop.md``::
+
+    python scripts/bench_accuracy.py --same-loop hipnn_pyg hippynn hipnn_pyg_ts1 \
+        hipnn_pyg_ts2 --max-minutes 10 --output docs/benchmarks/same_loop
 """
 
 from __future__ import annotations
@@ -23,6 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -89,6 +101,57 @@ def _epochs(output_dir: Path) -> int | None:
     return int(torch_load(last)["epoch"]) + 1
 
 
+def same_loop(args: argparse.Namespace, root: Path) -> None:
+    r"""Runs the ``--same-loop`` variants in pairs and writes the side-by-side table."""
+    script = Path(__file__).with_name("same_loop.py")
+    jobs = [(molecule, variant) for molecule in args.molecules for variant in args.same_loop]
+    root.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results: list[dict] = []
+    for first in range(0, len(jobs), args.parallel):
+        running = []
+        for molecule, variant in jobs[first:first + args.parallel]:
+            output = root / f"{molecule}_{variant}.json"
+            command = [sys.executable, str(script), "--variant", variant, "--molecule", molecule,
+                       "--minutes", str(args.max_minutes), "--seed", str(args.seed),
+                       "--output", str(output)]
+            if args.data_dir:
+                command += ["--data-dir", args.data_dir]
+            log = open(root / f"{molecule}_{variant}.log", "w")  # noqa: SIM115 - closed below
+            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                             env=environment), log, output))
+        for process, log, output in running:
+            if process.wait() != 0:
+                raise SystemExit(f"{output.stem} failed: see {log.name}")
+            log.close()
+            results.append(json.loads(output.read_text()))
+    lines = [
+        f"rMD17 split 01, one plain loop for every model, {args.max_minutes:g} min each on "
+        "one thread, two runs at a time. Test MAE: energy meV / forces meV/Å; ratio: "
+        "ours / hippynn's HIP-NN (below 1 is better).",
+        "",
+        "| molecule | variant | steps | epochs | steps/s | energy MAE | force MAE | "
+        "E ratio | F ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results:
+        peer = next((r for r in results if r["molecule"] == row["molecule"]
+                     and r["variant"] == "hippynn"), None)
+        ratios = ["-", "-"] if peer is None else [
+            f"{row[key] / peer[key]:.2f}"
+            for key in ("test_energy_mae_meV", "test_forces_mae_meV_per_A")]
+        lines.append(
+            f"| {row['molecule']} | {row['variant']} | {row['steps']} | {row['epochs']} | "
+            f"{row['steps_per_s']:.1f} | {row['test_energy_mae_meV']:.2f} | "
+            f"{row['test_forces_mae_meV_per_A']:.2f} | {ratios[0]} | {ratios[1]} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    (root / "same_loop.md").write_text(table + "\n")
+    (root / "same_loop.json").write_text(json.dumps(
+        {"date": datetime.now().isoformat(timespec="minutes"), "rows": results,
+         "max_minutes": args.max_minutes}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +167,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="output folder (default: logs/bench/<date>_<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--same-loop", nargs="+", default=None, metavar="VARIANT",
+                        help="compare these variants in one plain loop (see same_loop.py)")
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="--same-loop runs at a time (default: 2)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. model.representation.hidden_channels=64")
     args = parser.parse_args()
@@ -111,6 +178,9 @@ def main() -> None:
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     root = args.output or repo_root() / "logs" / "bench" / stamp
+    if args.same_loop:
+        same_loop(args, root)
+        return
     rows = []
     for molecule in args.molecules:
         output_dir = root / molecule

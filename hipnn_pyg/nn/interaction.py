@@ -8,9 +8,22 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
-from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
+from hipnn_pyg.nn.envsum import (
+    NeighbourLayout,
+    contracted_environment_sum,
+    environment_sum,
+    neighbour_layout,
+)
+from hipnn_pyg.nn.tensor_sensitivity import (
+    CHANNELS,
+    check_tensor_order,
+    tensor_invariants,
+    tensor_sensitivities,
+)
 
 METHODS = ("envsum", "padded", "message_passing")
+#: Initial spread of the per-feature tensor scales λ_l (hippynn draws them from N(0, 1)).
+TENSOR_SCALE_STD = 1.0
 
 
 class ResidualLayer(nn.Module):
@@ -71,7 +84,19 @@ class HIPNNInteraction(MessagePassing):
         \tilde{z}_i = f\Big(\sum_{j \in \mathcal{N}(i)} \sum_\nu s_\nu(r_{ij})\,
         V_\nu z_j + W z_i + B\Big),
 
-    in the residual form of :class:`ResidualLayer`. The sum over neighbours forms an
+    in the residual form of :class:`ResidualLayer`. With ``tensor_order`` :math:`L > 0`
+    it is the HIP-NN-TS layer (`Chigaev et al. 2023 <https://arxiv.org/abs/2212.03195>`_):
+    the sensitivities gain angular channels (:mod:`~hipnn_pyg.nn.tensor_sensitivity`),
+    the same :math:`V_\nu` contract every channel into :math:`t^{(l)}_{i}`, and the
+    pre-activation becomes
+
+    .. math::
+        t^{(0)}_i + \sum_{l=1}^{L} \lambda_l \odot \sqrt{\textstyle\sum_m
+        (t^{(l)}_{im})^2 + \epsilon} + W z_i + B,
+
+    with learnable per-feature scales :math:`\lambda_l` (``tensor_scales``).
+
+    The sum over neighbours forms an
     environment tensor :math:`\sum_j s(r_{ij}) \otimes z_j` of shape
     ``[num_atoms, num_sensitivities, in_channels]`` that meets all :math:`V_\nu` in a
     single matrix product (hippynn's "envsum").
@@ -102,6 +127,10 @@ class HIPNNInteraction(MessagePassing):
         envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"`` or
             ``"cpp"``. (default: :obj:`None`, see
             :func:`~hipnn_pyg.nn.envsum.environment_sum`)
+        tensor_order (int): Highest angular order of the sensitivities, 0 (plain
+            HIP-NN), 1 or 2 (HIP-NN-TS). (default: :obj:`0`)
+        tensor_epsilon (float): :math:`\epsilon` under the square root of the tensor
+            invariants. (default: :obj:`1e-6`)
     """
 
     def __init__(
@@ -111,6 +140,8 @@ class HIPNNInteraction(MessagePassing):
         sensitivity: nn.Module,
         method: str = "envsum",
         envsum_backend: str | None = None,
+        tensor_order: int = 0,
+        tensor_epsilon: float = 1e-6,
     ) -> None:
         super().__init__(aggr="add")
         self.in_channels = in_channels
@@ -120,12 +151,18 @@ class HIPNNInteraction(MessagePassing):
             raise ValueError(f"unknown environment method {method!r}; choose from {METHODS}")
         self.method = method
         self.envsum_backend = envsum_backend
+        self.tensor_order = check_tensor_order(tensor_order)
+        self.tensor_epsilon = float(tensor_epsilon)
         num_sensitivities: int = sensitivity.num_sensitivities
         self.interaction_weight = nn.Parameter(
             torch.empty(num_sensitivities * in_channels, out_channels)
         )
         self.self_linear = Linear(in_channels, out_channels, weight_initializer="glorot")
         self.residual = ResidualLayer(in_channels, out_channels)
+        self.tensor_scales = (
+            nn.Parameter(torch.empty(self.tensor_order, out_channels))
+            if self.tensor_order else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -137,6 +174,8 @@ class HIPNNInteraction(MessagePassing):
         nn.init.normal_(self.interaction_weight, std=(2.0 / fans) ** 0.5)
         self.self_linear.reset_parameters()
         self.residual.reset_parameters()
+        if self.tensor_scales is not None:
+            nn.init.normal_(self.tensor_scales, std=TENSOR_SCALE_STD)
 
     def forward(
         self,
@@ -144,6 +183,7 @@ class HIPNNInteraction(MessagePassing):
         edge_index: Tensor,
         distances: Tensor,
         layout: NeighbourLayout | None = None,
+        vectors: Tensor | None = None,
     ) -> Tensor:
         r"""Args:
         x (torch.Tensor): Atom features ``[num_atoms, in_channels]``.
@@ -152,18 +192,38 @@ class HIPNNInteraction(MessagePassing):
         layout (NeighbourLayout, optional): :func:`~hipnn_pyg.nn.envsum.neighbour_layout`
             of ``edge_index``, shared by the layers of one forward.
             (default: :obj:`None`, built here when ``method="envsum"``)
+        vectors (torch.Tensor, optional): Pair vectors ``[num_edges, 3]``, needed when
+            ``tensor_order > 0``. (default: :obj:`None`)
         """
         sensitivities = self.sensitivity(distances)
-        if self.method == "envsum":
-            if layout is None:
-                layout = neighbour_layout(edge_index, x.size(0))
-            environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
-            environment = environment.flatten(1)
-        elif self.method == "padded":
-            environment = padded_environment(x, edge_index, sensitivities)
+        if self.tensor_order:
+            if vectors is None:
+                raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
+            sensitivities = tensor_sensitivities(
+                sensitivities, vectors, distances, self.tensor_order
+            )
+        channels = CHANNELS[self.tensor_order]
+        if self.method == "envsum" and layout is None:
+            layout = neighbour_layout(edge_index, x.size(0))
+        if self.method == "envsum" and channels > 1:
+            contracted = contracted_environment_sum(
+                x, sensitivities, self.interaction_weight, layout, self.envsum_backend
+            )
         else:
-            environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
-        pre_activation = environment @ self.interaction_weight + self.self_linear(x)
+            if self.method == "envsum":
+                environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
+            elif self.method == "padded":
+                environment = padded_environment(x, edge_index, sensitivities)
+            else:
+                environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
+            # Channel-major rows: [atoms, C * S * in] -> [atoms * C, S * in], one product.
+            contracted = environment.reshape(x.size(0) * channels, -1) @ self.interaction_weight
+            contracted = contracted.reshape(x.size(0), channels, self.out_channels)
+        pre_activation = contracted[:, 0] + self.self_linear(x)
+        if self.tensor_scales is not None:
+            invariants = tensor_invariants(contracted, self.tensor_order, self.tensor_epsilon)
+            for scale, invariant in zip(self.tensor_scales, invariants, strict=True):
+                pre_activation = pre_activation + scale * invariant
         return self.residual(pre_activation, x)
 
     def message(self, x_j: Tensor, sensitivities: Tensor) -> Tensor:
@@ -172,7 +232,8 @@ class HIPNNInteraction(MessagePassing):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
-            f"sensitivity={self.sensitivity}, method={self.method!r})"
+            f"sensitivity={self.sensitivity}, method={self.method!r}, "
+            f"tensor_order={self.tensor_order})"
         )
 
 

@@ -26,7 +26,8 @@ class HIPNN(Potential):
     inverse-distance sensitivities, followed by ``num_atom_layers`` on-site layers.
     Every layer :math:`\ell` has its own linear energy readout, and the energy is
     :math:`\hat{E} = \sum_i \sum_\ell \hat{E}_i^\ell`. Geometry enters only through
-    pair distances, so energies are invariant to rotation, translation and permutation.
+    pair distances (and, with ``tensor_order > 0``, norms of rotating tensors), so
+    energies are invariant to rotation, translation and permutation.
 
     This is the model-zoo front door with flat arguments: it builds a
     :class:`~hipnn_pyg.nn.HIPNNRepresentation` (with an
@@ -58,6 +59,10 @@ class HIPNN(Potential):
             (default: :obj:`None`, zeros)
         method (str): Environment-sum implementation of the interactions, see
             :class:`~hipnn_pyg.nn.HIPNNRepresentation`. (default: :obj:`"envsum"`)
+        tensor_order (int): 0 for HIP-NN; 1 or 2 for HIP-NN-TS (`Chigaev et al. 2023
+            <https://arxiv.org/abs/2212.03195>`_), whose sensitivities add vector (and
+            quadrupole) channels whose norms enter every interaction.
+            (default: :obj:`0`)
     """
 
     def __init__(
@@ -74,13 +79,14 @@ class HIPNN(Potential):
         max_num_neighbors: int | None = None,
         self_energies: Sequence[float] | None = None,
         method: str = "envsum",
+        tensor_order: int = 0,
     ) -> None:
         sensitivity = InverseGaussianSensitivity(
             num_sensitivities, soft_min_distance, soft_max_distance, cutoff=float(cutoff)
         )
         representation = HIPNNRepresentation(
             species, sensitivity, hidden_channels, num_interactions, num_atom_layers,
-            min_distance, max_num_neighbors, method,
+            min_distance, max_num_neighbors, method, tensor_order,
         )
         super().__init__(representation, {"energy": EnergyHead()})
         # Same initialisation sequence (and random draws) as before the split.
@@ -129,7 +135,8 @@ class HIPNN(Potential):
             f"hidden_channels={representation.hidden_channels}, "
             f"num_interactions={representation.num_interactions}, "
             f"num_atom_layers={representation.num_atom_layers}, "
-            f"num_sensitivities={sensitivity.num_sensitivities}, cutoff={self.cutoff})"
+            f"num_sensitivities={sensitivity.num_sensitivities}, cutoff={self.cutoff}, "
+            f"tensor_order={representation.tensor_order})"
         )
 
 

@@ -15,6 +15,7 @@ from hipnn_pyg.nn.checks import check_inputs, check_min_distance, species_index
 from hipnn_pyg.nn.envsum import neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
+from hipnn_pyg.nn.tensor_sensitivity import check_tensor_order
 
 
 class RepresentationOutput(NamedTuple):
@@ -69,6 +70,9 @@ class HIPNNRepresentation(Configurable, nn.Module):
             ``"padded"`` or ``"message_passing"`` (same results, different speed and
             memory; see :class:`~hipnn_pyg.nn.HIPNNInteraction`).
             (default: :obj:`"envsum"`)
+        tensor_order (int): Angular order of the sensitivities: 0 is HIP-NN, 1 and 2 are
+            HIP-NN-TS with vector and quadrupole channels (see
+            :class:`~hipnn_pyg.nn.HIPNNInteraction`). (default: :obj:`0`)
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         min_distance: float = 0.3,
         max_num_neighbors: int | None = None,
         method: str = "envsum",
+        tensor_order: int = 0,
     ) -> None:
         super().__init__()
         species = [int(z) for z in species]
@@ -93,6 +98,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         self.cutoff = float(sensitivity.cutoff)
         self.min_distance = float(min_distance)
         self.max_num_neighbors = max_num_neighbors
+        self.tensor_order = check_tensor_order(tensor_order)
 
         lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(species)] = torch.arange(len(species))
@@ -104,7 +110,8 @@ class HIPNNRepresentation(Configurable, nn.Module):
         for width_in, width_out in zip(self.channels[:-1], self.channels[1:], strict=True):
             layer_sensitivity = copy.deepcopy(sensitivity)
             self.interactions.append(
-                HIPNNInteraction(width_in, width_out, layer_sensitivity, method)
+                HIPNNInteraction(width_in, width_out, layer_sensitivity, method,
+                                 tensor_order=self.tensor_order)
             )
             self.atom_layers.append(
                 nn.Sequential(*[AtomLayer(width_out, width_out) for _ in range(num_atom_layers)])
@@ -158,9 +165,12 @@ class HIPNNRepresentation(Configurable, nn.Module):
         x = F.one_hot(index, len(self.species)).to(pos.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
-            x = atom_layers(interaction(x, graph.edge_index, graph.distances, layout))
+            x = atom_layers(
+                interaction(x, graph.edge_index, graph.distances, layout, graph.vectors)
+            )
             features.append(x)
         return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
 
     def extra_repr(self) -> str:
-        return f"species={self.species}, cutoff={self.cutoff}"
+        order = f", tensor_order={self.tensor_order}" if self.tensor_order else ""
+        return f"species={self.species}, cutoff={self.cutoff}{order}"
