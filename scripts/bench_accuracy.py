@@ -105,9 +105,14 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
     r"""Runs the ``--same-loop`` variants in pairs and writes the side-by-side table."""
     script = Path(__file__).with_name("same_loop.py")
     jobs = [(molecule, variant) for molecule in args.molecules for variant in args.same_loop]
+    # Finished runs in a reused --output are kept (a killed benchmark resumes).
+    done = {job: root / f"{job[0]}_{job[1]}.json" for job in jobs}
+    done = {job: path for job, path in done.items() if path.is_file()}
+    for job in done:
+        print(f"kept {done[job]}")
+    jobs = [job for job in jobs if job not in done]
     root.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    results: list[dict] = []
     for first in range(0, len(jobs), args.parallel):
         running = []
         for molecule, variant in jobs[first:first + args.parallel]:
@@ -124,7 +129,8 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
             if process.wait() != 0:
                 raise SystemExit(f"{output.stem} failed: see {log.name}")
             log.close()
-            results.append(json.loads(output.read_text()))
+    results = [json.loads((root / f"{m}_{v}.json").read_text())
+               for m in args.molecules for v in args.same_loop]
     lines = [
         f"rMD17 split 01, one plain loop for every model, {args.max_minutes:g} min each on "
         "one thread, two runs at a time. Test MAE: energy meV / forces meV/Å; ratio: "

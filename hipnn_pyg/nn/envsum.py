@@ -101,14 +101,6 @@ class NeighbourLayout:
         self.neighbour_start = _offsets(torch.bincount(neighbours, minlength=num_atoms))
 
     @functools.cached_property
-    def transposed(self) -> NeighbourLayout:
-        r"""The same pairs with centre and neighbour swapped, built on first use: its
-        grouping by neighbour is this layout's grouping by centre, so
-        :class:`FeatSum` on it sums over each centre's edges (see
-        :func:`contracted_environment_sum`)."""
-        return NeighbourLayout(self.edge_index.flip(0), self.num_atoms)
-
-    @functools.cached_property
     def blocks(self) -> tuple[DegreeBlock, ...]:
         neighbours, centres = self.edge_index
         device = centres.device
@@ -220,7 +212,7 @@ def _envsum_cpp(sensitivities: Tensor, features: Tensor, layout: NeighbourLayout
     neighbours, centres = layout.edge_index
     return load_extension().envsum(
         sensitivities.contiguous(), features.contiguous(), layout.atom_order,
-        layout.row_start, layout.edge_order, neighbours,
+        layout.row_start, layout.edge_order, neighbours, layout.num_atoms,
     )
 
 
@@ -239,7 +231,7 @@ def _featsum_cpp(environment: Tensor, sensitivities: Tensor, layout: NeighbourLa
     neighbours, centres = layout.edge_index
     return load_extension().featsum(
         environment.contiguous(), sensitivities.contiguous(), layout.neighbour_start,
-        layout.by_neighbour, centres,
+        layout.by_neighbour, centres, layout.num_atoms,
     )
 
 
@@ -366,56 +358,8 @@ def _check(
     return backend
 
 
-def contracted_environment_sum(
-    features: Tensor,
-    sensitivities: Tensor,
-    weight: Tensor,
-    layout: NeighbourLayout,
-    backend: str | None = None,
-) -> Tensor:
-    r"""The environment sum of several sensitivity channels, already contracted with
-    the interaction weights:
-
-    .. math::
-        t_{ico} = \sum_{\nu f} V_{\nu f o} \sum_{e=(j \to i)} s_{ec\nu}\, x_{jf}
-        = \sum_{e=(j \to i)} \sum_\nu s_{ec\nu}\, q_{j\nu o}, \qquad
-        q_{j\nu o} = \sum_f V_{\nu f o}\, x_{jf}.
-
-    Contracting :math:`V` first costs one ``[atoms, in] @ [in, S * out]`` product
-    whatever the number of channels :math:`C`, where contracting the
-    ``[atoms, C, S, in]`` environment costs :math:`C` of them, which dominate HIP-NN-TS
-    for molecules; the sum over edges is then one :class:`FeatSum` per channel on the
-    :attr:`~NeighbourLayout.transposed` layout, with the same derivatives of every
-    order as :func:`environment_sum`.
-
-    Args:
-        features (torch.Tensor): Atom features ``[num_atoms, in_channels]``.
-        sensitivities (torch.Tensor): ``[num_edges, C * S]``, channel-major.
-        weight (torch.Tensor): Interaction weights ``[S * in_channels, out_channels]``.
-        layout (NeighbourLayout): From :func:`neighbour_layout` on the same pairs.
-        backend (str, optional): As for :func:`environment_sum`.
-
-    Returns:
-        torch.Tensor: ``[num_atoms, C, out_channels]``.
-    """
-    num_atoms, in_channels = features.shape
-    num_sensitivities = weight.size(0) // in_channels
-    backend = _check(features, sensitivities, layout, backend)
-    per_channel = sensitivities.view(layout.num_edges, -1, num_sensitivities).unbind(1)
-    projection = weight.view(num_sensitivities, in_channels, -1).transpose(0, 1)
-    projected = (features @ projection.reshape(in_channels, -1)).view(
-        num_atoms, num_sensitivities, -1
-    )
-    transposed = layout.transposed
-    return torch.stack(
-        [FeatSum.apply(projected, channel, transposed, backend) for channel in per_channel],
-        dim=1,
-    )
-
-
 __all__ = [
     "DegreeBlock",
-    "contracted_environment_sum",
     "NeighbourLayout",
     "neighbour_layout",
     "environment_sum",

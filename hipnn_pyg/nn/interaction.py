@@ -8,14 +8,11 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
-from hipnn_pyg.nn.envsum import (
-    NeighbourLayout,
-    contracted_environment_sum,
-    environment_sum,
-    neighbour_layout,
-)
+from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
+from hipnn_pyg.nn.pairsum import factorised_environment_sum
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
+    angular_channels,
     check_tensor_order,
     tensor_invariants,
     tensor_sensitivities,
@@ -196,20 +193,21 @@ class HIPNNInteraction(MessagePassing):
             ``tensor_order > 0``. (default: :obj:`None`)
         """
         sensitivities = self.sensitivity(distances)
-        if self.tensor_order:
-            if vectors is None:
-                raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
-            sensitivities = tensor_sensitivities(
-                sensitivities, vectors, distances, self.tensor_order
-            )
         channels = CHANNELS[self.tensor_order]
+        if self.tensor_order and vectors is None:
+            raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
         if self.method == "envsum" and layout is None:
             layout = neighbour_layout(edge_index, x.size(0))
         if self.method == "envsum" and channels > 1:
-            contracted = contracted_environment_sum(
-                x, sensitivities, self.interaction_weight, layout, self.envsum_backend
+            angular = angular_channels(vectors / distances.unsqueeze(-1), self.tensor_order)
+            contracted = factorised_environment_sum(
+                x, sensitivities, angular, self.interaction_weight, layout, self.envsum_backend
             )
         else:
+            if self.tensor_order:
+                sensitivities = tensor_sensitivities(
+                    sensitivities, vectors, distances, self.tensor_order
+                )
             if self.method == "envsum":
                 environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
             elif self.method == "padded":

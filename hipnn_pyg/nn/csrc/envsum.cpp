@@ -99,14 +99,16 @@ void featsum_kernel(const scalar_t* env, const scalar_t* s, const int64_t* start
 
 const int64_t* indices(const torch::Tensor& t) { return t.data_ptr<int64_t>(); }
 
+// num_rows: the rows of the output (atoms; x may have other rows, e.g. one per edge).
 torch::Tensor envsum(const torch::Tensor& s, const torch::Tensor& x,
                      const torch::Tensor& atom_order, const torch::Tensor& row_start,
-                     const torch::Tensor& edge_order, const torch::Tensor& neighbours) {
-  auto out = torch::zeros({x.size(0), s.size(1), x.size(1)}, x.options());
+                     const torch::Tensor& edge_order, const torch::Tensor& neighbours,
+                     int64_t num_rows) {
+  auto out = torch::zeros({num_rows, s.size(1), x.size(1)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "envsum", [&] {
     envsum_kernel<scalar_t>(s.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                             indices(atom_order), indices(row_start), indices(edge_order),
-                            indices(neighbours), out.data_ptr<scalar_t>(), x.size(0),
+                            indices(neighbours), out.data_ptr<scalar_t>(), num_rows,
                             s.size(1), x.size(1));
   });
   return out;
@@ -124,14 +126,16 @@ torch::Tensor sensesum(const torch::Tensor& env, const torch::Tensor& x,
   return out;
 }
 
+// num_rows: the rows of the output (the CSR groups of neighbour_start), atoms for
+// featsum itself; edges when each group is a single edge (pairsum.py).
 torch::Tensor featsum(const torch::Tensor& env, const torch::Tensor& s,
                       const torch::Tensor& neighbour_start, const torch::Tensor& by_neighbour,
-                      const torch::Tensor& centres) {
-  auto out = torch::zeros({env.size(0), env.size(2)}, env.options());
+                      const torch::Tensor& centres, int64_t num_rows) {
+  auto out = torch::zeros({num_rows, env.size(2)}, env.options());
   AT_DISPATCH_FLOATING_TYPES(env.scalar_type(), "featsum", [&] {
     featsum_kernel<scalar_t>(env.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                              indices(neighbour_start), indices(by_neighbour),
-                             indices(centres), out.data_ptr<scalar_t>(), env.size(0),
+                             indices(centres), out.data_ptr<scalar_t>(), num_rows,
                              env.size(1), env.size(2));
   });
   return out;
