@@ -11,10 +11,17 @@ padded block vs message passing, all measured in the same run.
 
 Inference runs with frozen parameters, as the ASE calculator does.
 
-PyG's SchNet (same width and depth) is the peer in the training step; hippynn, if
-importable, is not wired in as a peer here; the script says so.
+PyG's SchNet (same width and depth) is a peer in the training step; hippynn (LANL's
+HIP-NN, ``pip install hippynn``), when importable, is the peer of both at the same
+architecture, through the same energy-and-forces function as ``same_loop.py``.
 
-    python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304]
+3. Tensor sensitivities: one force-training step (batch 16, rMD17 ethanol and aspirin,
+   the shape of the rMD17 experiments: 3 interactions) of HIP-NN and HIP-NN-TS with
+   ``tensor_order`` 1 and 2, ours and hippynn's (``Hipnn``, ``HipnnVec``,
+   ``HipnnQuad``), with each one's cost relative to its own plain HIP-NN.
+
+    python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304] \
+        [--sections throughput tensor scaling]
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from torch_geometric.nn.models import SchNet
 from hipnn_pyg import HIPNN, radius_graph
 from hipnn_pyg.nn import predict
 from hipnn_pyg.nn.envsum import available_backends
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import same_loop  # noqa: E402 - the shared model builders of the accuracy comparison
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -131,6 +141,72 @@ def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, fl
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+#: HIPNN()'s defaults, for the hippynn peer of the throughput section.
+DEFAULT_SHAPE = dict(features=64, interactions=2, atom_layers=3, sensitivities=20,
+                     soft_min=0.75, soft_max=5.5, cutoff=6.5)
+
+
+def hippynn_available() -> bool:
+    try:
+        import hippynn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def frames_of(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    count = batch.num_graphs
+    return batch.z.view(count, -1), batch.pos.view(count, -1, 3)
+
+
+def peer_inference(shape: dict, batch: Batch) -> Callable[[], None]:
+    model, run = same_loop.hippynn_model(0, shape)
+    model.requires_grad_(False)
+    z, pos = frames_of(batch)
+    return lambda: run(z, pos.clone().requires_grad_(True), False)
+
+
+def peer_step(builder: Callable, tensor_order: int, shape: dict,
+              batch: Batch) -> Callable[[], None]:
+    r"""One force-training step through ``same_loop``'s loop body."""
+    model, run = builder(tensor_order, shape)
+    optimiser = torch.optim.Adam(model.parameters())
+    z, pos = frames_of(batch)
+    energy = torch.zeros(batch.num_graphs)
+    forces = torch.zeros_like(pos)
+
+    def step() -> None:
+        loss = same_loop.loss_of(run, z, pos, energy, forces, True)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return step
+
+
+def tensor_orders(args: argparse.Namespace) -> None:
+    builders = {"hipnn_pyg": same_loop.ours}
+    if hippynn_available():
+        builders["hippynn"] = same_loop.hippynn_model
+    for molecule in ("ethanol", "aspirin"):
+        raw = np.load(DATA / "rmd17" / f"rmd17_{molecule}_train_01.npz")
+        z = torch.as_tensor(raw["nuclear_charges"].astype(np.int64))
+        batch = Batch.from_data_list([
+            Data(z=z, pos=torch.as_tensor(raw["coords"][i], dtype=torch.float32))
+            for i in range(same_loop.BATCH)])
+        contenders = {}
+        for name, builder in builders.items():
+            for order in (0, 1, 2):
+                torch.manual_seed(0)
+                contenders[name, order] = peer_step(builder, order, same_loop.SHAPE, batch)
+        seconds = race(contenders, args.rounds)
+        print(f"\nforce-training step by tensor order, rMD17 {molecule}, batch "
+              f"{same_loop.BATCH}, 3 interactions, median of {args.rounds}")
+        for (name, order), value in seconds.items():
+            print(f"  {name:10s} tensor_order {order}  {1000 * value:8.1f} ms/step  "
+                  f"{value / seconds[name, 0]:5.2f}x its tensor_order 0")
+
+
 def throughput(args: argparse.Namespace) -> None:
     table = methods()
     for title, size, make, unit, count in [
@@ -145,14 +221,20 @@ def throughput(args: argparse.Namespace) -> None:
         if make is training_step:
             torch.manual_seed(0)
             contenders["pyg SchNet (peer)"] = schnet_step(batch, HIPNN().cutoff)
+        if hippynn_available():
+            torch.manual_seed(0)
+            contenders["hippynn (peer)"] = (
+                peer_inference(DEFAULT_SHAPE, batch) if make is inference
+                else peer_step(same_loop.hippynn_model, 0, DEFAULT_SHAPE, batch))
         seconds = race(contenders, args.rounds)
         amount = batch.num_nodes if count == "atoms" else batch.num_graphs
         print(f"\n{title}, rMD17 aspirin, batch {size} ({batch.num_nodes} atoms), "
               f"median of {args.rounds}")
-        reference = seconds["padded"]
+        reference = seconds.get("hippynn (peer)", seconds["padded"])
+        against = "hippynn's" if "hippynn (peer)" in seconds else "the padded path's"
         for label, value in seconds.items():
             print(f"  {label:20s} {amount / value:10.0f} {unit:13s} "
-                  f"{reference / value:5.2f}x the padded path's speed")
+                  f"{reference / value:5.2f}x {against} speed")
 
 
 def water(repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,7 +322,8 @@ def main() -> None:
                         help="largest water system for the envsum kernel")
     parser.add_argument("--padded-max-atoms", type=int, default=12288,
                         help="largest water system for the padded path (9 GB at 98,304)")
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--sections", nargs="+", default=["throughput", "tensor", "scaling"],
+                        choices=["throughput", "tensor", "scaling"])
     parser.add_argument("--child-atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-method", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -250,15 +333,14 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, "
           f"{os.cpu_count()} CPU cores (shared), envsum backends: {available_backends()}")
-    try:
-        import hippynn  # noqa: F401
-
-        print("hippynn is importable but not wired in as a peer here")
-    except ImportError:
+    if not hippynn_available():
         print("hippynn is not installed: no hippynn peer in this run")
-    if not args.skip_throughput:
+    if "throughput" in args.sections:
         throughput(args)
-    scaling(args)
+    if "tensor" in args.sections:
+        tensor_orders(args)
+    if "scaling" in args.sections:
+        scaling(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ training mean), Adam at 3e-3 halved after 10 epochs without a better validation 
 (down to 1e-5), no warm-up, clipping or EMA, a wall-time budget; the test errors are
 those of the best validation epoch. Both models are HIP-NN of the same shape (64
 features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å,
-cutoff 5.5 Å), hippynn's as ``Hipnn``/``HipnnQuad``, ours as ``HIPNN(tensor_order=...)``.
+cutoff 5.5 Å), hippynn's as ``Hipnn``/``HipnnQuad``, ours as ``HIPNN(tensor_order=...)``
+(hippynn's ``HipnnVec`` for order 1).
 
 Example::
 
@@ -36,6 +37,7 @@ VARIANTS = {
     "hipnn_pyg_ts1": ("hipnn_pyg", 1),
     "hipnn_pyg_ts2": ("hipnn_pyg", 2),
     "hippynn": ("hippynn", 0),
+    "hippynn_vec": ("hippynn", 1),
     "hippynn_quad": ("hippynn", 2),
 }
 SHAPE = dict(features=64, interactions=3, atom_layers=3, sensitivities=20,
@@ -68,13 +70,14 @@ def split(data_dir: Path, molecule: str, seed: int) -> dict[str, dict[str, Tenso
     return out
 
 
-def ours(tensor_order: int) -> tuple[torch.nn.Module, EnergyForces]:
+def ours(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module, EnergyForces]:
+    r"""hipnn_pyg's HIPNN of ``shape`` and its energy-and-forces function."""
     from hipnn_pyg import HIPNN
 
-    model = HIPNN(species=SPECIES, hidden_channels=SHAPE["features"],
-                  num_interactions=SHAPE["interactions"], num_atom_layers=SHAPE["atom_layers"],
-                  num_sensitivities=SHAPE["sensitivities"], soft_min_distance=SHAPE["soft_min"],
-                  soft_max_distance=SHAPE["soft_max"], cutoff=SHAPE["cutoff"],
+    model = HIPNN(species=SPECIES, hidden_channels=shape["features"],
+                  num_interactions=shape["interactions"], num_atom_layers=shape["atom_layers"],
+                  num_sensitivities=shape["sensitivities"], soft_min_distance=shape["soft_min"],
+                  soft_max_distance=shape["soft_max"], cutoff=shape["cutoff"],
                   tensor_order=tensor_order)
 
     def run(z: Tensor, pos: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -87,18 +90,23 @@ def ours(tensor_order: int) -> tuple[torch.nn.Module, EnergyForces]:
     return model, run
 
 
-def hippynn_model(tensor_order: int) -> tuple[torch.nn.Module, EnergyForces]:
+def hippynn_model(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module,
+                                                                    EnergyForces]:
+    r"""hippynn's ``Hipnn`` (``HipnnQuad`` for order 2) of ``shape``, same function."""
     warnings.filterwarnings("ignore")  # hippynn warns about its optional kernels
     from hippynn.graphs import GraphModule, inputs, networks, physics, targets
 
     species = inputs.SpeciesNode(db_name="Z")
     positions = inputs.PositionsNode(db_name="R")
-    options = dict(possible_species=[0, *SPECIES], n_features=SHAPE["features"],
-                   n_sensitivities=SHAPE["sensitivities"], dist_soft_min=SHAPE["soft_min"],
-                   dist_soft_max=SHAPE["soft_max"], dist_hard_max=SHAPE["cutoff"],
-                   n_interaction_layers=SHAPE["interactions"],
-                   n_atom_layers=SHAPE["atom_layers"])
-    if tensor_order:
+    options = dict(possible_species=[0, *SPECIES], n_features=shape["features"],
+                   n_sensitivities=shape["sensitivities"], dist_soft_min=shape["soft_min"],
+                   dist_soft_max=shape["soft_max"], dist_hard_max=shape["cutoff"],
+                   n_interaction_layers=shape["interactions"],
+                   n_atom_layers=shape["atom_layers"])
+    if tensor_order == 1:
+        network = networks.HipnnVec("hipnn", (species, positions),
+                                    module_kwargs=dict(options, cusp_reg=1e-6))
+    elif tensor_order == 2:
         network = networks.HipnnQuad("hipnn", (species, positions),
                                      module_kwargs=dict(options, cusp_reg=1e-6))
     else:

@@ -34,10 +34,40 @@ SHIPPED_DATA = {
 }
 
 
+#: rMD17 molecules with rmd17_ethanol's recipe: checked against their data files.
+RMD17_MORE = ["azobenzene", "benzene", "malonaldehyde", "naphthalene", "paracetamol",
+              "salicylic", "uracil"]
+
+
 def test_every_experiment_is_tested() -> None:
     shipped = {p.stem for p in (conf_dir() / "experiment").glob("*.yaml")}
     # ethanol_ccsdt_finetune needs a pretrained model: tests/train/test_finetune.py runs it
-    assert shipped == set(SMALL_DATA) | set(SHIPPED_DATA) | {"ethanol_ccsdt_finetune"}
+    assert shipped == set(SMALL_DATA) | set(SHIPPED_DATA) | {"ethanol_ccsdt_finetune"} | {
+        f"rmd17_{molecule}" for molecule in RMD17_MORE}
+
+
+@pytest.mark.parametrize("molecule", RMD17_MORE)
+def test_rmd17_experiments_name_their_files_and_elements(molecule: str, tmp_path: Path,
+                                                         shared_data: Path) -> None:
+    import numpy as np
+
+    cfg = compose_config("train", tmp_path, [f"experiment=rmd17_{molecule}"],
+                         data_dir=shared_data)
+    assert Path(cfg.data.path).name == f"rmd17_{molecule}_train_01.npz"
+    assert Path(cfg.data.test_path).name == f"rmd17_{molecule}_test_01.npz"
+    elements = set(np.load(cfg.data.path)["nuclear_charges"].tolist())
+    assert set(cfg.model.representation.species) == elements
+    assert set(np.load(cfg.data.test_path)["nuclear_charges"].tolist()) == elements
+
+
+def test_tensor_sensitivity_model_trains_from_the_command_line(tmp_path: Path) -> None:
+    overrides = ["experiment=rmd17_ethanol_quick", "debug=fdr", "model=hipnn_ts",
+                 "model.representation.species=[1,6,8]",
+                 *SHIPPED_DATA["rmd17_ethanol_quick"], *tiny_model(), *QUIET]
+    cfg = compose_config("train", tmp_path, overrides)
+    train(cfg)
+    model = load_model(tmp_path / "model.pt")
+    assert model.representation.tensor_order == 2
 
 
 @pytest.mark.parametrize("experiment", sorted(SHIPPED_DATA))
