@@ -255,7 +255,9 @@ class EnvSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sensitivities: Tensor, features: Tensor, layout, backend: str) -> Tensor:
-        ctx.save_for_backward(sensitivities, features)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(sensitivities if ctx.needs_input_grad[1] else None,
+                              features if ctx.needs_input_grad[0] else None)
         ctx.layout, ctx.backend = layout, backend
         return _backend_ops(backend)[0](sensitivities, features, layout)
 
@@ -275,7 +277,9 @@ class SenseSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, environment: Tensor, features: Tensor, layout, backend: str) -> Tensor:
-        ctx.save_for_backward(environment, features)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(environment if ctx.needs_input_grad[1] else None,
+                              features if ctx.needs_input_grad[0] else None)
         ctx.layout, ctx.backend = layout, backend
         return _backend_ops(backend)[1](environment, features, layout)
 
@@ -295,7 +299,9 @@ class FeatSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, environment: Tensor, sensitivities: Tensor, layout, backend: str) -> Tensor:
-        ctx.save_for_backward(environment, sensitivities)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(environment if ctx.needs_input_grad[1] else None,
+                              sensitivities if ctx.needs_input_grad[0] else None)
         ctx.layout, ctx.backend = layout, backend
         return _backend_ops(backend)[2](environment, sensitivities, layout)
 

@@ -125,7 +125,9 @@ class PairMessage(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: Tensor, q: Tensor, ix: _EdgeIndices, backend: str) -> Tensor:
-        ctx.save_for_backward(s, q)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(s if ctx.needs_input_grad[1] else None,
+                              q if ctx.needs_input_grad[0] else None)
         ctx.ix, ctx.backend = ix, backend
         return _BACKENDS[backend][0](s, q, ix)
 
@@ -145,7 +147,9 @@ class PairGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: Tensor, g: Tensor, ix: _EdgeIndices, backend: str) -> Tensor:
-        ctx.save_for_backward(s, g)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(s if ctx.needs_input_grad[1] else None,
+                              g if ctx.needs_input_grad[0] else None)
         ctx.ix, ctx.backend = ix, backend
         return _BACKENDS[backend][1](s, g, ix)
 
@@ -165,7 +169,9 @@ class PairSense(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, g: Tensor, q: Tensor, ix: _EdgeIndices, backend: str) -> Tensor:
-        ctx.save_for_backward(g, q)
+        # Each gradient needs the other input: keep only those that will be asked for.
+        ctx.save_for_backward(g if ctx.needs_input_grad[1] else None,
+                              q if ctx.needs_input_grad[0] else None)
         ctx.ix, ctx.backend = ix, backend
         return _BACKENDS[backend][2](g, q, ix)
 
