@@ -9,6 +9,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
+from hipnn_pyg.nn.frozen import frozen_environment_sum, trains
 from hipnn_pyg.nn.pairsum import factorised_environment_sum
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
@@ -192,12 +193,19 @@ class HIPNNInteraction(MessagePassing):
         vectors (torch.Tensor, optional): Pair vectors ``[num_edges, 3]``, needed when
             ``tensor_order > 0``. (default: :obj:`None`)
         """
-        sensitivities = self.sensitivity(distances)
         channels = CHANNELS[self.tensor_order]
         if self.tensor_order and vectors is None:
             raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
         if self.method == "envsum" and layout is None:
             layout = neighbour_layout(edge_index, x.size(0))
+        if self.method == "envsum" and channels == 1 and not trains(self.sensitivity):
+            # Frozen sensitivities (inference, MD): none of [edges, S] is kept.
+            environment = frozen_environment_sum(
+                x, distances, self.sensitivity, layout, self.envsum_backend
+            )
+            pre_activation = environment.flatten(1) @ self.interaction_weight
+            return self.residual(pre_activation + self.self_linear(x), x)
+        sensitivities = self.sensitivity(distances)
         if self.method == "envsum" and channels > 1:
             angular = angular_channels(vectors / distances.unsqueeze(-1), self.tensor_order)
             contracted = factorised_environment_sum(

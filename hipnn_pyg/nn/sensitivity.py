@@ -51,7 +51,11 @@ class _CutGaussians(torch.autograd.Function):
     @staticmethod
     def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
         ctx.save_for_backward(distances, cutoff, inverse_mu, sigma)
-        return _cut_gaussians(distances, cutoff, inverse_mu, sigma)[2]
+        # The same values as _cut_gaussians, computed in place: one [num_edges, S] buffer
+        # instead of five transient ones (1.6 GB at 10^5 atoms of water).
+        values = distances.reciprocal().unsqueeze(-1) - inverse_mu
+        values.mul_(sigma).square_().mul_(-0.5).clamp_(min=MIN_EXPONENT).exp_()
+        return values.mul_(cutoff.unsqueeze(-1))
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -1,0 +1,116 @@
+r"""A memory-lean environment sum for frozen sensitivities (inference, MD).
+
+With the sensitivity's parameters fixed, the per-edge sensitivities
+``[num_edges, num_sensitivities]`` are a function of the distances alone, so nothing
+of that size needs to live between the forward and the backward: the forward computes
+them, sums the environment and drops them; the backward of the forces recomputes
+them, once for the features' gradient and in chunks of edges for the distances'
+(``[num_edges]``), where autograd would keep them from the forward and add their
+gradient of the same size (two ``[num_edges, S]`` tensors per layer, 0.8 GB at 10⁵
+atoms of water).
+
+Derivatives of higher order (a Hessian of a frozen model, or force training of
+unfrozen layers behind frozen sensitivities) recompute the layer with differentiable
+operations, so they stay exact. The sensitivity's own parameters get no gradient:
+:class:`~hipnn_pyg.nn.HIPNNInteraction` takes this path only when they cannot have one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hipnn_pyg.nn.envsum import (
+    CHUNK_SLOTS,
+    EnvSum,
+    NeighbourLayout,
+    _backend_ops,
+    _check,
+)
+
+# Edges per chunk of the distances' gradient: [chunk, S] and [chunk, S, F] stay small.
+_CHUNK_EDGES = 4 * CHUNK_SLOTS
+
+
+def trains(sensitivity: nn.Module) -> bool:
+    r"""Whether ``sensitivity`` could receive a gradient in the current mode."""
+    return torch.is_grad_enabled() and any(p.requires_grad for p in sensitivity.parameters())
+
+
+class _FrozenEnvSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, distances: Tensor, features: Tensor, sensitivity: nn.Module,
+                layout: NeighbourLayout, backend: str) -> Tensor:
+        ctx.save_for_backward(distances, features)
+        ctx.sensitivity, ctx.layout, ctx.backend = sensitivity, layout, backend
+        with torch.no_grad():
+            return _backend_ops(backend)[0](sensitivity(distances), features, layout)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        distances, features = ctx.saved_tensors
+        sensitivity, layout, backend = ctx.sensitivity, ctx.layout, ctx.backend
+        if torch.is_grad_enabled():  # a graph for higher derivatives: recompute the layer
+            with torch.enable_grad():
+                # Aliases: partial derivatives in each input (features depend on the
+                # distances through earlier layers), still on the inputs' graphs.
+                inputs = (distances.view_as(distances), features.view_as(features))
+                environment = EnvSum.apply(sensitivity(inputs[0]), inputs[1], layout, backend)
+            wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:2], strict=True)
+                      if need]
+            found = iter(torch.autograd.grad(environment, wanted, grad, create_graph=True))
+            grads = [next(found) if need else None for need in ctx.needs_input_grad[:2]]
+            return grads[0], grads[1], None, None, None
+        grad_distances = grad_features = None
+        if ctx.needs_input_grad[1]:
+            with torch.no_grad():
+                grad_features = _backend_ops(backend)[2](grad, sensitivity(distances), layout)
+        if ctx.needs_input_grad[0]:
+            grad_distances = _distance_gradient(grad, distances, features, ctx)
+        return grad_distances, grad_features, None, None, None
+
+
+def _distance_gradient(grad: Tensor, distances: Tensor, features: Tensor, ctx) -> Tensor:
+    # d env / d r_e, edge chunk by edge chunk: the sensitivities' vector-Jacobian product
+    # with sensesum(grad, x) (one [chunk, S] block at a time).
+    neighbours, centres = ctx.layout.edge_index
+    out = torch.empty_like(distances)
+    for start in range(0, distances.numel(), _CHUNK_EDGES):
+        part = slice(start, start + _CHUNK_EDGES)
+        with torch.enable_grad():
+            chunk = distances[part].detach().requires_grad_(True)
+            values = ctx.sensitivity(chunk)
+        with torch.no_grad():
+            grad_values = _edge_sensesum(grad, features, neighbours[part], centres[part],
+                                         ctx.backend)
+        (out[part],) = torch.autograd.grad(values, chunk, grad_values)
+    return out
+
+
+def _edge_sensesum(grad: Tensor, features: Tensor, neighbours: Tensor, centres: Tensor,
+                   backend: str) -> Tensor:
+    # out[e, ν] = Σ_f grad[i(e), ν, f] x[j(e), f] over the given edges only.
+    if backend == "cpp":
+        from hipnn_pyg.nn.csrc import load_extension
+
+        return load_extension().sensesum(grad.contiguous(), features.contiguous(),
+                                         neighbours, centres)
+    return torch.einsum("evf,ef->ev", grad[centres], features[neighbours])
+
+
+def frozen_environment_sum(
+    features: Tensor,
+    distances: Tensor,
+    sensitivity: nn.Module,
+    layout: NeighbourLayout,
+    backend: str | None = None,
+) -> Tensor:
+    r""":func:`~hipnn_pyg.nn.envsum.environment_sum` of ``sensitivity(distances)``,
+    keeping only ``distances`` and ``features`` for the backward. ``sensitivity`` must
+    not need gradients (see :func:`trains`).
+
+    Returns:
+        torch.Tensor: ``[num_atoms, num_sensitivities, in_channels]``.
+    """
+    backend = _check(features, distances.unsqueeze(-1), layout, backend)
+    return _FrozenEnvSum.apply(distances, features, sensitivity, layout, backend)

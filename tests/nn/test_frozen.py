@@ -1,0 +1,64 @@
+"""The lean path for frozen sensitivities gives the same energies, forces, stress and
+higher derivatives as the path that keeps the sensitivities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hipnn_pyg import energy_forces_stress
+from hipnn_pyg.nn.envsum import available_backends
+from tests.nn.helpers import small_model
+from tests.nn.test_interaction import molecule_crystal_and_mixed
+
+
+def frozen_copy(model: torch.nn.Module, sensitivities_only: bool = False) -> torch.nn.Module:
+    copy = small_model()
+    copy.load_state_dict(model.state_dict())
+    for name, parameter in copy.named_parameters():
+        if not sensitivities_only or ".sensitivity." in name:
+            parameter.requires_grad_(False)
+    return copy
+
+
+def set_backend(model: torch.nn.Module, backend: str) -> None:
+    for interaction in model.representation.interactions:
+        interaction.envsum_backend = backend
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("system", ["molecules", "mixed"])
+def test_frozen_model_gives_the_same_forces_stress_and_hessian(backend: str,
+                                                               system: str) -> None:
+    inputs = molecule_crystal_and_mixed()[system]
+    model = small_model()
+    frozen = frozen_copy(model)
+    results = []
+    for candidate in (model, frozen):
+        set_backend(candidate, backend)
+        pos = inputs["pos"].clone().requires_grad_(True)
+        out = energy_forces_stress(candidate, **{**inputs, "pos": pos},
+                                   compute_stress=inputs["cell"] is not None, create_graph=True)
+        (curvature,) = torch.autograd.grad(out["forces"].square().sum(), pos)
+        results.append([out["energy"], out["forces"], out.get("stress", out["energy"]),
+                        curvature])
+    assert results[0][1].abs().max() > 0 and results[0][3].abs().max() > 0
+    for ours, reference in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_force_training_behind_frozen_sensitivities_has_the_same_gradients(backend: str) -> None:
+    inputs = molecule_crystal_and_mixed()["mixed"]
+    model = small_model()
+    partly = frozen_copy(model, sensitivities_only=True)
+    gradients = []
+    for candidate in (model, partly):
+        set_backend(candidate, backend)
+        out = energy_forces_stress(candidate, **inputs, create_graph=True)
+        (out["energy"].square().sum() + out["forces"].square().sum()).backward()
+        gradients.append({name: p.grad for name, p in candidate.named_parameters()
+                          if p.requires_grad})
+    assert gradients[1] and all(".sensitivity." not in name for name in gradients[1])
+    for name, gradient in gradients[1].items():
+        torch.testing.assert_close(gradient, gradients[0][name], rtol=1e-11, atol=1e-11)
