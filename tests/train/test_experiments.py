@@ -115,11 +115,14 @@ def test_data_configs_without_experiment_load(data: str, tmp_path: Path,
     assert set(datamodule.species) <= set(cfg.model.representation.species)
 
 
-@pytest.mark.parametrize("search", ["grid", "rmd17_width_depth"])
+@pytest.mark.parametrize("search", ["grid", "rmd17_width_depth", "rmd17_recipe"])
 def test_hparams_search_configs_compose(search: str, tmp_path: Path) -> None:
-    cfg = compose_config("train", tmp_path, [f"hparams_search={search}"])
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("train", tmp_path, [f"hparams_search={search}",
+                                             "experiment=rmd17_ethanol"])
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.optimized_metric == "val/loss"
     for key in cfg.hydra.sweeper.params:
-        top = key.split(".")[0]
-        assert top in cfg, key  # every swept key exists in the composed config
+        # every swept key exists in the composed config (a typo would add a new key)
+        assert OmegaConf.select(cfg, key.lstrip("+")) is not None, key
