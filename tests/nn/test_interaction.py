@@ -46,13 +46,12 @@ def molecule_crystal_and_mixed() -> dict[str, dict[str, torch.Tensor | None]]:
     }
 
 
-@pytest.mark.parametrize("system", ["molecules", "crystal", "mixed"])
-def test_model_energy_forces_stress_and_training_gradients_agree(system: str) -> None:
-    inputs = molecule_crystal_and_mixed()[system]
-    model = small_model()
-    results = {}
+def results_by_method(model, inputs: dict) -> dict[tuple[str, str | None], list[torch.Tensor]]:
+    r"""Energy, forces, stress (for cells) and the gradients of a force-training loss
+    for every environment method and envsum backend."""
     variants = [("envsum", backend) for backend in available_backends()]
     variants += [(method, None) for method in METHODS if method != "envsum"]
+    results = {}
     for method, backend in variants:
         for interaction in model.representation.interactions:
             interaction.method, interaction.envsum_backend = method, backend
@@ -66,11 +65,20 @@ def test_model_energy_forces_stress_and_training_gradients_agree(system: str) ->
         stress = out.get("stress", out["energy"])
         gradients = [p.grad.clone() for p in model.parameters()]
         results[method, backend] = [out["energy"], out["forces"], stress, *gradients]
+    return results
+
+
+def assert_all_agree(results: dict) -> None:
     reference = results["padded", None]
     assert reference[1].abs().max() > 0
-    for variant in variants:
-        for a, b in zip(results[variant], reference, strict=True):
+    for result in results.values():
+        for a, b in zip(result, reference, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("system", ["molecules", "crystal", "mixed"])
+def test_model_energy_forces_stress_and_training_gradients_agree(system: str) -> None:
+    assert_all_agree(results_by_method(small_model(), molecule_crystal_and_mixed()[system]))
 
 
 def test_envsum_is_the_default_and_unknown_methods_are_refused() -> None:

@@ -15,14 +15,21 @@ from hipnn_pyg import HIPNN, HIPNNPotential, energy_forces_stress, radius_graph
 from hipnn_pyg.calculator import HIPNNCalculator
 from hipnn_pyg.md import run_md
 from hipnn_pyg.nn import HIPNNInteraction, InverseGaussianSensitivity
-from hipnn_pyg.nn.envsum import available_backends
-from hipnn_pyg.nn.interaction import METHODS
 from hipnn_pyg.nn.tensor_sensitivity import angular_channels
 from hipnn_pyg.serialization import load_model, save_model
 from tests.conftest import REPO
 from tests.nn.helpers import ethanol, random_crystal, small_model
-from tests.nn.test_interaction import molecule_crystal_and_mixed
-from tests.nn.test_model import finite_difference, periodic_energy, random_rotation
+from tests.nn.test_interaction import (
+    assert_all_agree,
+    molecule_crystal_and_mixed,
+    results_by_method,
+)
+from tests.nn.test_model import (
+    check_periodic_forces_and_stress,
+    finite_difference,
+    periodic_energy,
+    random_rotation,
+)
 
 ORDERS = [1, 2]
 
@@ -99,20 +106,7 @@ def test_forces_and_stress_match_finite_differences(tensor_order: int) -> None:
     reference = -finite_difference(lambda p: model(z, p).sum(), pos)
     assert (forces - reference).norm() / reference.norm() < 1e-6
 
-    z, pos, cell = random_crystal(6, 3.2, torch.Generator().manual_seed(4))
-    pbc = torch.ones(1, 3, dtype=torch.bool)
-    result = energy_forces_stress(model, z, pos, cell=cell[None], pbc=pbc, compute_stress=True)
-    reference = -finite_difference(lambda p: periodic_energy(model, z, p, cell).sum(), pos)
-    assert (result["forces"] - reference).norm() / reference.norm() < 1e-6
-
-    def strained_energy(strain: torch.Tensor) -> torch.Tensor:
-        deformation = torch.eye(3, dtype=cell.dtype) + strain
-        return periodic_energy(model, z, pos @ deformation, cell @ deformation).sum()
-
-    reference_stress = finite_difference(strained_energy, torch.zeros(3, 3, dtype=cell.dtype))
-    reference_stress = 0.5 * (reference_stress + reference_stress.T) / torch.det(cell).abs()
-    stress = result["stress"][0]
-    assert (stress - reference_stress).norm() / reference_stress.norm() < 1e-6
+    check_periodic_forces_and_stress(model)
 
 
 @pytest.mark.parametrize("tensor_order", ORDERS)
@@ -141,26 +135,9 @@ def test_zero_scales_give_plain_hipnn(tensor_order: int) -> None:
 def test_methods_agree_in_values_forces_stress_and_training_gradients(
     tensor_order: int, system: str
 ) -> None:
-    inputs = molecule_crystal_and_mixed()[system]
     model = ts_model(tensor_order)
-    variants = [("envsum", backend) for backend in available_backends()]
-    variants += [(method, None) for method in METHODS if method != "envsum"]
-    results = {}
-    for method, backend in variants:
-        for interaction in model.representation.interactions:
-            interaction.method, interaction.envsum_backend = method, backend
-        model.zero_grad()
-        out = energy_forces_stress(model, **inputs, compute_stress=inputs["cell"] is not None,
-                                   create_graph=True)
-        loss = out["energy"].square().sum() + out["forces"].square().sum()
-        loss.backward()
-        results[method, backend] = [out["energy"], out["forces"],
-                                    *[p.grad.clone() for p in model.parameters()]]
-    reference = results["message_passing", None]
+    assert_all_agree(results_by_method(model, molecule_crystal_and_mixed()[system]))
     assert model.representation.interactions[1].tensor_scales.grad.abs().max() > 0
-    for variant in variants:
-        for a, b in zip(results[variant], reference, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_lonely_atom_has_finite_forces_and_training_gradients() -> None:
