@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import os
 import resource
 import statistics
@@ -151,6 +152,8 @@ def hippynn_available() -> bool:
         import hippynn  # noqa: F401
     except ImportError:
         return False
+    # hippynn compiles its pytorch kernels and hits dynamo's recompile limit: noise only.
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
     return True
 
 
