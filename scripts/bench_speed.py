@@ -47,12 +47,12 @@ from torch_geometric.nn.models import SchNet
 from hipnn_pyg import HIPNN, radius_graph
 from hipnn_pyg.nn import predict
 from hipnn_pyg.nn.envsum import available_backends
+from hipnn_pyg.train.resolvers import reference_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import same_loop  # noqa: E402 - the shared model builders of the accuracy comparison
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = reference_data_dir()  # $HIPNN_DATA_DIR, else ../shared/data beside the checkout
 WATER_REPEATS = {192: 1, 1536: 2, 12288: 4, 98304: 8}
 
 
