@@ -356,6 +356,12 @@ def _check(
             f"features for {features.size(0)} atoms and sensitivities for "
             f"{sensitivities.size(0)} edges"
         )
+    return resolve_backend(features, backend)
+
+
+def resolve_backend(features: Tensor, backend: str | None) -> str:
+    r"""``backend``, checked; or, when :obj:`None`, the compiled CPU kernel for CPU
+    tensors when it is available, else ``"torch"``."""
     if backend is None:
         backend = "cpp" if features.device.type == "cpu" and "cpp" in available_backends() \
             else "torch"

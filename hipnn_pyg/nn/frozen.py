@@ -12,7 +12,8 @@ atoms of water).
 Derivatives of higher order (a Hessian of a frozen model, or force training of
 unfrozen layers behind frozen sensitivities) recompute the layer with differentiable
 operations, so they stay exact. The sensitivity's own parameters get no gradient:
-:class:`~hipnn_pyg.nn.HIPNNInteraction` takes this path only when they cannot have one.
+:class:`~hipnn_pyg.nn.HIPNNInteraction` takes this path only when they cannot have one,
+and only on the compiled CPU kernel (see :func:`applies`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hipnn_pyg.nn.envsum import (
     NeighbourLayout,
     _backend_ops,
     _check,
+    resolve_backend,
 )
 
 # Edges per chunk of the distances' gradient: [chunk, S] and [chunk, S, F] stay small.
@@ -35,6 +37,13 @@ _CHUNK_EDGES = 4 * CHUNK_SLOTS
 def trains(sensitivity: nn.Module) -> bool:
     r"""Whether ``sensitivity`` could receive a gradient in the current mode."""
     return torch.is_grad_enabled() and any(p.requires_grad for p in sensitivity.parameters())
+
+
+def applies(sensitivity: nn.Module, features: Tensor, backend: str | None) -> bool:
+    r"""Whether :func:`frozen_environment_sum` serves this layer: frozen sensitivities
+    on the compiled kernel (the pure-torch per-edge contraction would gather a
+    ``[chunk, S, in]`` block per chunk, 3x slower than keeping the sensitivities)."""
+    return not trains(sensitivity) and resolve_backend(features, backend) == "cpp"
 
 
 class _FrozenEnvSum(torch.autograd.Function):
@@ -95,7 +104,7 @@ def _edge_sensesum(grad: Tensor, features: Tensor, neighbours: Tensor, centres: 
 
         return load_extension().sensesum(grad.contiguous(), features.contiguous(),
                                          neighbours, centres)
-    return torch.einsum("evf,ef->ev", grad[centres], features[neighbours])
+    return torch.einsum("evf,ef->ev", grad[centres], features[neighbours])  # tests only
 
 
 def frozen_environment_sum(

@@ -9,7 +9,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
-from hipnn_pyg.nn.frozen import frozen_environment_sum, trains
+from hipnn_pyg.nn.frozen import applies as lean_path_applies
+from hipnn_pyg.nn.frozen import frozen_environment_sum
 from hipnn_pyg.nn.pairsum import factorised_environment_sum
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
@@ -198,7 +199,8 @@ class HIPNNInteraction(MessagePassing):
             raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
         if self.method == "envsum" and layout is None:
             layout = neighbour_layout(edge_index, x.size(0))
-        if self.method == "envsum" and channels == 1 and not trains(self.sensitivity):
+        if self.method == "envsum" and channels == 1 \
+                and lean_path_applies(self.sensitivity, x, self.envsum_backend):
             # Frozen sensitivities (inference, MD): none of [edges, S] is kept.
             environment = frozen_environment_sum(
                 x, distances, self.sensitivity, layout, self.envsum_backend

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hipnn_pyg import energy_forces_stress
-from hipnn_pyg.nn.envsum import available_backends
+from hipnn_pyg import energy_forces_stress, radius_graph
+from hipnn_pyg.nn import InverseGaussianSensitivity
+from hipnn_pyg.nn.envsum import available_backends, environment_sum, neighbour_layout
+from hipnn_pyg.nn.frozen import frozen_environment_sum
 from tests.nn.helpers import small_model
 from tests.nn.test_interaction import molecule_crystal_and_mixed
 
@@ -26,7 +28,11 @@ def set_backend(model: torch.nn.Module, backend: str) -> None:
         interaction.envsum_backend = backend
 
 
-@pytest.mark.parametrize("backend", available_backends())
+#: The models take the lean path on the compiled kernel only.
+COMPILED = [b for b in available_backends() if b == "cpp"]
+
+
+@pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("system", ["molecules", "mixed"])
 def test_frozen_model_gives_the_same_forces_stress_and_hessian(backend: str,
                                                                system: str) -> None:
@@ -47,7 +53,7 @@ def test_frozen_model_gives_the_same_forces_stress_and_hessian(backend: str,
         torch.testing.assert_close(ours, reference, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("backend", COMPILED)
 def test_force_training_behind_frozen_sensitivities_has_the_same_gradients(backend: str) -> None:
     inputs = molecule_crystal_and_mixed()["mixed"]
     model = small_model()
@@ -62,3 +68,29 @@ def test_force_training_behind_frozen_sensitivities_has_the_same_gradients(backe
     assert gradients[1] and all(".sensitivity." not in name for name in gradients[1])
     for name, gradient in gradients[1].items():
         torch.testing.assert_close(gradient, gradients[0][name], rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_function_equals_the_environment_sum_to_second_order(backend: str) -> None:
+    pos = (3.0 * torch.rand(30, 3, dtype=torch.float64)).requires_grad_(True)
+    layout = neighbour_layout(radius_graph(pos, 2.5).edge_index, 30)
+    sensitivity = InverseGaussianSensitivity(6, 0.7, 2.0, 2.5).double().requires_grad_(False)
+    features = torch.randn(30, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(30, 6, 5, dtype=torch.float64)
+    results = []
+    for lean in (False, True):
+        graph = radius_graph(pos, 2.5)
+        environment = (
+            frozen_environment_sum(features, graph.distances, sensitivity, layout, backend)
+            if lean else environment_sum(features, sensitivity(graph.distances), layout, backend)
+        )
+        grads = torch.autograd.grad((environment * weights).sum(), (pos, features),
+                                    create_graph=True)
+        second = torch.autograd.grad(grads[0].square().sum(), (pos, features))
+        results.append([environment, *grads, *second])
+    for ours, reference in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-11, atol=1e-11)
+    graph = radius_graph(pos, 2.5)
+    first_only = frozen_environment_sum(features, graph.distances, sensitivity, layout, backend)
+    (grad_pos,) = torch.autograd.grad((first_only * weights).sum(), pos)
+    torch.testing.assert_close(grad_pos, results[0][1], rtol=1e-11, atol=1e-11)
