@@ -52,6 +52,15 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path) -> None:
         result = json.loads((job / "results.json").read_text())
         assert result["objective"] == "val/loss" and result["objective_value"] > 0
     assert widths == [8, 16]
+    listing = _run(sys.executable, "scripts/sweep_table.py", str(tmp_path)).stdout.splitlines()
+    assert "data=rmd17_shipped" in listing[0]  # overrides common to all jobs, once
+    rows = listing[3:]
+    losses = sorted(json.loads((job / "results.json").read_text())["metrics"]["val/loss"]
+                    for job in jobs)
+    assert len(rows) == 2
+    for row, loss in zip(rows, losses, strict=True):  # best validation loss first
+        assert row.split(" | ")[1] == f"{loss:.4g}"
+    assert any("hidden_channels=16" in row for row in rows)
 
 
 @pytest.mark.slow
