@@ -9,9 +9,10 @@ Every channel's sensitivity is the radial one times an angular factor,
     q_{j\nu o} = \sum_f V_{\nu f o}\, x_{jf},
 
 costs per edge :math:`S \cdot out + C \cdot out` instead of the :math:`C \cdot S \cdot in`
-of summing every channel (and per atom one product with :math:`V`, not :math:`C`):
-HIP-NN-TS at about the price of HIP-NN. The price is one ``[num_edges, out]`` message
-per layer, kept for the backward; ``[num_edges, S, out]`` is never built.
+of summing every channel (and per atom one product with :math:`V`, not :math:`C`): a
+HIP-NN-TS training step costs 1.4-1.8x a HIP-NN one (``scripts/bench_speed.py``), where
+the stacked channels cost 4x. The price is one ``[num_edges, out]`` message per layer,
+kept for the backward; ``[num_edges, S, out]`` is never built.
 
 The edge messages :math:`m` come from three contractions that close under
 differentiation, like those of :mod:`~hipnn_pyg.nn.envsum`:
