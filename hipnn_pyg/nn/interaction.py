@@ -194,26 +194,43 @@ class HIPNNInteraction(MessagePassing):
         vectors (torch.Tensor, optional): Pair vectors ``[num_edges, 3]``, needed when
             ``tensor_order > 0``. (default: :obj:`None`)
         """
-        channels = CHANNELS[self.tensor_order]
         if self.tensor_order and vectors is None:
             raise ValueError(f"tensor_order={self.tensor_order} needs the pair vectors")
         if self.method == "envsum" and layout is None:
             layout = neighbour_layout(edge_index, x.size(0))
-        if self.method == "envsum" and channels == 1 \
-                and lean_path_applies(self.sensitivity, x, self.envsum_backend):
+        contracted = self._contracted_environment(x, edge_index, distances, layout, vectors)
+        pre_activation = contracted[:, 0] + self.self_linear(x)
+        if self.tensor_scales is not None:
+            invariants = tensor_invariants(contracted, self.tensor_order, self.tensor_epsilon)
+            for scale, invariant in zip(self.tensor_scales, invariants, strict=True):
+                pre_activation = pre_activation + scale * invariant
+        return self.residual(pre_activation, x)
+
+    def _contracted_environment(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        distances: Tensor,
+        layout: NeighbourLayout | None,
+        vectors: Tensor | None,
+    ) -> Tensor:
+        r"""The environment of every channel contracted with the interaction weights,
+        ``[num_atoms, channels, out_channels]``, by the layer's method."""
+        channels = CHANNELS[self.tensor_order]
+        if self.method == "envsum" and channels > 1:
+            angular = angular_channels(vectors / distances.unsqueeze(-1), self.tensor_order)
+            return factorised_environment_sum(
+                x, self.sensitivity(distances), angular, self.interaction_weight, layout,
+                self.envsum_backend,
+            )
+        if self.method == "envsum" and lean_path_applies(self.sensitivity, x,
+                                                         self.envsum_backend):
             # Frozen sensitivities (inference, MD): none of [edges, S] is kept.
             environment = frozen_environment_sum(
                 x, distances, self.sensitivity, layout, self.envsum_backend
             )
-            pre_activation = environment.flatten(1) @ self.interaction_weight
-            return self.residual(pre_activation + self.self_linear(x), x)
-        sensitivities = self.sensitivity(distances)
-        if self.method == "envsum" and channels > 1:
-            angular = angular_channels(vectors / distances.unsqueeze(-1), self.tensor_order)
-            contracted = factorised_environment_sum(
-                x, sensitivities, angular, self.interaction_weight, layout, self.envsum_backend
-            )
         else:
+            sensitivities = self.sensitivity(distances)
             if self.tensor_order:
                 sensitivities = tensor_sensitivities(
                     sensitivities, vectors, distances, self.tensor_order
@@ -224,15 +241,9 @@ class HIPNNInteraction(MessagePassing):
                 environment = padded_environment(x, edge_index, sensitivities)
             else:
                 environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
-            # Channel-major rows: [atoms, C * S * in] -> [atoms * C, S * in], one product.
-            contracted = environment.reshape(x.size(0) * channels, -1) @ self.interaction_weight
-            contracted = contracted.reshape(x.size(0), channels, self.out_channels)
-        pre_activation = contracted[:, 0] + self.self_linear(x)
-        if self.tensor_scales is not None:
-            invariants = tensor_invariants(contracted, self.tensor_order, self.tensor_epsilon)
-            for scale, invariant in zip(self.tensor_scales, invariants, strict=True):
-                pre_activation = pre_activation + scale * invariant
-        return self.residual(pre_activation, x)
+        # Channel-major rows: [atoms, C * S * in] -> [atoms * C, S * in], one product.
+        contracted = environment.reshape(x.size(0) * channels, -1) @ self.interaction_weight
+        return contracted.reshape(x.size(0), channels, self.out_channels)
 
     def message(self, x_j: Tensor, sensitivities: Tensor) -> Tensor:
         return (sensitivities.unsqueeze(-1) * x_j.unsqueeze(-2)).flatten(1)
