@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hipnn_pyg.train.callbacks import EpochSeed
+from hipnn_pyg.train.callbacks import CpuTimeLimit, EpochSeed
 from hipnn_pyg.train.checkpoint import AtomicCheckpointIO
 from hipnn_pyg.train.ema import EMA, ExponentialMovingAverage
 from hipnn_pyg.train.metrics import ErrorMetric
@@ -14,6 +14,7 @@ from hipnn_pyg.train.module import HIPNNLightningModule
 __all__ = [
     "EMA",
     "AtomicCheckpointIO",
+    "CpuTimeLimit",
     "EpochSeed",
     "ErrorMetric",
     "ExponentialMovingAverage",

@@ -6,7 +6,9 @@ import logging
 import random
 import signal
 import threading
+import time
 from types import FrameType
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,6 +109,61 @@ class EpochSeed(Callback):
                 generator = getattr(owner, "generator", None)
                 if isinstance(generator, torch.Generator):
                     generator.manual_seed(seed)
+
+
+class CpuTimeLimit(Callback):
+    r"""Stops training once this process has used ``minutes`` of CPU time.
+
+    Lightning's ``max_time`` counts wall time, so a run that shares its cores with
+    other work trains for fewer steps than the same run alone; a budget in CPU time
+    (of every thread of the process, :func:`time.process_time`) stays equal under
+    contention, which benchmarks comparing runs side by side need. The time used is
+    kept in checkpoints, so a resumed run continues its budget rather than restarting it.
+    Checked after every training batch and validation, like Lightning's
+    :class:`~lightning.pytorch.callbacks.Timer`.
+
+    Args:
+        minutes (float): CPU-time budget of the whole fit, in minutes.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        if not minutes > 0:
+            raise ValueError(f"CpuTimeLimit needs a positive budget, got minutes={minutes}")
+        self.minutes = float(minutes)
+        self._used_before = 0.0  # CPU seconds of earlier (resumed) runs
+        self._start: float | None = None
+
+    def used_seconds(self) -> float:
+        r"""CPU seconds the fit has used so far, earlier runs included."""
+        running = 0.0 if self._start is None else time.process_time() - self._start
+        return self._used_before + running
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.process_time()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._used_before, self._start = self.used_seconds(), None
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self._check(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        # every rank must agree, or one would stop while the others wait in a collective
+        spent = self.used_seconds() >= 60.0 * self.minutes
+        if trainer.strategy.reduce_boolean_decision(spent, all=False) and not trainer.should_stop:
+            trainer.should_stop = True
+            log.info("CPU-time budget of %.1f min used: stopping", self.minutes)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"used_seconds": self.used_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._used_before = float(state_dict["used_seconds"])
 
 
 class RunCheckpoint(ModelCheckpoint):
