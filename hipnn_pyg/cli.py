@@ -1,5 +1,5 @@
-r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md``, ``hipnn-label`` and
-``hipnn-active`` (see ``pyproject.toml``).
+r"""Console entry points ``hipnn-train``, ``hipnn-eval``, ``hipnn-md``, ``hipnn-label``,
+``hipnn-active`` and ``hipnn-export`` (see ``pyproject.toml``).
 
 They take the same Hydra overrides as ``scripts/train.py`` and ``scripts/eval.py`` and
 work from any folder. This is the one entry layer: the ``hydra.main`` wrappers and the
@@ -103,6 +103,28 @@ def active_task(cfg: DictConfig) -> None:
         fail("hipnn-active", error, str(error), 1)
 
 
+def export_task(cfg: DictConfig) -> None:
+    r"""Exports a model from ``conf/export.yaml`` (:mod:`hipnn_pyg.export`)."""
+    import torch
+
+    from hipnn_pyg.export import export_energy_forces
+    from hipnn_pyg.serialization import load_model
+
+    try:
+        model = load_model(cfg.model_path)
+        if cfg.dtype is not None:
+            model = model.to(getattr(torch, str(cfg.dtype)))
+        program = export_energy_forces(model, cfg.output)
+        if cfg.aoti_output is not None:
+            from hipnn_pyg.export import compile_aoti
+
+            compile_aoti(program, cfg.aoti_output)
+    except (ValueError, OSError, TypeError, AttributeError) as error:
+        fail("hipnn-export", error, str(error), 1)
+    written = [str(cfg.output)] + ([str(cfg.aoti_output)] if cfg.aoti_output else [])
+    print(f"exported {cfg.model_path} -> {', '.join(written)}")
+
+
 def train() -> None:
     r"""``hipnn-train [overrides]``: trains a model (``conf/train.yaml``)."""
     _run_hydra(_train, "train")
@@ -129,3 +151,9 @@ def active() -> None:
     r"""``hipnn-active [active=copper_emt|ethanol_gfn2] [selection=qbc|random]``: the
     active-learning loop (``conf/active.yaml``); rerun the same command to continue."""
     _run_hydra(active_task, "active")
+
+
+def export() -> None:
+    r"""``hipnn-export model_path=... output=model.pt2 [dtype=float32]``: energy and
+    forces as a ``torch.export`` program for MD codes (``conf/export.yaml``)."""
+    _run_hydra(export_task, "export")

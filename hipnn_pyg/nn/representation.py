@@ -158,18 +158,31 @@ class HIPNNRepresentation(Configurable, nn.Module):
         index = species_index(z, self.species_lookup, self.species)
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
+        features = self.layer_features(index, graph)
+        return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
 
+    def layer_features(self, species: Tensor, graph: Graph) -> list[Tensor]:
+        r"""The features of every layer from species indices and a pair list, with no
+        checks and no neighbour search (the part an exported model runs, see
+        :mod:`hipnn_pyg.export`).
+
+        Args:
+            species (torch.Tensor): Index of each atom's element in ``species``
+                ``[num_atoms]``.
+            graph (Graph): Pairs within the cutoff, with vectors and distances that
+                carry the positions' autograd history.
+        """
         # Edges grouped by centre once, for every interaction layer.
         uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
-        layout = neighbour_layout(graph.edge_index, z.numel()) if uses_envsum else None
-        x = F.one_hot(index, len(self.species)).to(pos.dtype)
+        layout = neighbour_layout(graph.edge_index, species.numel()) if uses_envsum else None
+        x = F.one_hot(species, len(self.species)).to(graph.vectors.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
             x = atom_layers(
                 interaction(x, graph.edge_index, graph.distances, layout, graph.vectors)
             )
             features.append(x)
-        return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
+        return features
 
     def extra_repr(self) -> str:
         order = f", tensor_order={self.tensor_order}" if self.tensor_order else ""

@@ -60,7 +60,9 @@ class _CutGaussians(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a graph for higher derivatives: one differentiable pass
+        # A graph for higher derivatives, or a trace with a symbolic edge count (export,
+        # torch.compile), where chunks would fix the count: one differentiable pass.
+        if torch.is_grad_enabled() or isinstance(distances.size(0), torch.SymInt):
             return _cut_gaussians_grad(grad, distances, cutoff, inverse_mu, sigma)
         # First derivatives only: chunks of edges bound the temporaries.
         parts = [

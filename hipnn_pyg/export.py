@@ -1,0 +1,290 @@
+r"""Inference export: a trained potential's energy and forces as a
+:func:`torch.export` program, the form production MD codes load.
+
+The exported function is :class:`EnergyForces`: atomic numbers, positions and a pair
+list in, energy, per-atom energies and forces out, for one structure of any size (the
+atom and pair counts are symbolic). The neighbour search stays outside, as in LAMMPS-style
+interfaces: the MD code passes its own pairs within :attr:`cutoff`, with the Cartesian
+offset of each neighbour's periodic image. The forces are in the program itself: the
+energy's backward is traced into explicit operations, so no autograd is needed to run
+it.
+
+Files are ``.pt2`` archives of :func:`torch.export.save`, with the model's species,
+cutoff and precision in an extra file ``hipnn_pyg.json``. In Python,
+:func:`load_exported` reads one back weights-only (an archive that asks for a full
+unpickling is refused) as an :class:`ExportedPotential` that builds the pair list and
+checks its inputs like the model; :meth:`torch.export.ExportedProgram.module` or
+AOTInductor (``torch._inductor.aoti_compile_and_package``) take it further.
+
+Example::
+
+    from hipnn_pyg import load_model
+    from hipnn_pyg.export import export_energy_forces, load_exported
+
+    export_energy_forces(load_model("model.pt"), "model.pt2")
+    exported = load_exported("model.pt2")
+    out = exported(z, pos)              # {"energy", "atom_energy", "forces"}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.export import Dim, ExportedProgram
+
+from hipnn_pyg.atomic import atomic_write
+from hipnn_pyg.graph import Graph, radius_graph
+from hipnn_pyg.nn.checks import check_inputs, check_min_distance, species_index
+from hipnn_pyg.nn.potential import Potential
+from hipnn_pyg.nn.representation import RepresentationOutput
+
+__all__ = ["EnergyForces", "ExportedPotential", "compile_aoti", "export_energy_forces",
+           "load_exported"]
+
+#: The archive's extra file with what a caller needs besides the program.
+METADATA_FILE = "hipnn_pyg.json"
+#: Version of the exported function's signature (inputs and outputs).
+EXPORT_VERSION = 1
+
+
+class EnergyForces(nn.Module):
+    r"""The function that :func:`export_energy_forces` exports: energy and forces of one
+    structure from a given pair list, in plain tensor operations.
+
+    A frozen copy of ``model``: its interactions sum environments by scatter
+    (``method="message_passing"``, the same values as the compiled kernels, which a
+    trace cannot enter), and its parameters need no gradient.
+
+    Args:
+        model (Potential): A trained potential (:class:`~hipnn_pyg.HIPNN` or any
+            :class:`~hipnn_pyg.nn.Potential`); only its representation and energy head
+            are used.
+    """
+
+    def __init__(self, model: Potential) -> None:
+        super().__init__()
+        frozen = copy.deepcopy(model).eval()
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+        for interaction in frozen.representation.interactions:
+            interaction.method = "message_passing"
+        self.representation = frozen.representation
+        self.head = frozen.energy_head
+
+    def forward(
+        self, z: Tensor, pos: Tensor, edge_index: Tensor, edge_offsets: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Args:
+            z (torch.Tensor): Atomic numbers ``[num_atoms]`` (int64), all of the model's
+                species.
+            pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å, in the model's precision.
+            edge_index (torch.Tensor): Pairs ``[2, num_edges]`` (int64), rows (neighbour
+                j, centre i), each pair in both directions, all within the cutoff.
+            edge_offsets (torch.Tensor): Cartesian offset of neighbour j's periodic
+                image ``[num_edges, 3]`` (Å), so that :math:`r_{ij} = x_j - x_i +
+                \text{offset}`; zeros for a free molecule.
+
+        Returns:
+            ``(energy, atom_energy, forces)``: ``[]`` and ``[num_atoms]`` in eV (float64),
+            ``[num_atoms, 3]`` in eV/Å.
+        """
+        with torch.enable_grad():
+            pos = pos.detach().requires_grad_(True)
+            vectors = pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets
+            graph = Graph(edge_index, edge_offsets, vectors, vectors.norm(dim=-1))
+            features = self.representation.layer_features(
+                self.representation.species_lookup[z], graph)
+            batch = torch.zeros_like(z)
+            values = self.head(RepresentationOutput(features, graph, z, pos, batch, 1,
+                                                    None, None))
+            atom_energy = values[f"atom_{self.head.output}"]
+            energy = atom_energy.sum()
+            (gradient,) = torch.autograd.grad(energy, pos)
+        return energy.detach(), atom_energy.detach(), -gradient
+
+
+def _example(model: Potential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    # A zigzag chain of every species, 1.2 Å bonds: several atoms and pairs, so that no
+    # size is 0 or 1 (which a trace would fix as a constant).
+    species = torch.tensor(model.species * 2, dtype=torch.long)
+    steps = torch.arange(species.numel(), dtype=dtype)
+    pos = torch.stack([steps * 1.0, (steps % 2) * 0.7, torch.zeros_like(steps)], dim=1)
+    return species, pos
+
+
+def _pairs(pos: Tensor, cutoff: float, cell: Tensor | None = None,
+           pbc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    graph = radius_graph(pos, cutoff, None, cell, pbc)
+    if cell is None or pbc is None or not bool(pbc.any()):
+        return graph.edge_index, pos.new_zeros(graph.edge_index.size(1), 3)
+    return graph.edge_index, graph.shifts.to(pos.dtype) @ cell[0]
+
+
+def export_energy_forces(
+    model: Potential,
+    path: str | os.PathLike[str] | None = None,
+    example: tuple[Tensor, Tensor] | None = None,
+) -> ExportedProgram:
+    r"""Exports :class:`EnergyForces` of ``model`` with symbolic atom and pair counts.
+
+    The energy's backward is traced first (:func:`torch.fx.experimental.proxy_tensor.make_fx`),
+    so the program holds the forces as plain operations; :func:`torch.export.export`
+    then checks and packages it.
+
+    Args:
+        model (Potential): The trained potential, in the precision to export.
+        path (str or os.PathLike, optional): Where to write the ``.pt2`` archive
+            (atomically), with :data:`METADATA_FILE`. (default: :obj:`None`, not saved)
+        example (tuple, optional): ``(z, pos)`` of a structure to trace with; it needs
+            at least two atoms and two pairs. (default: :obj:`None`, a chain of the
+            model's species)
+
+    Returns:
+        The :class:`torch.export.ExportedProgram`; call ``.module()(z, pos, edge_index,
+        edge_offsets)`` to run it.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    function = EnergyForces(model)
+    dtype = next(function.parameters()).dtype
+    z, pos = example if example is not None else _example(model, dtype)
+    edge_index, offsets = _pairs(pos.to(dtype), model.cutoff)
+    if z.numel() < 2 or edge_index.size(1) < 2:
+        raise ValueError("the example structure needs at least two atoms and two pairs "
+                         f"within the cutoff, got {z.numel()} atoms, {edge_index.size(1)} pairs")
+    inputs = (z.long(), pos.to(dtype), edge_index, offsets)
+    # Real weights enter the symbolic trace as constants of the graph.
+    traced = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    atoms, edges = Dim("atoms", min=2), Dim("edges", min=2)
+    program = torch.export.export(
+        traced, inputs, dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}),
+        strict=False,
+    )
+    if path is not None:
+        metadata = {"export_version": EXPORT_VERSION, "species": list(model.species),
+                    "cutoff": float(model.cutoff), "dtype": str(dtype).removeprefix("torch."),
+                    "min_distance": float(model.representation.min_distance),
+                    "inputs": ["z", "pos", "edge_index", "edge_offsets"],
+                    "outputs": ["energy", "atom_energy", "forces"]}
+        with atomic_write(path) as stream:
+            torch.export.save(program, stream, extra_files={METADATA_FILE: json.dumps(metadata)})
+    return program
+
+
+def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str]) -> Path:
+    r"""Compiles an exported program ahead of time with AOTInductor into a ``.pt2``
+    package that C++ (``torch::inductor::AOTIModelPackageLoader``) or Python
+    (``torch._inductor.aoti_load_package``) runs without hipnn_pyg; needs a C++ compiler.
+
+    Args:
+        program (torch.export.ExportedProgram): From :func:`export_energy_forces`.
+        path (str or os.PathLike): The package to write (atomically).
+    """
+    from torch._inductor import aoti_compile_and_package
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as stream:
+        aoti_compile_and_package(program, package_path=stream)
+    return path
+
+
+@contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    # torch.export.load unpickles some payloads with weights_only=False (and falls back to
+    # it when a weights-only read fails): torch honours this variable at every call.
+    saved = {name: os.environ.pop(name, None)
+             for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+class ExportedPotential(nn.Module):
+    r"""An exported potential read back by :func:`load_exported`: builds the pair list
+    (molecules or periodic cells), checks the inputs as the model does, and runs the
+    program.
+
+    Attributes:
+        program (torch.export.ExportedProgram): The exported :class:`EnergyForces`.
+        species (list[int]): Atomic numbers the model knows.
+        cutoff (float): Pair cutoff (Å).
+        dtype (torch.dtype): Precision of positions the program takes.
+    """
+
+    def __init__(self, program: ExportedProgram, metadata: dict[str, Any]) -> None:
+        super().__init__()
+        self.program = program
+        self.function = program.module()
+        self.species = [int(z) for z in metadata["species"]]
+        self.cutoff = float(metadata["cutoff"])
+        self.min_distance = float(metadata["min_distance"])
+        self.dtype = getattr(torch, metadata["dtype"])
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(self.species)] = torch.arange(len(self.species))
+        self.species_lookup = lookup
+
+    def forward(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
+                pbc: Tensor | None = None) -> dict[str, Tensor]:
+        r"""Energy (``[]``), per-atom energies and forces of one structure.
+
+        Args:
+            z (torch.Tensor): Atomic numbers ``[num_atoms]``.
+            pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å.
+            cell (torch.Tensor, optional): Cell ``[1, 3, 3]`` or ``[3, 3]`` in Å.
+                (default: :obj:`None`)
+            pbc (torch.Tensor, optional): Periodic directions ``[1, 3]`` or ``[3]``.
+                (default: :obj:`None`)
+        """
+        if cell is not None and pbc is not None:
+            cell, pbc = cell.reshape(1, 3, 3).to(self.dtype), pbc.reshape(1, 3)
+        check_inputs(z, pos, None, cell, pbc)
+        species_index(z, self.species_lookup, self.species)  # names unknown elements
+        pos = pos.detach().to(self.dtype)
+        edge_index, offsets = _pairs(pos, self.cutoff, cell, pbc)
+        distances = (pos[edge_index[0]] - pos[edge_index[1]] + offsets).norm(dim=-1)
+        check_min_distance(distances, edge_index, self.min_distance)
+        if edge_index.size(1) < 2:
+            raise ValueError(f"the exported program needs at least two pairs within the "
+                             f"cutoff ({self.cutoff} Å), got {edge_index.size(1)}")
+        energy, atom_energy, forces = self.function(z.long(), pos, edge_index, offsets)
+        return {"energy": energy, "atom_energy": atom_energy, "forces": forces}
+
+
+def load_exported(path: str | os.PathLike[str]) -> ExportedPotential:
+    r"""Reads a ``.pt2`` archive of :func:`export_energy_forces`, weights-only.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it is not such an archive (no :data:`METADATA_FILE`, broken, or
+            holding objects only a code-running unpickling reads).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model not found: {path}")
+    extra_files = {METADATA_FILE: ""}
+    try:
+        with _weights_only_loads():
+            program = torch.export.load(path, extra_files=extra_files)
+    except Exception as error:  # broken zip, foreign archive, refused pickle
+        raise ValueError(f"cannot read the exported model {path}: {error}") from error
+    if not extra_files[METADATA_FILE]:
+        raise ValueError(f"{path} is not an export of hipnn_pyg: it has no {METADATA_FILE}")
+    metadata = json.loads(extra_files[METADATA_FILE])
+    if metadata.get("export_version") != EXPORT_VERSION:
+        raise ValueError(f"{path} has export version {metadata.get('export_version')}; "
+                         f"this hipnn_pyg reads version {EXPORT_VERSION}")
+    return ExportedPotential(program, metadata)

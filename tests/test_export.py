@@ -1,0 +1,175 @@
+"""The exported energy-and-forces program equals the eager model, at other sizes than
+the one it was traced with, and its archives are read safely."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hipnn_pyg import HIPNN, save_model
+from hipnn_pyg.export import (
+    METADATA_FILE,
+    ExportedPotential,
+    export_energy_forces,
+    load_exported,
+)
+from hipnn_pyg.nn import energy_forces_stress
+from tests.nn.helpers import ethanol, random_crystal, small_model
+from tests.test_serialization import RunsCode
+
+
+def _trained_like(model: HIPNN) -> HIPNN:
+    # Non-zero readouts and tensor scales everywhere, as after training.
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator,
+                                             dtype=parameter.dtype))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[HIPNN, ExportedPotential]:
+    model = _trained_like(small_model())
+    path = tmp_path_factory.mktemp("export") / "model.pt2"
+    export_energy_forces(model, path)
+    return model, load_exported(path)
+
+
+def _water_dimer() -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.tensor([8, 1, 1, 8, 1, 1])
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0],
+                        [2.9, 0.1, 0.2], [3.4, 0.8, 0.5], [3.3, -0.7, 0.4]],
+                       dtype=torch.float64)
+    return z, pos
+
+
+@pytest.mark.parametrize("structure", [ethanol, _water_dimer])
+def test_exported_energy_and_forces_equal_eager(
+        exported: tuple[HIPNN, ExportedPotential], structure) -> None:
+    model, potential = exported
+    z, pos = structure()
+    out = potential(z, pos)
+    reference = energy_forces_stress(model, z, pos)
+    assert out["energy"].dtype == torch.float64 and out["energy"].shape == ()
+    torch.testing.assert_close(out["energy"], reference["energy"][0].detach(),
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(out["atom_energy"], reference["atom_energy"].detach(),
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-10)
+    assert out["forces"].abs().max() > 1e-3  # a real comparison, not of zeros
+
+
+def test_exported_forces_in_a_periodic_cell(exported: tuple[HIPNN, ExportedPotential]) -> None:
+    model, potential = exported
+    z, pos, cell = random_crystal(8, 3.5, torch.Generator().manual_seed(3))
+    pbc = torch.tensor([True, True, True])
+    out = potential(z, pos, cell, pbc)
+    reference = energy_forces_stress(model, z, pos, cell=cell[None], pbc=pbc[None])
+    torch.testing.assert_close(out["energy"], reference["energy"][0].detach(),
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-10)
+
+
+def test_program_takes_an_md_codes_pair_list(exported: tuple[HIPNN, ExportedPotential]) -> None:
+    # What a C++ MD code passes: its own pairs (here from ASE) and image offsets.
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    model, potential = exported
+    z, pos, cell = random_crystal(6, 3.2, torch.Generator().manual_seed(5))
+    atoms = Atoms(numbers=z.numpy(), positions=pos.numpy(), cell=cell.numpy(), pbc=True)
+    centre, neighbour, offsets = neighbor_list("ijS", atoms, model.cutoff)
+    edge_index = torch.from_numpy(np.stack([neighbour, centre]))
+    edge_offsets = torch.tensor(offsets, dtype=torch.float64) @ cell
+    energy, _, forces = potential.program.module()(z, pos, edge_index, edge_offsets)
+    reference = energy_forces_stress(model, z, pos, cell=cell[None],
+                                     pbc=torch.ones(1, 3, dtype=torch.bool))
+    torch.testing.assert_close(energy, reference["energy"][0].detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces, reference["forces"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("tensor_order", [2])
+def test_float32_tensor_sensitivity_model_exports(tmp_path: Path, tensor_order: int) -> None:
+    model = _trained_like(small_model(torch.float32, tensor_order=tensor_order))
+    export_energy_forces(model, tmp_path / "ts.pt2")
+    potential = load_exported(tmp_path / "ts.pt2")
+    assert potential.dtype == torch.float32
+    z, pos = ethanol(torch.float32)
+    out = potential(z, pos)
+    reference = energy_forces_stress(model, z, pos)
+    torch.testing.assert_close(out["energy"], reference["energy"][0].detach(),
+                               rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=1e-4, atol=1e-5)
+
+
+def test_exported_potential_names_bad_inputs(exported: tuple[HIPNN, ExportedPotential]) -> None:
+    _, potential = exported
+    z, pos = ethanol()
+    with pytest.raises(ValueError, match="Cl"):
+        potential(torch.tensor([6, 6, 17, 1, 1, 1, 1, 1, 1]), pos)
+    with pytest.raises(ValueError, match="NaN"):
+        potential(z, torch.full_like(pos, float("nan")))
+    with pytest.raises(ValueError, match="two pairs"):
+        potential(z[:1], pos[:1])
+
+
+def test_load_exported_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_exported(tmp_path / "none.pt2")
+    model_file = tmp_path / "model.pt"
+    save_model(small_model(), model_file)  # a model file, not an export
+    with pytest.raises(ValueError, match="cannot read the exported model"):
+        load_exported(model_file)
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.ones(1, 2),)), plain)
+    with pytest.raises(ValueError, match=f"no {METADATA_FILE}"):
+        load_exported(plain)
+
+
+def test_load_exported_never_unpickles_code(tmp_path: Path, monkeypatch) -> None:
+    # torch.export.load reads some payloads with torch.load(weights_only=False): under
+    # load_exported that call must stay weights-only.
+    marker = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"payload": RunsCode(marker)}, buffer)
+
+    def unsafe_load(*args, **kwargs):
+        return torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+
+    archive = tmp_path / "crafted.pt2"
+    archive.write_bytes(b"PK")
+    monkeypatch.setattr(torch.export, "load", unsafe_load)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # restored afterwards
+    with pytest.raises(ValueError, match="cannot read the exported model"):
+        load_exported(archive)
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_export_entry_point_writes_a_loadable_archive(tmp_path: Path, capsys) -> None:
+    from hipnn_pyg.cli import export_task
+    from tests.train.helpers import compose_config
+
+    model = _trained_like(small_model())
+    save_model(model, tmp_path / "model.pt")
+    output = tmp_path / "out" / "model.pt2"
+    export_task(compose_config("export", tmp_path, [f"model_path={tmp_path / 'model.pt'}",
+                                                    f"output={output}", "dtype=float32"]))
+    assert "exported" in capsys.readouterr().out
+    potential = load_exported(output)
+    assert potential.dtype == torch.float32 and potential.species == [1, 6, 8]
+    z, pos = ethanol(torch.float32)
+    reference = energy_forces_stress(model.float(), z, pos)
+    torch.testing.assert_close(potential(z, pos)["forces"], reference["forces"],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(SystemExit):
+        export_task(compose_config("export", tmp_path, [f"model_path={tmp_path / 'none.pt'}",
+                                                        f"output={output}"]))
+    assert "not found" in capsys.readouterr().err
