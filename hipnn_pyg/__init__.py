@@ -23,6 +23,7 @@ from hipnn_pyg.nn import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ExportedCalculator": "hipnn_pyg.calculator",
     "HIPNNCalculator": "hipnn_pyg.calculator",
     "HIPNNEnsembleCalculator": "hipnn_pyg.calculator",
     "load_model": "hipnn_pyg.serialization",

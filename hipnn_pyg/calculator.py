@@ -214,3 +214,93 @@ class HIPNNEnsembleCalculator(_ModelsCalculator):
                 results[f"{key}_std"] = float(std) if stack.ndim == 1 else std
         results["energies_all"] = np.array([member["energy"] for member in members])
         self.results = results
+
+
+class ExportedCalculator(Calculator):
+    r"""An ASE calculator that runs an exported model (:mod:`hipnn_pyg.export`), for
+    production MD: no Python model code per step, and a Verlet pair list.
+
+    The pairs are searched within ``cutoff + skin`` and kept while no atom has moved
+    more than ``skin / 2`` since the search, so every pair inside the cutoff is in the
+    list; pairs between the cutoff and ``cutoff + skin`` add exactly zero (the cutoff
+    function and its derivative vanish there). A change of elements, cell or
+    periodicity searches again. Energies and forces (no stress: the program takes no
+    strain) equal :class:`HIPNNCalculator`'s in the program's precision.
+
+    Args:
+        exported (str or ExportedPotential): A ``.pt2`` archive of
+            :func:`~hipnn_pyg.export.export_energy_forces` (read weights-only), or its
+            :func:`~hipnn_pyg.export.load_exported` result.
+        aoti_package (str, optional): An AOTInductor package of the same program
+            (:func:`~hipnn_pyg.export.compile_aoti`) to run instead of the exported
+            graph: compiled code, so load only packages you built.
+            (default: :obj:`None`)
+        skin (float): Verlet skin in Å; 0 searches at every step. (default: :obj:`1.0`,
+            as hippynn's calculator)
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces"]
+
+    def __init__(self, exported: Any, aoti_package: str | os.PathLike[str] | None = None,
+                 skin: float = 1.0, **kwargs: Any) -> None:
+        from hipnn_pyg.export import ExportedPotential, load_exported
+
+        super().__init__(**kwargs)
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.potential = (exported if isinstance(exported, ExportedPotential)
+                          else load_exported(exported))
+        self.program = self.potential.function
+        if aoti_package is not None:
+            from torch._inductor import aoti_load_package
+
+            self.program = aoti_load_package(str(aoti_package))
+        self.skin = float(skin)
+        self.searches = 0  # neighbour searches so far
+        self._list: tuple[Any, ...] | None = None
+
+    def _pair_list(self, atoms: Atoms, z: torch.Tensor, pos: torch.Tensor,
+                   cell: torch.Tensor | None, pbc: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        from hipnn_pyg.graph import radius_graph
+        from hipnn_pyg.nn.checks import check_inputs, species_index
+
+        key = (atoms.numbers.tobytes(), np.asarray(atoms.cell).tobytes(), atoms.pbc.tobytes())
+        if self._list is not None and self._list[0] == key:
+            moved = float((pos - self._list[1]).norm(dim=1).max()) if len(pos) else 0.0
+            if moved <= self.skin / 2:
+                return self._list[2], self._list[3]
+        check_inputs(z, pos, None, cell, pbc)
+        species_index(z, self.potential.species_lookup, self.potential.species)
+        graph = radius_graph(pos, self.potential.cutoff + self.skin, None, cell, pbc)
+        offsets = (pos.new_zeros(graph.edge_index.size(1), 3) if cell is None
+                   else graph.shifts.to(pos.dtype) @ cell[0])
+        self._list = (key, pos.clone(), graph.edge_index, offsets)
+        self.searches += 1
+        return graph.edge_index, offsets
+
+    def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
+                  system_changes: list[str] = all_changes) -> None:
+        from hipnn_pyg.nn.checks import check_min_distance
+
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        assert self.atoms is not None
+        dtype = self.potential.dtype
+        z = torch.as_tensor(self.atoms.numbers, dtype=torch.long)
+        pos = torch.as_tensor(self.atoms.positions, dtype=dtype)
+        if not bool(torch.isfinite(pos).all()):
+            raise ValueError("positions contain NaN or inf")
+        cell = pbc = None
+        if self.atoms.pbc.any():
+            cell = torch.as_tensor(np.asarray(self.atoms.cell), dtype=dtype).view(1, 3, 3)
+            pbc = torch.as_tensor(self.atoms.pbc).view(1, 3)
+        edge_index, offsets = self._pair_list(self.atoms, z, pos, cell, pbc)
+        if edge_index.size(1) < 2:
+            raise ValueError("the exported program needs at least two pairs within "
+                             f"{self.potential.cutoff + self.skin} Å, got {edge_index.size(1)}")
+        distances = (pos[edge_index[0]] - pos[edge_index[1]] + offsets).norm(dim=-1)
+        check_min_distance(distances, edge_index, self.potential.min_distance)
+        energy, atom_energy, forces = self.program(z, pos, edge_index, offsets)
+        self.results = {"energy": float(energy), "free_energy": float(energy),
+                        "energies": atom_energy.detach().numpy(),
+                        "forces": forces.detach().numpy().astype(np.float64)}

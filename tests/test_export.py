@@ -173,3 +173,59 @@ def test_export_entry_point_writes_a_loadable_archive(tmp_path: Path, capsys) ->
         export_task(compose_config("export", tmp_path, [f"model_path={tmp_path / 'none.pt'}",
                                                         f"output={output}"]))
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("skin", [0.0, 0.15])
+def test_exported_calculator_follows_the_eager_calculator_through_md(
+        exported: tuple[HIPNN, ExportedPotential], skin: float) -> None:
+    # Hot ethanol: with a 0.15 Å skin the pair list is kept for some steps and searched
+    # again for others, and both must give the eager calculator's forces at every step.
+    from ase import Atoms, units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from hipnn_pyg import ExportedCalculator, HIPNNCalculator
+
+    model, potential = exported
+    z, pos = ethanol()
+    atoms = Atoms(numbers=z.numpy(), positions=pos.numpy())
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(0))
+    fast = ExportedCalculator(potential, skin=skin)
+    eager = HIPNNCalculator(model)
+    atoms.calc = fast
+    steps = 30
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    for _ in range(steps):
+        dynamics.run(1)
+        probe = atoms.copy()
+        probe.calc = eager
+        np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), rtol=0, atol=1e-10)
+        assert abs(atoms.get_potential_energy() - probe.get_potential_energy()) < 1e-10
+    if skin == 0.0:
+        assert fast.searches == steps + 1
+    else:
+        assert 1 < fast.searches < steps + 1  # the list was reused and renewed
+
+
+def test_exported_calculator_in_a_periodic_cell_and_bad_input(
+        exported: tuple[HIPNN, ExportedPotential]) -> None:
+    from ase import Atoms
+
+    from hipnn_pyg import ExportedCalculator, HIPNNCalculator
+
+    model, potential = exported
+    z, pos, cell = random_crystal(8, 3.5, torch.Generator().manual_seed(11))
+    atoms = Atoms(numbers=z.numpy(), positions=pos.numpy(), cell=cell.numpy(), pbc=True)
+    atoms.calc = ExportedCalculator(potential, skin=0.5)
+    probe = atoms.copy()
+    probe.calc = HIPNNCalculator(model)
+    np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), rtol=0, atol=1e-10)
+    atoms.positions[0] += 0.1  # within the skin: same list, still exact
+    probe.positions[0] += 0.1
+    np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), rtol=0, atol=1e-10)
+    assert atoms.calc.searches == 1
+    atoms.numbers[0] = 17
+    with pytest.raises(ValueError, match="Cl"):
+        atoms.get_forces()
+    with pytest.raises(ValueError, match="skin"):
+        ExportedCalculator(potential, skin=-1)
