@@ -59,9 +59,10 @@ class EnergyForces(nn.Module):
     r"""The function that :func:`export_energy_forces` exports: energy and forces of one
     structure from a given pair list, in plain tensor operations.
 
-    A frozen copy of ``model``: its interactions sum environments by scatter
-    (``method="message_passing"``, the same values as the compiled kernels, which a
-    trace cannot enter), and its parameters need no gradient.
+    A frozen copy of ``model``: its interactions sum environments by one scatter-add
+    per sensitivity (``method="scatter"``: the compiled kernels' values, in operations
+    a trace can enter, with per-edge temporaries no larger than the neighbour
+    features), and its parameters need no gradient.
 
     Args:
         model (Potential): A trained potential (:class:`~hipnn_pyg.HIPNN` or any
@@ -75,7 +76,7 @@ class EnergyForces(nn.Module):
         for parameter in frozen.parameters():
             parameter.requires_grad_(False)
         for interaction in frozen.representation.interactions:
-            interaction.method = "message_passing"
+            interaction.method = "scatter"
         self.representation = frozen.representation
         self.head = frozen.energy_head
 

@@ -20,8 +20,12 @@ architecture, through the same energy-and-forces function as ``same_loop.py``.
    ``tensor_order`` 1 and 2, ours and hippynn's (``Hipnn``, ``HipnnVec``,
    ``HipnnQuad``), with each one's cost relative to its own plain HIP-NN.
 
+4. MD speed through ASE (``bench_md.py``): steps/s of the eager calculator, the
+   exported program with a Verlet list, and its AOTInductor build, against hippynn's
+   ASE calculator, for ethanol and 12,288-atom water.
+
     python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304] \
-        [--sections throughput tensor scaling]
+        [--sections throughput tensor scaling md]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from hipnn_pyg.nn.envsum import available_backends
 from hipnn_pyg.train.resolvers import reference_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_md  # noqa: E402 - the MD section
 import same_loop  # noqa: E402 - the shared model builders of the accuracy comparison
 
 DATA = reference_data_dir()  # $HIPNN_DATA_DIR, else ../shared/data beside the checkout
@@ -325,8 +330,9 @@ def main() -> None:
                         help="largest water system for the envsum kernel")
     parser.add_argument("--padded-max-atoms", type=int, default=12288,
                         help="largest water system for the padded path (9 GB at 98,304)")
-    parser.add_argument("--sections", nargs="+", default=["throughput", "tensor", "scaling"],
-                        choices=["throughput", "tensor", "scaling"])
+    parser.add_argument("--sections", nargs="+",
+                        default=["throughput", "tensor", "scaling", "md"],
+                        choices=["throughput", "tensor", "scaling", "md"])
     parser.add_argument("--child-atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-method", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,6 +350,8 @@ def main() -> None:
         tensor_orders(args)
     if "scaling" in args.sections:
         scaling(args)
+    if "md" in args.sections:
+        bench_md.run(argparse.Namespace(steps=200, rounds=3, water_repeats=4, aoti=True))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ def hippynn_model(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Modu
     energy_node = targets.HEnergyNode("HEnergy", network)
     forces_node = physics.GradientNode("forces", (energy_node, positions), sign=-1)
     model = GraphModule([species, positions], [energy_node.mol_energy, forces_node])
+    model.energy_node = energy_node  # for hippynn's ASE calculator (bench_md.py)
 
     def run(z: Tensor, pos: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
         energy, forces = model(z, pos)  # hippynn always keeps the graph of its forces

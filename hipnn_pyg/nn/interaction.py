@@ -20,7 +20,7 @@ from hipnn_pyg.nn.tensor_sensitivity import (
     tensor_sensitivities,
 )
 
-METHODS = ("envsum", "padded", "message_passing")
+METHODS = ("envsum", "padded", "message_passing", "scatter")
 #: Initial spread of the per-feature tensor scales λ_l (hippynn draws them from N(0, 1)).
 TENSOR_SCALE_STD = 1.0
 
@@ -100,7 +100,7 @@ class HIPNNInteraction(MessagePassing):
     ``[num_atoms, num_sensitivities, in_channels]`` that meets all :math:`V_\nu` in a
     single matrix product (hippynn's "envsum").
 
-    Three equivalent ways compute the environment (``method``):
+    Four equivalent ways compute the environment (``method``):
 
     * ``"envsum"``: :func:`~hipnn_pyg.nn.envsum.environment_sum`, custom kernels for
       the sum and its derivatives of every order that keep only the edge
@@ -112,6 +112,10 @@ class HIPNNInteraction(MessagePassing):
     * ``"message_passing"``: PyG messages :math:`s(r_{ij}) \otimes z_j`, a
       ``[num_edges, num_sensitivities, in_channels]`` tensor (and more of them in
       the double backward of force training).
+    * ``"scatter"``: one scatter-add per sensitivity channel, in plain tensor
+      operations that :func:`torch.export` traces with symbolic sizes, holding at
+      most ``[num_edges, in_channels]`` per-edge values at a time; what exported
+      models run (:mod:`hipnn_pyg.export`).
 
     ``scripts/bench_speed.py`` compares them.
 
@@ -121,8 +125,8 @@ class HIPNNInteraction(MessagePassing):
         sensitivity (nn.Module): Maps distances ``[num_edges]`` to sensitivities
             ``[num_edges, num_sensitivities]``, e.g.
             :class:`~hipnn_pyg.nn.InverseGaussianSensitivity`.
-        method (str): ``"envsum"``, ``"padded"`` or ``"message_passing"``.
-            (default: :obj:`"envsum"`)
+        method (str): ``"envsum"``, ``"padded"``, ``"message_passing"`` or
+            ``"scatter"``. (default: :obj:`"envsum"`)
         envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"`` or
             ``"cpp"``. (default: :obj:`None`, see
             :func:`~hipnn_pyg.nn.envsum.environment_sum`)
@@ -239,6 +243,8 @@ class HIPNNInteraction(MessagePassing):
                 environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
             elif self.method == "padded":
                 environment = padded_environment(x, edge_index, sensitivities)
+            elif self.method == "scatter":
+                environment = scatter_environment(x, edge_index, sensitivities)
             else:
                 environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
         # Channel-major rows: [atoms, C * S * in] -> [atoms * C, S * in], one product.
@@ -267,6 +273,19 @@ def neighbour_slots(centres: Tensor, num_atoms: int) -> tuple[Tensor, int]:
         centres[order]
     ]
     return slots, int(counts.max()) if centres.numel() else 0
+
+
+def scatter_environment(x: Tensor, edge_index: Tensor, sensitivities: Tensor) -> Tensor:
+    r"""The environment sum :math:`\sum_j s(r_{ij}) \otimes z_j`
+    ``[num_atoms, channels, in_channels]``, one scatter-add over the edges per channel
+    of ``sensitivities [num_edges, channels]``: the per-edge values never exceed the
+    ``[num_edges, in_channels]`` neighbour gather (autograd keeps only it and the
+    sensitivities), and no size depends on the data."""
+    neighbours, centres = edge_index
+    gathered = x[neighbours]
+    empty = x.new_zeros(x.size(0), x.size(1))
+    return torch.stack([empty.index_add(0, centres, gathered * sensitivities[:, k, None])
+                        for k in range(sensitivities.size(1))], dim=1)
 
 
 def padded_environment(x: Tensor, edge_index: Tensor, sensitivities: Tensor) -> Tensor:

@@ -67,8 +67,8 @@ class HIPNNRepresentation(Configurable, nn.Module):
         max_num_neighbors (int, optional): Cap on neighbours per atom; exceeding it
             raises rather than dropping pairs. (default: :obj:`None`, no cap)
         method (str): How the interactions compute the environment sum, ``"envsum"``,
-            ``"padded"`` or ``"message_passing"`` (same results, different speed and
-            memory; see :class:`~hipnn_pyg.nn.HIPNNInteraction`).
+            ``"padded"``, ``"message_passing"`` or ``"scatter"`` (same results,
+            different speed and memory; see :class:`~hipnn_pyg.nn.HIPNNInteraction`).
             (default: :obj:`"envsum"`)
         tensor_order (int): Angular order of the sensitivities: 0 is HIP-NN, 1 and 2 are
             HIP-NN-TS with vector and quadrupole channels (see
