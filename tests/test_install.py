@@ -107,7 +107,8 @@ def test_console_scripts_work_from_any_folder(installed: tuple[Path, Path], tmp_
     assert shipped.is_file() and shipped.is_relative_to(venv), shipped
 
     for console, config_key in (("hipnn-eval", "split"), ("hipnn-md", "timestep_fs"),
-                                ("hipnn-label", "calculator"), ("hipnn-active", "selection")):
+                                ("hipnn-label", "calculator"), ("hipnn-active", "selection"),
+                                ("hipnn-export", "aoti_output")):
         printed = _run([str(venv / "bin" / console), "--cfg", "job"], cwd=tmp_path, env=env)
         assert config_key in OmegaConf.create(printed.stdout), printed.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
