@@ -351,7 +351,7 @@ def main() -> None:
     if "scaling" in args.sections:
         scaling(args)
     if "md" in args.sections:
-        bench_md.run(argparse.Namespace(steps=200, rounds=3, water_repeats=4, aoti=True))
+        bench_md.run(argparse.Namespace(steps=100, rounds=5, water_repeats=4, aoti=True))
 
 
 if __name__ == "__main__":
