@@ -60,13 +60,15 @@ def _has_charges(model: nn.Module) -> bool:
 
 
 def _numpy_results(model: nn.Module, atoms: Atoms, device: torch.device,
-                   dtype: torch.dtype, charge: float | None) -> dict[str, Any]:
-    r"""One model's energy, forces, stress and (with a charge head) charges, dipole and
-    quadrupole for ``atoms``, in ASE units and layout."""
+                   dtype: torch.dtype, charge: float | None,
+                   with_stress: bool = True) -> dict[str, Any]:
+    r"""One model's energy, forces, stress (periodic cells, when ``with_stress``) and
+    (with a charge head) charges, dipole and quadrupole for ``atoms``, in ASE units and
+    layout."""
     data = atoms_to_batch(atoms, device, dtype)
     if charge is not None:
         data.charge = torch.tensor([float(charge)], dtype=dtype, device=device)
-    periodic = bool(atoms.pbc.any())
+    periodic = bool(atoms.pbc.any()) and with_stress
     result = predict(model, data, compute_forces=True, compute_stress=periodic)
     energy = float(result["energy"].detach().sum())
     out: dict[str, Any] = {
@@ -114,15 +116,19 @@ class _ModelsCalculator(Calculator):
                         system_changes: list[str]) -> list[dict[str, Any]]:
         super().calculate(atoms, properties or ["energy"], system_changes)
         assert self.atoms is not None
-        return [_numpy_results(model, self.atoms, self.device, self.dtype, self.charge)
-                for model in self.models]
+        # The strain derivative costs a sizeable part of a step: only when asked for
+        # (ASE calls again for a property missing from the results).
+        with_stress = "stress" in (properties or [])
+        return [_numpy_results(model, self.atoms, self.device, self.dtype, self.charge,
+                               with_stress) for model in self.models]
 
 
 class HIPNNCalculator(_ModelsCalculator):
     r"""An ASE calculator for a HIP-NN model.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's Voigt order) for periodic
-    cells; all derivatives are exact, by autograd. Models with a charge head
+    cells, computed only when asked for (MD that needs forces alone skips the strain
+    derivative); all derivatives are exact, by autograd. Models with a charge head
     (:class:`~hipnn_pyg.nn.HIPNNPotential`) also give ``charges`` (e), ``dipole``
     (e·Å, as :meth:`ase.Atoms.get_dipole_moment` expects) and ``quadrupole`` (e·Å²,
     traceless, in ``calc.results`` only); the total charge is

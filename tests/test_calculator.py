@@ -42,6 +42,13 @@ def test_stress_matches_ase_numerical_stress() -> None:
     atoms.calc = HIPNNCalculator(small_model())
     numeric = calculate_numerical_stress(atoms, eps=1e-5)
     np.testing.assert_allclose(atoms.get_stress(), numeric, atol=1e-7)
+    # MD asks for forces only: no strain derivative then, and stress when asked later
+    atoms.positions[0] += 0.01
+    forces = atoms.get_forces()
+    assert "stress" not in atoms.calc.results
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(atoms.get_forces(), forces, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), atol=1e-7)
 
 
 def test_optimiser_and_md_run(tmp_path) -> None:
