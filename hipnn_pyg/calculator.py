@@ -291,15 +291,16 @@ class ExportedCalculator(Calculator):
 
         super().calculate(atoms, properties or ["energy"], system_changes)
         assert self.atoms is not None
-        dtype = self.potential.dtype
-        z = torch.as_tensor(self.atoms.numbers, dtype=torch.long)
-        pos = torch.as_tensor(self.atoms.positions, dtype=dtype)
+        dtype, device = self.potential.dtype, self.potential.device
+        z = torch.as_tensor(self.atoms.numbers, dtype=torch.long, device=device)
+        pos = torch.as_tensor(self.atoms.positions, dtype=dtype, device=device)
         if not bool(torch.isfinite(pos).all()):
             raise ValueError("positions contain NaN or inf")
         cell = pbc = None
         if self.atoms.pbc.any():
-            cell = torch.as_tensor(np.asarray(self.atoms.cell), dtype=dtype).view(1, 3, 3)
-            pbc = torch.as_tensor(self.atoms.pbc).view(1, 3)
+            cell = torch.as_tensor(np.asarray(self.atoms.cell), dtype=dtype,
+                                   device=device).view(1, 3, 3)
+            pbc = torch.as_tensor(self.atoms.pbc, device=device).view(1, 3)
         edge_index, offsets = self._pair_list(self.atoms, z, pos, cell, pbc)
         if edge_index.size(1) < 2:
             raise ValueError("the exported program needs at least two pairs within "
@@ -308,5 +309,5 @@ class ExportedCalculator(Calculator):
         check_min_distance(distances, edge_index, self.potential.min_distance)
         energy, atom_energy, forces = self.program(z, pos, edge_index, offsets)
         self.results = {"energy": float(energy), "free_energy": float(energy),
-                        "energies": atom_energy.detach().numpy(),
-                        "forces": forces.detach().numpy().astype(np.float64)}
+                        "energies": atom_energy.detach().cpu().numpy(),
+                        "forces": forces.detach().cpu().numpy().astype(np.float64)}

@@ -141,7 +141,8 @@ def export_energy_forces(
     then checks and packages it.
 
     Args:
-        model (Potential): The trained potential, in the precision to export.
+        model (Potential): The trained potential, in the precision and on the device
+            to export for.
         path (str or os.PathLike, optional): Where to write the ``.pt2`` archive
             (atomically), with :data:`METADATA_FILE`. (default: :obj:`None`, not saved)
         example (tuple, optional): ``(z, pos)`` of a structure to trace with; it needs
@@ -155,13 +156,15 @@ def export_energy_forces(
     from torch.fx.experimental.proxy_tensor import make_fx
 
     function = EnergyForces(model)
-    dtype = next(function.parameters()).dtype
+    like = next(function.parameters())
+    dtype, device = like.dtype, like.device  # the program runs in both, as traced
     z, pos = example if example is not None else _example(model, dtype)
-    edge_index, offsets = _pairs(pos.to(dtype), model.cutoff)
+    z, pos = z.to(device), pos.to(device=device, dtype=dtype)
+    edge_index, offsets = _pairs(pos, model.cutoff)
     if z.numel() < 2 or edge_index.size(1) < 2:
         raise ValueError("the example structure needs at least two atoms and two pairs "
                          f"within the cutoff, got {z.numel()} atoms, {edge_index.size(1)} pairs")
-    inputs = (z.long(), pos.to(dtype), edge_index, offsets)
+    inputs = (z.long(), pos, edge_index, offsets)
     # Real weights enter the symbolic trace as constants of the graph.
     traced = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms, edges = Dim("atoms", min=2), Dim("edges", min=2)
@@ -172,6 +175,7 @@ def export_energy_forces(
     if path is not None:
         metadata = {"export_version": EXPORT_VERSION, "species": list(model.species),
                     "cutoff": float(model.cutoff), "dtype": str(dtype).removeprefix("torch."),
+                    "device": str(device),
                     "min_distance": float(model.representation.min_distance),
                     "inputs": ["z", "pos", "edge_index", "edge_offsets"],
                     "outputs": ["energy", "atom_energy", "forces"]}
@@ -224,6 +228,7 @@ class ExportedPotential(nn.Module):
         species (list[int]): Atomic numbers the model knows.
         cutoff (float): Pair cutoff (Å).
         dtype (torch.dtype): Precision of positions the program takes.
+        device (torch.device): Where it runs (where the model was when exported).
     """
 
     def __init__(self, program: ExportedProgram, metadata: dict[str, Any]) -> None:
@@ -234,6 +239,7 @@ class ExportedPotential(nn.Module):
         self.cutoff = float(metadata["cutoff"])
         self.min_distance = float(metadata["min_distance"])
         self.dtype = getattr(torch, metadata["dtype"])
+        self.device = torch.device(metadata.get("device", "cpu"))
         lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(self.species)] = torch.arange(len(self.species))
         self.species_lookup = lookup
@@ -254,7 +260,9 @@ class ExportedPotential(nn.Module):
             cell, pbc = cell.reshape(1, 3, 3).to(self.dtype), pbc.reshape(1, 3)
         check_inputs(z, pos, None, cell, pbc)
         species_index(z, self.species_lookup, self.species)  # names unknown elements
-        pos = pos.detach().to(self.dtype)
+        z, pos = z.to(self.device), pos.detach().to(device=self.device, dtype=self.dtype)
+        if cell is not None and pbc is not None:
+            cell, pbc = cell.to(self.device), pbc.to(self.device)
         edge_index, offsets = _pairs(pos, self.cutoff, cell, pbc)
         distances = (pos[edge_index[0]] - pos[edge_index[1]] + offsets).norm(dim=-1)
         check_min_distance(distances, edge_index, self.min_distance)
