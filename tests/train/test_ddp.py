@@ -62,14 +62,25 @@ def _process_group(pgid: int) -> list[int]:
     return members
 
 
+def _user_signals() -> None:
+    # What a terminal gives a command: default SIGINT and SIGTERM. A shell without job
+    # control starts background jobs (`cmd &`, as a CI runner may) with SIGINT ignored,
+    # which exec keeps; Python then installs no KeyboardInterrupt handler and a test
+    # of Ctrl-C would watch training carry on.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextmanager
 def _launch(overrides: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
     r"""``scripts/train.py`` in a session of its own, so that every rank it spawns can
-    be found by process group; whatever is left of it is killed on exit."""
+    be found by process group, with a terminal's signal dispositions; whatever is left
+    of it is killed on exit."""
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "scripts/train.py", *overrides], cwd=REPO, env=ENV,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_user_signals,
         )
     try:
         yield process
@@ -136,10 +147,8 @@ def test_signal_to_the_launcher_ends_every_rank(tmp_path: Path, signum: int) -> 
                   DDP_TIME_LIMIT, "no checkpoint from two ranks", log)
         assert process.poll() is None, log.read_text()[-4000:]
         process.send_signal(signum)
-        # A deadlock never ends; a loaded 2-core machine (CI beside other jobs) has
-        # needed more than a minute to wind two ranks down.
         _wait_for(lambda: process.poll() is not None and not _process_group(process.pid),
-                  180, f"launcher or ranks alive after {signal.Signals(signum).name}", log)
+                  60, f"launcher or ranks alive after {signal.Signals(signum).name}", log)
         # interrupted, not finished: no final model or results
         assert not (run / "results.json").exists() and not (run / "model.pt").exists()
         # a scheduler must see a killed run: 143 (128 + SIGTERM) or Lightning's 1 for Ctrl-C
