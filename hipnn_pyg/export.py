@@ -42,7 +42,12 @@ from torch.export import Dim, ExportedProgram
 
 from hipnn_pyg.atomic import atomic_write
 from hipnn_pyg.graph import Graph, radius_graph
-from hipnn_pyg.nn.checks import check_inputs, check_min_distance, species_index
+from hipnn_pyg.nn.checks import (
+    check_inputs,
+    check_min_distance,
+    species_index,
+    species_lookup,
+)
 from hipnn_pyg.nn.potential import Potential
 from hipnn_pyg.nn.representation import RepresentationOutput
 
@@ -240,9 +245,7 @@ class ExportedPotential(nn.Module):
         self.min_distance = float(metadata["min_distance"])
         self.dtype = getattr(torch, metadata["dtype"])
         self.device = torch.device(metadata.get("device", "cpu"))
-        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
-        lookup[torch.tensor(self.species)] = torch.arange(len(self.species))
-        self.species_lookup = lookup
+        self.species_lookup = species_lookup(self.species)
 
     def forward(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
                 pbc: Tensor | None = None) -> dict[str, Tensor]:

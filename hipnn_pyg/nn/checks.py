@@ -73,6 +73,14 @@ def check_inputs(
 
 
 @torch.compiler.disable
+def species_lookup(species: list[int]) -> Tensor:
+    r"""The table from atomic number to row of the one-hot species table (-1 for
+    elements not in ``species``), which :func:`species_index` reads."""
+    lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
+    lookup[torch.tensor(species)] = torch.arange(len(species))
+    return lookup
+
+
 def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
     r"""Maps atomic numbers to rows of the one-hot table; unknown elements raise."""
     valid = (z >= 0) & (z < lookup.numel())
@@ -158,9 +166,7 @@ def check_atoms(
         check_inputs(z, pos, None, cell, pbc)
         for species, _ in limits:
             if species is not None:
-                lookup = torch.full((max(species) + 1,), -1)
-                lookup[torch.tensor(species)] = torch.arange(len(species))
-                species_index(z, lookup, species)
+                species_index(z, species_lookup(species), species)
         if min_distance > 0:
             graph = radius_graph(pos, min_distance, None, cell, pbc)  # also checks the cell
             limit = "the model's lower limit" if models else "the lower limit"

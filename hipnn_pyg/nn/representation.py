@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hipnn_pyg.graph import Graph, radius_graph
-from hipnn_pyg.nn.checks import check_inputs, check_min_distance, species_index
+from hipnn_pyg.nn.checks import (
+    check_inputs,
+    check_min_distance,
+    species_index,
+    species_lookup,
+)
 from hipnn_pyg.nn.envsum import neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
@@ -100,9 +105,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         self.max_num_neighbors = max_num_neighbors
         self.tensor_order = check_tensor_order(tensor_order)
 
-        lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
-        lookup[torch.tensor(species)] = torch.arange(len(species))
-        self.register_buffer("species_lookup", lookup, persistent=False)
+        self.register_buffer("species_lookup", species_lookup(species), persistent=False)
 
         self.channels = [len(species)] + [hidden_channels] * num_interactions
         self.interactions = nn.ModuleList()
