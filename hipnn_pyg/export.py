@@ -52,7 +52,7 @@ from hipnn_pyg.nn.potential import Potential
 from hipnn_pyg.nn.representation import RepresentationOutput
 
 __all__ = ["EnergyForces", "ExportedPotential", "compile_aoti", "export_energy_forces",
-           "load_exported"]
+           "load_exported", "pair_list"]
 
 #: The archive's extra file with what a caller needs besides the program.
 METADATA_FILE = "hipnn_pyg.json"
@@ -126,8 +126,18 @@ def _example(model: Potential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     return species, pos
 
 
-def _pairs(pos: Tensor, cutoff: float, cell: Tensor | None = None,
-           pbc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def pair_list(pos: Tensor, cutoff: float, cell: Tensor | None = None,
+              pbc: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""The program's pair inputs for one structure: ``edge_index`` of the pairs within
+    ``cutoff`` and their Cartesian image offsets ``[num_edges, 3]``.
+
+    Args:
+        pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å.
+        cutoff (float): Pair radius in Å (the model's cutoff, or more for a Verlet list).
+        cell (torch.Tensor, optional): Cell ``[1, 3, 3]``. (default: :obj:`None`)
+        pbc (torch.Tensor, optional): Periodic directions ``[1, 3]``.
+            (default: :obj:`None`)
+    """
     graph = radius_graph(pos, cutoff, None, cell, pbc)
     if cell is None or pbc is None or not bool(pbc.any()):
         return graph.edge_index, pos.new_zeros(graph.edge_index.size(1), 3)
@@ -165,7 +175,7 @@ def export_energy_forces(
     dtype, device = like.dtype, like.device  # the program runs in both, as traced
     z, pos = example if example is not None else _example(model, dtype)
     z, pos = z.to(device), pos.to(device=device, dtype=dtype)
-    edge_index, offsets = _pairs(pos, model.cutoff)
+    edge_index, offsets = pair_list(pos, model.cutoff)
     if z.numel() < 2 or edge_index.size(1) < 2:
         raise ValueError("the example structure needs at least two atoms and two pairs "
                          f"within the cutoff, got {z.numel()} atoms, {edge_index.size(1)} pairs")
@@ -247,6 +257,33 @@ class ExportedPotential(nn.Module):
         self.device = torch.device(metadata.get("device", "cpu"))
         self.species_lookup = species_lookup(self.species)
 
+    def check(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
+              pbc: Tensor | None = None) -> None:
+        r"""Raises :obj:`ValueError` for inputs the model would refuse: shapes, NaN, and
+        elements it does not know (by name)."""
+        check_inputs(z, pos, None, cell, pbc)
+        species_index(z, self.species_lookup, self.species)
+
+    def run(self, z: Tensor, pos: Tensor, edge_index: Tensor, edge_offsets: Tensor,
+            program: Any = None) -> dict[str, Tensor]:
+        r"""The program on a pair list (of :func:`pair_list`, or a Verlet list that
+        holds it), after the model's closest-approach check.
+
+        Args:
+            z, pos, edge_index, edge_offsets: As :meth:`EnergyForces.forward` takes them,
+                on :attr:`device`, ``pos`` in :attr:`dtype`.
+            program (callable, optional): Another build of the same program, such as
+                its AOTInductor package. (default: :obj:`None`, the exported graph)
+        """
+        distances = (pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets).norm(dim=-1)
+        check_min_distance(distances, edge_index, self.min_distance)
+        if edge_index.size(1) < 2:
+            raise ValueError(f"the exported program needs at least two pairs within the "
+                             f"cutoff ({self.cutoff} Å), got {edge_index.size(1)}")
+        energy, atom_energy, forces = (program or self.function)(z.long(), pos, edge_index,
+                                                                  edge_offsets)
+        return {"energy": energy, "atom_energy": atom_energy, "forces": forces}
+
     def forward(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
                 pbc: Tensor | None = None) -> dict[str, Tensor]:
         r"""Energy (``[]``), per-atom energies and forces of one structure.
@@ -261,19 +298,11 @@ class ExportedPotential(nn.Module):
         """
         if cell is not None and pbc is not None:
             cell, pbc = cell.reshape(1, 3, 3).to(self.dtype), pbc.reshape(1, 3)
-        check_inputs(z, pos, None, cell, pbc)
-        species_index(z, self.species_lookup, self.species)  # names unknown elements
+        self.check(z, pos, cell, pbc)
         z, pos = z.to(self.device), pos.detach().to(device=self.device, dtype=self.dtype)
         if cell is not None and pbc is not None:
             cell, pbc = cell.to(self.device), pbc.to(self.device)
-        edge_index, offsets = _pairs(pos, self.cutoff, cell, pbc)
-        distances = (pos[edge_index[0]] - pos[edge_index[1]] + offsets).norm(dim=-1)
-        check_min_distance(distances, edge_index, self.min_distance)
-        if edge_index.size(1) < 2:
-            raise ValueError(f"the exported program needs at least two pairs within the "
-                             f"cutoff ({self.cutoff} Å), got {edge_index.size(1)}")
-        energy, atom_energy, forces = self.function(z.long(), pos, edge_index, offsets)
-        return {"energy": energy, "atom_energy": atom_energy, "forces": forces}
+        return self.run(z, pos, *pair_list(pos, self.cutoff, cell, pbc))
 
 
 def load_exported(path: str | os.PathLike[str]) -> ExportedPotential:
