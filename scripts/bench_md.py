@@ -61,14 +61,6 @@ def structures(water_repeats: int) -> dict[str, Atoms]:
     return {"ethanol": ethanol, f"water {len(water)}": water}
 
 
-def hippynn_available() -> bool:
-    try:
-        import hippynn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def hippynn_calculator(model: torch.nn.Module):
     from hippynn.interfaces.ase_interface import HippynnCalculator
 
@@ -129,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
         contenders["ExportedCalculator + AOTI"] = lambda: ExportedCalculator(
             exported, aoti_package=folder / "model_aoti.pt2", skin=1.0)
     print()
-    if hippynn_available():
+    if same_loop.hippynn_available():
         peer, _ = same_loop.hippynn_model(0, SHAPE)
         _shrink_energy(peer.energy_node.torch_module)
         contenders["hippynn (peer)"] = lambda: hippynn_calculator(peer)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import logging
 import os
 import resource
 import statistics
@@ -152,16 +151,6 @@ DEFAULT_SHAPE = dict(features=64, interactions=2, atom_layers=3, sensitivities=2
                      soft_min=0.75, soft_max=5.5, cutoff=6.5)
 
 
-def hippynn_available() -> bool:
-    try:
-        import hippynn  # noqa: F401
-    except ImportError:
-        return False
-    # hippynn compiles its pytorch kernels and hits dynamo's recompile limit: noise only.
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-    return True
-
-
 def frames_of(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     count = batch.num_graphs
     return batch.z.view(count, -1), batch.pos.view(count, -1, 3)
@@ -194,7 +183,7 @@ def peer_step(builder: Callable, tensor_order: int, shape: dict,
 
 def tensor_orders(args: argparse.Namespace) -> None:
     builders = {"hipnn_pyg": same_loop.ours}
-    if hippynn_available():
+    if same_loop.hippynn_available():
         builders["hippynn"] = same_loop.hippynn_model
     for molecule in ("ethanol", "aspirin"):
         raw = np.load(DATA / "rmd17" / f"rmd17_{molecule}_train_01.npz")
@@ -229,7 +218,7 @@ def throughput(args: argparse.Namespace) -> None:
         if make is training_step:
             torch.manual_seed(0)
             contenders["pyg SchNet (peer)"] = schnet_step(batch, HIPNN().cutoff)
-        if hippynn_available():
+        if same_loop.hippynn_available():
             torch.manual_seed(0)
             contenders["hippynn (peer)"] = (
                 peer_inference(DEFAULT_SHAPE, batch) if make is inference
@@ -342,7 +331,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, "
           f"{os.cpu_count()} CPU cores (shared), envsum backends: {available_backends()}")
-    if not hippynn_available():
+    if not same_loop.hippynn_available():
         print("hippynn is not installed: no hippynn peer in this run")
     if "throughput" in args.sections:
         throughput(args)

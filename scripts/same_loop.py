@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -69,6 +70,17 @@ def split(data_dir: Path, molecule: str, seed: int) -> dict[str, dict[str, Tenso
     out = {name: {k: v[index] for k, v in train_file.items()} for name, index in parts.items()}
     out["test"] = frames(data_dir / "rmd17" / f"rmd17_{molecule}_test_01.npz")
     return out
+
+
+def hippynn_available() -> bool:
+    r"""Whether hippynn is importable (the peer of the benchmarks)."""
+    try:
+        import hippynn  # noqa: F401
+    except ImportError:
+        return False
+    # hippynn compiles its pytorch kernels and hits dynamo's recompile limit: noise only.
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    return True
 
 
 def ours(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module, EnergyForces]:
