@@ -19,23 +19,13 @@ from hipnn_pyg.export import (
     load_exported,
 )
 from hipnn_pyg.nn import energy_forces_stress
-from tests.nn.helpers import ethanol, random_crystal, small_model
+from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking
 from tests.test_serialization import RunsCode
-
-
-def _trained_like(model: HIPNN) -> HIPNN:
-    # Non-zero readouts and tensor scales everywhere, as after training.
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator,
-                                             dtype=parameter.dtype))
-    return model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[HIPNN, ExportedPotential]:
-    model = _trained_like(small_model())
+    model = trained_looking(small_model(), 0.1, seed=7)
     path = tmp_path_factory.mktemp("export") / "model.pt2"
     export_energy_forces(model, path)
     return model, load_exported(path)
@@ -144,7 +134,7 @@ def test_export_entry_point_writes_a_float32_tensor_sensitivity_archive(
     from hipnn_pyg.cli import export_task
     from tests.train.helpers import compose_config
 
-    model = _trained_like(small_model(tensor_order=2))
+    model = trained_looking(small_model(tensor_order=2), 0.1, seed=7)
     save_model(model, tmp_path / "model.pt")
     output = tmp_path / "out" / "model.pt2"
     export_task(compose_config("export", tmp_path, [f"model_path={tmp_path / 'model.pt'}",

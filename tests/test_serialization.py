@@ -14,7 +14,7 @@ from hipnn_pyg.calculator import atoms_to_batch
 from hipnn_pyg.nn import HIPNNPotential
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import UnsafeFileError, load_model, model_state, save_model, torch_load
-from tests.nn.helpers import ethanol, small_model
+from tests.nn.helpers import ethanol, small_model, trained_looking
 
 
 def _energy_forces(model: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,22 +24,12 @@ def _energy_forces(model: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, 
     return result["energy"].detach(), result["forces"].detach()
 
 
-def _trained_looking(model: nn.Module) -> nn.Module:
-    r"""Weights away from their initial values, as after training (every digit counts)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(1e-3 * torch.randn(parameter.shape, generator=generator,
-                                              dtype=parameter.dtype))
-    return model.eval()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["HIPNN", "HIPNNPotential"])
 def test_round_trip_is_bitwise_in_the_saved_precision(tmp_path: Path, dtype: torch.dtype,
                                                       kind: str) -> None:
     model = small_model(dtype)
-    model = _trained_looking(HIPNNPotential(model) if kind == "HIPNNPotential" else model)
+    model = trained_looking(HIPNNPotential(model) if kind == "HIPNNPotential" else model)
     path = tmp_path / "nested" / "model.pt"
     save_model(model, path)
     loaded = load_model(path)
@@ -55,7 +45,7 @@ def test_round_trip_is_bitwise_in_the_saved_precision(tmp_path: Path, dtype: tor
 
 
 def test_files_without_a_recorded_dtype_load_in_their_weights_precision(tmp_path: Path) -> None:
-    model = _trained_looking(small_model(torch.float64))
+    model = trained_looking(small_model(torch.float64))
     state = model_state(model)
     assert state["dtype"] == "float64"
     del state["dtype"]  # as files written before the precision was recorded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from hipnn_pyg import HIPNN
 
@@ -15,6 +16,17 @@ def small_model(dtype: torch.dtype = torch.float64, **kwargs: object) -> HIPNN:
     )
     options.update(kwargs)
     return HIPNN(**options).to(dtype)
+
+
+def trained_looking(model: nn.Module, scale: float = 1e-3, seed: int = 0) -> nn.Module:
+    r"""``model`` in eval mode with every weight moved by ``scale`` times a seeded normal
+    draw: away from its initial values (zero readouts, unit scales), as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator,
+                                               dtype=parameter.dtype))
+    return model.eval()
 
 
 def ethanol(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
