@@ -81,17 +81,22 @@ class _FrozenEnvSum(torch.autograd.Function):
 
 def _distance_gradient(grad: Tensor, distances: Tensor, features: Tensor, ctx) -> Tensor:
     # d env / d r_e, edge chunk by edge chunk: the sensitivities' vector-Jacobian product
-    # with sensesum(grad, x) (one [chunk, S] block at a time).
+    # with sensesum(grad, x) (one [chunk, S] block at a time), in closed form where the
+    # sensitivity has one (distance_vjp), else by autograd through a recomputation.
     neighbours, centres = ctx.layout.edge_index
+    sensitivity = ctx.sensitivity
     out = torch.empty_like(distances)
     for start in range(0, distances.numel(), _CHUNK_EDGES):
         part = slice(start, start + _CHUNK_EDGES)
-        with torch.enable_grad():
-            chunk = distances[part].detach().requires_grad_(True)
-            values = ctx.sensitivity(chunk)
         with torch.no_grad():
             grad_values = _edge_sensesum(grad, features, neighbours[part], centres[part],
                                          ctx.backend)
+        if hasattr(sensitivity, "distance_vjp"):
+            out[part] = sensitivity.distance_vjp(distances[part].detach(), grad_values)
+            continue
+        with torch.enable_grad():
+            chunk = distances[part].detach().requires_grad_(True)
+            values = sensitivity(chunk)
         (out[part],) = torch.autograd.grad(values, chunk, grad_values)
     return out
 

@@ -161,6 +161,31 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
             distances, self.cutoff_fn(distances), self.inverse_mu, self.sigma
         )
 
+    @torch.no_grad()
+    def distance_vjp(self, distances: Tensor, grad: Tensor) -> Tensor:
+        r"""The vector-Jacobian product :math:`\sum_\nu g_{e\nu}\, \partial
+        s_\nu(r_e) / \partial r_e` for ``grad [num_edges, num_sensitivities]``, in
+        closed form: the distances' gradient of a frozen layer (inference, MD) without
+        autograd's recomputation of the values and the parameters' gradients.
+
+        With :math:`G_\nu = \exp(-\tfrac12 \sigma_\nu^2 \delta_\nu^2)`,
+        :math:`\delta_\nu = r^{-1} - \mu_\nu^{-1}` and the cutoff :math:`\varphi`:
+        :math:`\partial s_\nu / \partial r = G_\nu (\varphi' + \varphi\,
+        \sigma_\nu^2 \delta_\nu / r^2)`. Where the exponent is floored at
+        :data:`MIN_EXPONENT` autograd's derivative is zero and this one keeps the
+        :math:`e^{-60}`-small term (no mask pass for it).
+        """
+        inverse = distances.reciprocal()
+        delta = inverse.unsqueeze(-1) - self.inverse_mu
+        exponent = (delta * self.sigma).square_().mul_(-0.5)
+        weighted = exponent.clamp_min_(MIN_EXPONENT).exp_().mul_(grad)
+        radial = (weighted * delta) @ self.sigma.square()
+        with torch.enable_grad():  # the cutoff's slope, by autograd on [num_edges] only
+            leaf = distances.detach().requires_grad_(True)
+            cut = self.cutoff_fn(leaf)
+            (slope,) = torch.autograd.grad(cut, leaf, weighted.sum(-1))
+        return slope + cut.detach() * radial * inverse.square()
+
     def extra_repr(self) -> str:
         return (
             f"num_sensitivities={self.num_sensitivities}, "
