@@ -68,10 +68,12 @@ class NeighbourLayout:
         edge_index (torch.Tensor): The pairs ``[2, E]`` (neighbour, centre).
         num_atoms (int): Number of atoms.
         num_edges (int): Number of edges.
-        atom_order (torch.Tensor): Atoms sorted by degree class ``[num_atoms]``.
+        atom_order (torch.Tensor): Atoms sorted by degree class ``[num_atoms]``
+            (computed on first use, like ``row_start`` and ``edge_order``).
         row_start (torch.Tensor): CSR offsets ``[num_atoms + 1]`` of each atom of
             ``atom_order`` into ``edge_order``.
         edge_order (torch.Tensor): Edges sorted by centre in ``atom_order`` ``[E]``.
+        centre_rows (tuple): The compiled kernels' CSR by centre (see the property).
         neighbour_start (torch.Tensor): CSR offsets ``[num_atoms + 1]`` of each atom
             (as neighbour) into ``by_neighbour``.
         by_neighbour (torch.Tensor): Edges sorted by neighbour ``[E]``.
@@ -82,23 +84,48 @@ class NeighbourLayout:
 
     def __init__(self, edge_index: Tensor, num_atoms: int) -> None:
         neighbours, centres = edge_index
-        device = edge_index.device
         self.edge_index = edge_index
         self.num_atoms = num_atoms
         self.num_edges = centres.numel()
         self.degree = torch.bincount(centres, minlength=num_atoms)
-        widths = torch.tensor(_WIDTHS, device=device)
-        # Class k holds degrees in (widths[k-2], widths[k-1]]; class 0 is degree 0.
-        self.atom_class = torch.where(
-            self.degree > 0, torch.bucketize(self.degree, widths) + 1, 0
-        )
-        self.atom_order = torch.argsort(self.atom_class, stable=True)
-        self.rank = torch.empty_like(self.atom_order)
-        self.rank[self.atom_order] = torch.arange(num_atoms, device=device)
-        self.edge_order = torch.argsort(self.rank[centres], stable=True)
-        self.row_start = _offsets(self.degree[self.atom_order])
         self.by_neighbour = torch.argsort(neighbours, stable=True)
         self.neighbour_start = _offsets(torch.bincount(neighbours, minlength=num_atoms))
+
+    @functools.cached_property
+    def atom_class(self) -> Tensor:
+        widths = torch.tensor(_WIDTHS, device=self.degree.device)
+        # Class k holds degrees in (widths[k-2], widths[k-1]]; class 0 is degree 0.
+        return torch.where(self.degree > 0, torch.bucketize(self.degree, widths) + 1, 0)
+
+    @functools.cached_property
+    def atom_order(self) -> Tensor:
+        return torch.argsort(self.atom_class, stable=True)
+
+    @functools.cached_property
+    def rank(self) -> Tensor:
+        rank = torch.empty_like(self.atom_order)
+        rank[self.atom_order] = torch.arange(self.num_atoms, device=rank.device)
+        return rank
+
+    @functools.cached_property
+    def edge_order(self) -> Tensor:
+        return torch.argsort(self.rank[self.edge_index[1]], stable=True)
+
+    @functools.cached_property
+    def row_start(self) -> Tensor:
+        return _offsets(self.degree[self.atom_order])
+
+    @functools.cached_property
+    def centre_rows(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""A CSR of the edges by centre in any atom order, for the compiled kernels:
+        ``(atom order, offsets, edges)``. Pair lists already sorted by centre (those of
+        :func:`~hipnn_pyg.graph.radius_graph`) need no sort: the identity order."""
+        centres = self.edge_index[1]
+        if centres.device.type == "cpu" and bool((centres[1:] >= centres[:-1]).all()):
+            device = centres.device
+            return (torch.arange(self.num_atoms, device=device), _offsets(self.degree),
+                    torch.arange(self.num_edges, device=device))
+        return self.atom_order, self.row_start, self.edge_order
 
     @functools.cached_property
     def blocks(self) -> tuple[DegreeBlock, ...]:
@@ -211,8 +238,8 @@ def _envsum_cpp(sensitivities: Tensor, features: Tensor, layout: NeighbourLayout
 
     neighbours, centres = layout.edge_index
     return load_extension().envsum(
-        sensitivities.contiguous(), features.contiguous(), layout.atom_order,
-        layout.row_start, layout.edge_order, neighbours, layout.num_atoms,
+        sensitivities.contiguous(), features.contiguous(), *layout.centre_rows, neighbours,
+        layout.num_atoms,
     )
 
 

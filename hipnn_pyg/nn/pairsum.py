@@ -52,8 +52,7 @@ class _EdgeIndices:
             self.order = torch.arange(layout.num_atoms, device=device)
             self.start, self.grouped = layout.neighbour_start, layout.by_neighbour
         else:
-            self.order, self.start, self.grouped = (
-                layout.atom_order, layout.row_start, layout.edge_order)
+            self.order, self.start, self.grouped = layout.centre_rows
         self.num_atoms, self.num_edges = layout.num_atoms, layout.num_edges
 
 
