@@ -2,10 +2,11 @@ r"""A memory-lean environment sum for frozen sensitivities (inference, MD).
 
 With the sensitivity's parameters fixed, the per-edge sensitivities
 ``[num_edges, num_sensitivities]`` are a function of the distances alone, so nothing
-of that size needs to live between the forward and the backward: the forward computes
-them, sums the environment and drops them; the backward of the forces recomputes
-them, once for the features' gradient and in chunks of edges for the distances'
-(``[num_edges]``), where autograd would keep them from the forward and add their
+of that size needs to live between the forward and the backward, nor exist at once:
+the forward computes them for the edges of one block of centre atoms at a time and
+sums those atoms' environments; the backward of the forces recomputes them, by blocks
+of neighbour atoms for the features' gradient and by chunks of edges for the
+distances' (``[num_edges]``). Autograd would keep them from the forward and add their
 gradient of the same size (two ``[num_edges, S]`` tensors per layer, 0.8 GB at 10⁵
 atoms of water).
 
@@ -32,6 +33,9 @@ from hipnn_pyg.nn.envsum import (
 
 # Edges per chunk of the distances' gradient: [chunk, S] and [chunk, S, F] stay small.
 _CHUNK_EDGES = 4 * CHUNK_SLOTS
+# Edges per block of atoms of the environment and the features' gradient: [block, S] is
+# 20 MB at 20 sensitivities in float32, and the kernel calls stay few.
+_BLOCK_EDGES = 1 << 18
 
 
 def trains(sensitivity: nn.Module) -> bool:
@@ -53,7 +57,9 @@ class _FrozenEnvSum(torch.autograd.Function):
         ctx.save_for_backward(distances, features)
         ctx.sensitivity, ctx.layout, ctx.backend = sensitivity, layout, backend
         with torch.no_grad():
-            return _backend_ops(backend)[0](sensitivity(distances), features, layout)
+            if backend != "cpp" or layout.num_edges <= _BLOCK_EDGES:
+                return _backend_ops(backend)[0](sensitivity(distances), features, layout)
+            return _blocked_envsum(distances, features, sensitivity, layout)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -73,10 +79,68 @@ class _FrozenEnvSum(torch.autograd.Function):
         grad_distances = grad_features = None
         if ctx.needs_input_grad[1]:
             with torch.no_grad():
-                grad_features = _backend_ops(backend)[2](grad, sensitivity(distances), layout)
+                grad_features = (
+                    _backend_ops(backend)[2](grad, sensitivity(distances), layout)
+                    if backend != "cpp" or layout.num_edges <= _BLOCK_EDGES
+                    else _blocked_featsum(grad, distances, sensitivity, layout)
+                )
         if ctx.needs_input_grad[0]:
             grad_distances = _distance_gradient(grad, distances, features, ctx)
         return grad_distances, grad_features, None, None, None
+
+
+def _row_blocks(start: Tensor) -> list[tuple[int, int, int, int]]:
+    # (first row, end row, first edge, end edge) of consecutive CSR rows holding about
+    # _BLOCK_EDGES edges each (a row with more edges is a block of its own).
+    num_edges = int(start[-1])
+    cuts = torch.searchsorted(start, torch.arange(0, num_edges, _BLOCK_EDGES,
+                                                  device=start.device), right=True) - 1
+    rows = sorted(set(cuts.tolist()) | {start.numel() - 1})
+    offsets = start[rows].tolist()
+    return [(rows[k], rows[k + 1], offsets[k], offsets[k + 1]) for k in range(len(rows) - 1)]
+
+
+def _local_rows(start: Tensor, first: int, end: int, first_edge: int) -> Tensor:
+    return start[first : end + 1] - first_edge
+
+
+def _blocked_envsum(distances: Tensor, features: Tensor, sensitivity: nn.Module,
+                    layout: NeighbourLayout) -> Tensor:
+    # The environment of one block of centre atoms at a time, from their edges only.
+    from hipnn_pyg.nn.csrc import load_extension
+
+    order, start, edges = layout.centre_rows
+    neighbours = layout.edge_index[0]
+    out = None
+    for first, end, first_edge, end_edge in _row_blocks(start):
+        block = edges[first_edge:end_edge]
+        local = torch.arange(end - first, device=order.device)
+        part = load_extension().envsum(
+            sensitivity(distances[block]), features, local,
+            _local_rows(start, first, end, first_edge),
+            torch.arange(block.numel(), device=block.device), neighbours[block], end - first,
+        )
+        if out is None:
+            out = features.new_empty(layout.num_atoms, *part.shape[1:])
+        out.index_copy_(0, order[first:end], part)
+    return out
+
+
+def _blocked_featsum(grad: Tensor, distances: Tensor, sensitivity: nn.Module,
+                     layout: NeighbourLayout) -> Tensor:
+    # featsum(grad, s) for one block of neighbour atoms at a time, from their edges only.
+    from hipnn_pyg.nn.csrc import load_extension
+
+    start, grouped = layout.neighbour_start, layout.by_neighbour
+    centres = layout.edge_index[1]
+    out = grad.new_empty(layout.num_atoms, grad.size(2))
+    for first, end, first_edge, end_edge in _row_blocks(start):
+        block = grouped[first_edge:end_edge]
+        out[first:end] = load_extension().featsum(
+            grad, sensitivity(distances[block]), _local_rows(start, first, end, first_edge),
+            torch.arange(block.numel(), device=block.device), centres[block], end - first,
+        )
+    return out
 
 
 def _distance_gradient(grad: Tensor, distances: Tensor, features: Tensor, ctx) -> Tensor:

@@ -94,3 +94,26 @@ def test_function_equals_the_environment_sum_to_second_order(backend: str) -> No
     first_only = frozen_environment_sum(features, graph.distances, sensitivity, layout, backend)
     (grad_pos,) = torch.autograd.grad((first_only * weights).sum(), pos)
     torch.testing.assert_close(grad_pos, results[0][1], rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_blocks_of_atoms_give_the_same_environment_and_gradients(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large systems sum the environment and the features' gradient by blocks of atoms;
+    # tiny blocks here (a few atoms' edges, and single atoms above the block size).
+    pos = (4.0 * torch.rand(60, 3, dtype=torch.float64)).requires_grad_(True)
+    sensitivity = InverseGaussianSensitivity(6, 0.7, 2.0, 2.5).double().requires_grad_(False)
+    features = torch.randn(60, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(60, 6, 5, dtype=torch.float64)
+    results = []
+    for block_edges in (1 << 18, 7):
+        monkeypatch.setattr("hipnn_pyg.nn.frozen._BLOCK_EDGES", block_edges)
+        graph = radius_graph(pos, 2.5)
+        layout = neighbour_layout(graph.edge_index, 60)
+        assert layout.num_edges > 20 * block_edges or block_edges > layout.num_edges
+        environment = frozen_environment_sum(features, graph.distances, sensitivity, layout,
+                                             backend)
+        grads = torch.autograd.grad((environment * weights).sum(), (pos, features))
+        results.append([environment, *grads])
+    for blocked, whole in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
