@@ -100,10 +100,16 @@ def pair_vectors(
 ) -> Tensor:
     r"""Pair vectors :math:`x_j - x_i + S_{ij} C`, differentiable in ``pos`` and ``cell``."""
     source, target = edge_index
-    vectors = pos[source] - pos[target]
-    if cell is not None:
-        edge_cell = cell[batch[target]]
-        vectors = vectors + torch.einsum("ek,ekd->ed", shifts.to(pos.dtype), edge_cell)
+    vectors = pos[source].sub_(pos[target])  # in place: one [E, 3] temporary fewer
+    if cell is None:
+        return vectors
+    shifts = shifts.to(pos.dtype)
+    if cell.size(0) == 1:
+        return torch.addmm(vectors, shifts, cell[0])
+    # One lattice vector at a time: [E, 3] temporaries, not the edges' cells [E, 3, 3].
+    edge_graph = batch[target]
+    for k in range(3):
+        vectors = vectors + shifts[:, k : k + 1] * cell[edge_graph, k]
     return vectors
 
 
@@ -182,17 +188,26 @@ def _periodic_pairs(
             image_pos, wrapped, r=cutoff, batch_x=image_batch, batch_y=batch,
             max_num_neighbors=cap,
         )
+        # Per-edge tensors are the memory of a large cell (5e6 pairs at 1e5 atoms of
+        # water): keep [E] indices until the end, build the [E, 3] shifts once.
         neighbour = image_atom[image]
-        shift = image_shift[image]
-        not_self = (neighbour != centre) | (shift != 0).any(dim=1)
-        centre, neighbour, shift = centre[not_self], neighbour[not_self], shift[not_self]
+        keep = (neighbour != centre) | (image_shift != 0).any(dim=1)[image]  # not self
+        centre, image, neighbour = centre[keep], image[keep], neighbour[keep]
+        del keep
         _check_cap(centre, num_atoms, max_num_neighbors)
-
-        # Shifts for the unwrapped positions: undo the wrap of both atoms.
-        shift = shift + offsets[centre].long() - offsets[neighbour].long()
         order = torch.argsort(centre * num_atoms + neighbour, stable=True)
-        edge_index = torch.stack([neighbour[order], centre[order]])
-    return edge_index, shift[order]
+        del neighbour
+        centre, image = centre[order], image[order]
+        del order
+        neighbour = image_atom[image]
+        # Shifts for the unwrapped positions: undo the wrap of both atoms.
+        shift = image_shift[image]
+        del image
+        atom_offsets = offsets.long()
+        shift += atom_offsets[centre]
+        shift -= atom_offsets[neighbour]
+        edge_index = torch.stack([neighbour, centre])
+    return edge_index, shift
 
 
 def _check_cells(cell: Tensor, periodic: Tensor) -> None:
