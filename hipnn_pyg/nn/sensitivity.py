@@ -60,10 +60,17 @@ class _CutGaussians(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
-        # A graph for higher derivatives, or a trace with a symbolic edge count (export,
-        # torch.compile), where chunks would fix the count: one differentiable pass.
-        if torch.is_grad_enabled() or isinstance(distances.size(0), torch.SymInt):
-            return _cut_gaussians_grad(grad, distances, cutoff, inverse_mu, sigma)
+        inputs = (grad, distances, cutoff, inverse_mu, sigma)
+        # A trace with a symbolic edge count (export, torch.compile), where chunks would
+        # fix the count: one differentiable pass.
+        if isinstance(distances.size(0), torch.SymInt):
+            return _cut_gaussians_grad(*inputs)
+        if _compiled(distances):  # one pass over [E, S], no temporaries of that size
+            if torch.is_grad_enabled():  # force training: a graph for the loss's backward
+                return _GaussianGrad.apply(*inputs)
+            return tuple(_kernels().gaussian_grad(*_contiguous(inputs), MIN_EXPONENT))
+        if torch.is_grad_enabled():
+            return _cut_gaussians_grad(*inputs)
         # First derivatives only: chunks of edges bound the temporaries.
         parts = [
             _cut_gaussians_grad(grad[start:stop], distances[start:stop], cutoff[start:stop],
@@ -73,6 +80,49 @@ class _CutGaussians(torch.autograd.Function):
         grad_distances, grad_cutoff = (torch.cat([p[k] for p in parts]) for k in (0, 1))
         grad_mu, grad_sigma = (sum(p[k] for p in parts) for k in (2, 3))
         return grad_distances, grad_cutoff, grad_mu, grad_sigma
+
+
+class _GaussianGrad(torch.autograd.Function):
+    r"""The first derivatives of the sensitivities contracted with ``grad`` (what
+    :class:`_CutGaussians` returns), on the compiled kernel, with the kernel's
+    vector-Jacobian product as backward: force training's second derivatives in one
+    pass over the edges each. Higher orders recompute it with differentiable
+    operations (:func:`_cut_gaussians_grad`)."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor,
+                sigma: Tensor):
+        inputs = _contiguous((grad, distances, cutoff, inverse_mu, sigma))
+        ctx.save_for_backward(*inputs)
+        return tuple(_kernels().gaussian_grad(*inputs, MIN_EXPONENT))
+
+    @staticmethod
+    def backward(ctx, *upstream: Tensor):
+        inputs = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return tuple(_kernels().gaussian_grad_backward(
+                *inputs, MIN_EXPONENT, *_contiguous(upstream)))
+        with torch.enable_grad():  # third derivatives and beyond: autograd's own algebra
+            aliases = [t.view_as(t) for t in inputs]
+            outputs = _cut_gaussians_grad(*aliases)
+            return torch.autograd.grad(outputs, aliases, upstream, create_graph=True,
+                                       allow_unused=True)
+
+
+def _compiled(distances: Tensor) -> bool:
+    from hipnn_pyg.nn.csrc import extension_available
+
+    return distances.device.type == "cpu" and extension_available()
+
+
+def _kernels():
+    from hipnn_pyg.nn.csrc import load_extension
+
+    return load_extension()
+
+
+def _contiguous(tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(t.contiguous() for t in tensors)
 
 
 def _chunks(size: int, step: int) -> list[tuple[int, int]]:
@@ -175,16 +225,21 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         :data:`MIN_EXPONENT` autograd's derivative is zero and this one keeps the
         :math:`e^{-60}`-small term (no mask pass for it).
         """
-        inverse = distances.reciprocal()
-        delta = inverse.unsqueeze(-1) - self.inverse_mu
-        exponent = (delta * self.sigma).square_().mul_(-0.5)
-        weighted = exponent.clamp_min_(MIN_EXPONENT).exp_().mul_(grad)
-        radial = (weighted * delta) @ self.sigma.square()
         with torch.enable_grad():  # the cutoff's slope, by autograd on [num_edges] only
             leaf = distances.detach().requires_grad_(True)
             cut = self.cutoff_fn(leaf)
-            (slope,) = torch.autograd.grad(cut, leaf, weighted.sum(-1))
-        return slope + cut.detach() * radial * inverse.square()
+        if _compiled(distances):
+            inputs = (grad, distances, cut.detach(), self.inverse_mu, self.sigma)
+            radial, by_cut, _, _ = _kernels().gaussian_grad(*_contiguous(inputs), MIN_EXPONENT)
+        else:
+            inverse = distances.reciprocal()
+            delta = inverse.unsqueeze(-1) - self.inverse_mu
+            exponent = (delta * self.sigma).square_().mul_(-0.5)
+            weighted = exponent.clamp_min_(MIN_EXPONENT).exp_().mul_(grad)
+            by_cut = weighted.sum(-1)
+            radial = cut.detach() * ((weighted * delta) @ self.sigma.square()) * inverse.square()
+        (slope,) = torch.autograd.grad(cut, leaf, by_cut)
+        return slope + radial
 
     def extra_repr(self) -> str:
         return (

@@ -1,13 +1,23 @@
-"""The sensitivities' closed-form distance derivative equals autograd's."""
+"""The sensitivities' closed-form and compiled derivatives equal autograd's."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hipnn_pyg.nn import InverseGaussianSensitivity
+from hipnn_pyg.nn.envsum import available_backends
+from hipnn_pyg.nn.sensitivity import _cut_gaussians_grad, _GaussianGrad
+
+#: Where the compiled kernels build, both their path and the pure-torch one are checked.
+PATHS = ["torch"] + [b for b in available_backends() if b == "cpp"]
 
 
-def test_distance_vjp_equals_autograd_including_floored_and_cut_pairs() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_distance_vjp_equals_autograd_including_floored_and_cut_pairs(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path == "torch":
+        monkeypatch.setattr("hipnn_pyg.nn.sensitivity._compiled", lambda distances: False)
     sensitivity = InverseGaussianSensitivity(12, 0.8, 4.0, 5.0).double()
     with torch.no_grad():
         sensitivity.sigma.mul_(3.0)  # narrow Gaussians: many exponents below the floor
@@ -18,3 +28,32 @@ def test_distance_vjp_equals_autograd_including_floored_and_cut_pairs() -> None:
     closed_form = sensitivity.distance_vjp(distances.detach(), grad)
     assert reference.abs().max() > 1.0 and reference[distances > 5.0].abs().max() == 0
     torch.testing.assert_close(closed_form, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif("cpp" not in PATHS, reason="the C++ kernels do not build here")
+def test_compiled_derivatives_equal_autograd_to_third_order() -> None:
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        values = low + (high - low) * torch.rand(*shape, generator=generator,
+                                                 dtype=torch.float64)
+        return values.requires_grad_(True)
+
+    inputs = (draw(40, 7, low=-1.0), draw(40, low=0.8, high=5.0), draw(40),
+              draw(7, low=0.2, high=1.2), draw(7, low=2.0, high=6.0))
+    reference = _cut_gaussians_grad(*inputs)
+    compiled = _GaussianGrad.apply(*inputs)
+    for ours, theirs in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    upstream = [torch.randn(t.shape, generator=generator, dtype=torch.float64)
+                for t in reference]
+    # The kernel's own backward (no graph asked for), then autograd's algebra for a graph.
+    plain = torch.autograd.grad(compiled, inputs, upstream, retain_graph=True)
+    orders = []
+    for outputs in (compiled, reference):  # second derivatives, then a third (graph kept)
+        second = torch.autograd.grad(outputs, inputs, upstream, create_graph=True)
+        third = torch.autograd.grad(sum(g.square().sum() for g in second), inputs)
+        orders.append([*second, *third])
+    for ours, theirs in zip([*plain, *orders[0]], [*orders[1][:5], *orders[1]], strict=True):
+        assert theirs.abs().max() > 0
+        torch.testing.assert_close(ours, theirs, rtol=1e-11, atol=1e-11)

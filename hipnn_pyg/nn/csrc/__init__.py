@@ -1,4 +1,5 @@
-r"""The compiled CPU environment-sum kernel (``envsum.cpp``), built on first use.
+r"""The compiled CPU kernels (``envsum.cpp``: the environment sum; ``gaussians.cpp``:
+the sensitivities' derivatives), built on first use into one module.
 
 :func:`torch.utils.cpp_extension.load` compiles it once into :func:`cache_dir`
 (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); later
@@ -20,7 +21,8 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-SOURCE = Path(__file__).with_name("envsum.cpp")
+#: The kernels' sources, built into one module (envsum.cpp defines it).
+SOURCES = [Path(__file__).with_name(name) for name in ("envsum.cpp", "gaussians.cpp")]
 
 
 @functools.cache
@@ -61,7 +63,7 @@ def _load_or_build() -> ModuleType:
 
     # Tuned for this CPU (-march=native): the name carries the CPU's instruction sets and
     # the source's hash, so a shared cache never hands over a stale or foreign build.
-    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
+    digest = hashlib.sha1(b"".join(s.read_bytes() for s in SOURCES)).hexdigest()[:10]
     name = f"hipnn_envsum_{_cpu_tag()}_{digest}"
     cache = cache_dir()
     library = cache / f"{name}.so"
@@ -75,7 +77,7 @@ def _load_or_build() -> ModuleType:
     cache.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{name}.build.", dir=cache))
     try:
-        module = load(name=name, sources=[str(SOURCE)], build_directory=str(build),
+        module = load(name=name, sources=[str(s) for s in SOURCES], build_directory=str(build),
                       extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
         os.replace(build / f"{name}.so", library)
     finally:

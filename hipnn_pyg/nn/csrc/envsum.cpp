@@ -327,7 +327,10 @@ torch::Tensor featsum(const torch::Tensor& env, const torch::Tensor& s,
 
 }  // namespace
 
+void register_gaussians(pybind11::module& m);  // gaussians.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  register_gaussians(m);
   m.def("envsum", &envsum, "environment sum grouped by centre");
   m.def("sensesum", &sensesum, "per-edge contraction of environment and features");
   m.def("featsum", &featsum, "environment contracted with sensitivities, by neighbour");
