@@ -82,6 +82,9 @@ def test_wheel_carries_configs_and_shipped_data_only(installed: tuple[Path, Path
     assert in_checkout <= configs and "local/default.yaml" not in configs
     assert "hipnn_pyg/shipped_data/rmd17_ethanol/rmd17_ethanol_train_01.npz" in names
     assert "hipnn_pyg/shipped_data/ethanol_gfn2/ethanol_gfn2.extxyz" in names
+    # The C++ kernels build from these on first use; without them a wheel falls back to
+    # the pure-torch kernels.
+    assert {"hipnn_pyg/nn/csrc/envsum.cpp", "hipnn_pyg/nn/csrc/gaussians.cpp"} <= set(names)
     assert not [n for n in names if "leftover" in n or n.endswith(".log")]
 
 
@@ -94,6 +97,11 @@ def test_console_scripts_work_from_any_folder(installed: tuple[Path, Path], tmp_
                     "import importlib.util as u; print(u.find_spec('hipnn_pyg').origin)"],
                    cwd=tmp_path, env=env)
     assert Path(package.stdout.strip()).is_relative_to(venv), package.stdout
+    # The installed package builds (or finds cached) its C++ kernels from its own sources.
+    backends = _run([str(venv / "bin" / "python"), "-c",
+                     "from hipnn_pyg.nn.envsum import available_backends as a; print(a())"],
+                    cwd=tmp_path, env=env)
+    assert "'cpp'" in backends.stdout, backends.stdout + backends.stderr
 
     _run([str(venv / "bin" / "hipnn-train"), "experiment=rmd17_ethanol_quick", "debug=fdr"],
          cwd=tmp_path, env=env)
