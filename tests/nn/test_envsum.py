@@ -164,3 +164,29 @@ def test_cached_kernel_loads_without_waiting_on_a_killed_builds_lock(tmp_path: P
     code = "from hipnn_pyg.nn import csrc; assert csrc.extension_available()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    env={**os.environ, "TORCH_EXTENSIONS_DIR": str(cache)})
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernels do not build here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> None:
+    # Feature counts that take every path of the kernels: short unrolled tails (1-4),
+    # run-time tails, one to four vectors per block, several blocks; sensitivity counts
+    # with every remainder of the blocks of 4.
+    from hipnn_pyg.nn.envsum import _BACKENDS
+
+    generator = torch.Generator().manual_seed(11)
+    edge_index, num_atoms = random_pairs(generator)
+    # Unsorted centres here: the kernels take the degree-class CSR, not the identity one.
+    layout = neighbour_layout(edge_index, num_atoms)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    for features_count in (1, 3, 6, 8, 13, 21, 40, 64, 77):
+        for sensitivity_count in (1, 3, 6, 20):
+            x = torch.randn(num_atoms, features_count, generator=generator, dtype=dtype)
+            s = torch.rand(edge_index.size(1), sensitivity_count, generator=generator,
+                           dtype=dtype)
+            env = torch.randn(num_atoms, sensitivity_count, features_count,
+                              generator=generator, dtype=dtype)
+            for ours, theirs, arguments in zip(_BACKENDS["cpp"], _BACKENDS["torch"],
+                                               [(s, x), (env, x), (env, s)], strict=True):
+                torch.testing.assert_close(ours(*arguments, layout), theirs(*arguments, layout),
+                                           rtol=tolerance, atol=tolerance)

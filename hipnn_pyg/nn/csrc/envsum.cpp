@@ -53,7 +53,7 @@ inline scalar_t lane_sum(const Vec<scalar_t>& v) {
   return total;
 }
 
-// Calls body.operator()<N>() with N = count for the short counts (1 to 8 features of a
+// Calls body.operator()<N>() with N = count for the short counts (1 to 4 features of a
 // tail, a species one-hot), so that their loops unroll; N = 0 means "count, at run time".
 template <typename Body>
 inline void with_count(int64_t count, Body&& body) {
@@ -62,10 +62,6 @@ inline void with_count(int64_t count, Body&& body) {
     case 2: body.template operator()<2>(); break;
     case 3: body.template operator()<3>(); break;
     case 4: body.template operator()<4>(); break;
-    case 5: body.template operator()<5>(); break;
-    case 6: body.template operator()<6>(); break;
-    case 7: body.template operator()<7>(); break;
-    case 8: body.template operator()<8>(); break;
     default: body.template operator()<0>(); break;
   }
 }
