@@ -31,10 +31,10 @@ def jobs(sweep: Path) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], common: set[str]) -> str:
+def table(rows: list[dict], common: set[str], sort: str = "val/loss") -> str:
     lines = ["| overrides | " + " | ".join(title for title, _, _ in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
-    for row in sorted(rows, key=lambda r: r["metrics"].get("val/loss", float("inf"))):
+    for row in sorted(rows, key=lambda r: r["metrics"].get(sort, float("inf"))):
         varied = " ".join(o for o in row["overrides"] if o not in common) or "(none)"
         cells = [f"{row['metrics'][key] * scale:.4g}" if key in row["metrics"] else "-"
                  for _, key, scale in COLUMNS]
@@ -45,13 +45,16 @@ def table(rows: list[dict], common: set[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path)
+    parser.add_argument("--sort", default="val/loss",
+                        help="metric to rank by; a test error (e.g. test/forces_mae) when "
+                             "the sweep changes the loss weights, which rescale val/loss")
     args = parser.parse_args()
     rows = [row for sweep in args.sweeps for row in jobs(sweep)]
     if not rows:
         raise SystemExit(f"no finished jobs (*/results.json) under {args.sweeps}")
     common = set.intersection(*(set(row["overrides"]) for row in rows))
     print("common overrides: " + " ".join(sorted(common)))
-    print(table(rows, common))
+    print(table(rows, common, args.sort))
 
 
 if __name__ == "__main__":
