@@ -95,7 +95,7 @@ def _row_blocks(start: Tensor) -> list[tuple[int, int, int, int]]:
     num_edges = int(start[-1])
     cuts = torch.searchsorted(start, torch.arange(0, num_edges, _BLOCK_EDGES,
                                                   device=start.device), right=True) - 1
-    rows = sorted(set(cuts.tolist()) | {start.numel() - 1})
+    rows = sorted(set(cuts.tolist()) | {0, start.numel() - 1})  # all rows, edgeless too
     offsets = start[rows].tolist()
     return [(rows[k], rows[k + 1], offsets[k], offsets[k + 1]) for k in range(len(rows) - 1)]
 
@@ -111,7 +111,7 @@ def _blocked_envsum(distances: Tensor, features: Tensor, sensitivity: nn.Module,
 
     order, start, edges = layout.centre_rows
     neighbours = layout.edge_index[0]
-    out = None
+    out: Tensor | None = None
     for first, end, first_edge, end_edge in _row_blocks(start):
         block = edges[first_edge:end_edge]
         local = torch.arange(end - first, device=order.device)

@@ -101,7 +101,11 @@ def test_blocks_of_atoms_give_the_same_environment_and_gradients(
         backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Large systems sum the environment and the features' gradient by blocks of atoms;
     # tiny blocks here (a few atoms' edges, and single atoms above the block size).
-    pos = (4.0 * torch.rand(60, 3, dtype=torch.float64)).requires_grad_(True)
+    # Atoms 0, 1 and 30 far from the others: edgeless rows before and inside the blocks.
+    pos = 4.0 * torch.rand(60, 3, dtype=torch.float64)
+    pos[[0, 1, 30]] += torch.tensor([[50.0, 0.0, 0.0], [0.0, 50.0, 0.0], [0.0, 0.0, 50.0]],
+                                    dtype=torch.float64)
+    pos.requires_grad_(True)
     sensitivity = InverseGaussianSensitivity(6, 0.7, 2.0, 2.5).double().requires_grad_(False)
     features = torch.randn(60, 5, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(60, 6, 5, dtype=torch.float64)
@@ -115,5 +119,21 @@ def test_blocks_of_atoms_give_the_same_environment_and_gradients(
                                              backend)
         grads = torch.autograd.grad((environment * weights).sum(), (pos, features))
         results.append([environment, *grads])
+    assert results[0][0][[0, 1, 30]].abs().max() == 0  # no neighbours: zero environment
     for blocked, whole in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_row_blocks_cover_every_row_once_edgeless_rows_included(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hipnn_pyg.nn.frozen import _row_blocks
+
+    monkeypatch.setattr("hipnn_pyg.nn.frozen._BLOCK_EDGES", 4)
+    # Rows 0, 1 and 5 have no edges; row 3 alone holds more edges than a block.
+    degrees = torch.tensor([0, 0, 3, 9, 2, 0, 1, 4])
+    start = torch.cat([torch.zeros(1, dtype=torch.long), degrees.cumsum(0)])
+    blocks = _row_blocks(start)
+    assert blocks[0][0] == 0 and blocks[-1][1] == degrees.numel()
+    for before, after in zip(blocks[:-1], blocks[1:], strict=True):
+        assert before[1] == after[0] and before[3] == after[2]  # rows and edges contiguous
+    assert (3, 4, 3, 12) in blocks  # the heavy row, a block of its own
