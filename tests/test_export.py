@@ -134,7 +134,8 @@ def test_export_entry_point_writes_a_float32_tensor_sensitivity_archive(
     from hipnn_pyg.cli import export_task
     from tests.train.helpers import compose_config
 
-    model = trained_looking(small_model(tensor_order=2), 0.1, seed=7)
+    # One interaction: the trace (most of this test's time) stays short.
+    model = trained_looking(small_model(tensor_order=2, num_interactions=1), 0.1, seed=7)
     save_model(model, tmp_path / "model.pt")
     output = tmp_path / "out" / "model.pt2"
     export_task(compose_config("export", tmp_path, [f"model_path={tmp_path / 'model.pt'}",
