@@ -44,9 +44,11 @@ def _cut_gaussians(distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma:
 
 class _CutGaussians(torch.autograd.Function):
     r"""The sensitivities, keeping only their ``[num_edges]`` inputs for the backward
-    (autograd would keep three ``[num_edges, num_sensitivities]`` intermediates); the
-    backward recomputes them with differentiable operations, so derivatives of every
-    order (force training) still work."""
+    (autograd would keep three ``[num_edges, num_sensitivities]`` intermediates). The
+    backward runs the compiled kernel of ``csrc/gaussians.cpp`` on CPU (through
+    :class:`_GaussianGrad` when a graph is asked for, as force training does), else
+    recomputes the values with differentiable operations; derivatives of every order
+    work on both."""
 
     @staticmethod
     def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
