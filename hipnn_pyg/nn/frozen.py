@@ -57,9 +57,9 @@ class _FrozenEnvSum(torch.autograd.Function):
         ctx.save_for_backward(distances, features)
         ctx.sensitivity, ctx.layout, ctx.backend = sensitivity, layout, backend
         with torch.no_grad():
-            if backend != "cpp" or layout.num_edges <= _BLOCK_EDGES:
-                return _backend_ops(backend)[0](sensitivity(distances), features, layout)
-            return _blocked_envsum(distances, features, sensitivity, layout)
+            if _by_blocks(layout, backend):
+                return _blocked_envsum(distances, features, sensitivity, layout)
+            return _backend_ops(backend)[0](sensitivity(distances), features, layout)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -80,13 +80,18 @@ class _FrozenEnvSum(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             with torch.no_grad():
                 grad_features = (
-                    _backend_ops(backend)[2](grad, sensitivity(distances), layout)
-                    if backend != "cpp" or layout.num_edges <= _BLOCK_EDGES
-                    else _blocked_featsum(grad, distances, sensitivity, layout)
+                    _blocked_featsum(grad, distances, sensitivity, layout)
+                    if _by_blocks(layout, backend)
+                    else _backend_ops(backend)[2](grad, sensitivity(distances), layout)
                 )
         if ctx.needs_input_grad[0]:
             grad_distances = _distance_gradient(grad, distances, features, ctx)
         return grad_distances, grad_features, None, None, None
+
+
+def _by_blocks(layout: NeighbourLayout, backend: str) -> bool:
+    # Large pair lists on the compiled kernel: sensitivities by blocks of atoms.
+    return backend == "cpp" and layout.num_edges > _BLOCK_EDGES
 
 
 def _row_blocks(start: Tensor) -> list[tuple[int, int, int, int]]:
