@@ -112,9 +112,10 @@ class _GaussianGrad(torch.autograd.Function):
 
 
 def _compiled(distances: Tensor) -> bool:
-    from hipnn_pyg.nn.csrc import extension_available
+    # The environment sum's rule (CPU tensors, kernels built, not switched off).
+    from hipnn_pyg.nn.envsum import resolve_backend
 
-    return distances.device.type == "cpu" and extension_available()
+    return resolve_backend(distances, None) == "cpp"
 
 
 def _kernels():
