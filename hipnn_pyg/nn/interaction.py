@@ -14,8 +14,8 @@ from hipnn_pyg.nn.frozen import frozen_environment_sum
 from hipnn_pyg.nn.pairsum import factorised_environment_sum
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
-    angular_channels,
     check_tensor_order,
+    shared_angular_channels,
     tensor_invariants,
     tensor_sensitivities,
 )
@@ -203,12 +203,13 @@ class HIPNNInteraction(MessagePassing):
         if self.method == "envsum" and layout is None:
             layout = neighbour_layout(edge_index, x.size(0))
         contracted = self._contracted_environment(x, edge_index, distances, layout, vectors)
-        pre_activation = contracted[:, 0] + self.self_linear(x)
-        if self.tensor_scales is not None:
-            invariants = tensor_invariants(contracted, self.tensor_order, self.tensor_epsilon)
-            for scale, invariant in zip(self.tensor_scales, invariants, strict=True):
-                pre_activation = pre_activation + scale * invariant
-        return self.residual(pre_activation, x)
+        if self.tensor_scales is None:
+            return self.residual(contracted[:, 0] + self.self_linear(x), x)
+        radial, invariants = tensor_invariants(contracted, self.tensor_order,
+                                               self.tensor_epsilon)
+        # Σ_l λ_l ‖t_l‖ as one product over the orders.
+        scaled = (self.tensor_scales.unsqueeze(0) * invariants).sum(1)
+        return self.residual(radial + scaled + self.self_linear(x), x)
 
     def _contracted_environment(
         self,
@@ -222,7 +223,7 @@ class HIPNNInteraction(MessagePassing):
         ``[num_atoms, channels, out_channels]``, by the layer's method."""
         channels = CHANNELS[self.tensor_order]
         if self.method == "envsum" and channels > 1:
-            angular = angular_channels(vectors / distances.unsqueeze(-1), self.tensor_order)
+            angular = shared_angular_channels(vectors, distances, self.tensor_order, layout)
             return factorised_environment_sum(
                 x, self.sensitivity(distances), angular, self.interaction_weight, layout,
                 self.envsum_backend,

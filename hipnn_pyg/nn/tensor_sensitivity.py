@@ -24,8 +24,8 @@ from torch import Tensor
 
 #: Channels per tensor order: 1 (radial), + 3 (vector), + 5 (traceless quadrupole).
 CHANNELS = {0: 1, 1: 4, 2: 9}
-#: Channel slices of each order ``l >= 1`` in the stacked channel axis.
-ORDER_SLICES = {1: slice(1, 4), 2: slice(4, 9)}
+#: Channels of each order ``l >= 1`` (3 and 5), in order after the radial one.
+ORDER_WIDTHS = (3, 5)
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT6 = math.sqrt(6.0)
@@ -57,6 +57,23 @@ def angular_channels(unit_vectors: Tensor, tensor_order: int) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def shared_angular_channels(
+    vectors: Tensor, distances: Tensor, tensor_order: int, holder: object | None = None
+) -> Tensor:
+    r""":func:`angular_channels` of the pairs, computed once for all the layers of one
+    forward: kept on ``holder`` (the neighbour layout those layers share) and reused
+    while the same ``vectors`` and ``distances`` come (one set of angular terms, and of
+    their derivatives, per forward instead of one per layer)."""
+    cached = getattr(holder, "_angular_channels", None)
+    if cached is not None and cached[0] is vectors and cached[1] is distances \
+            and cached[2] == tensor_order:
+        return cached[3]
+    angular = angular_channels(vectors / distances.unsqueeze(-1), tensor_order)
+    if holder is not None:
+        holder._angular_channels = (vectors, distances, tensor_order, angular)
+    return angular
+
+
 def tensor_sensitivities(
     sensitivities: Tensor, vectors: Tensor, distances: Tensor, tensor_order: int
 ) -> Tensor:
@@ -76,12 +93,72 @@ def tensor_sensitivities(
     return (angular.unsqueeze(-1) * sensitivities.unsqueeze(1)).flatten(1)
 
 
-def tensor_invariants(components: Tensor, tensor_order: int, epsilon: float) -> list[Tensor]:
-    r"""Norms :math:`\sqrt{\sum_m t_m^2 + \epsilon}` of the order-1 and order-2 parts of
-    the contracted channels ``[num_atoms, C, out_channels]``, one ``[num_atoms,
-    out_channels]`` tensor per order; :math:`\epsilon` keeps the gradient finite where
-    a part vanishes (an atom alone, or in a perfectly symmetric site)."""
-    return [
-        torch.sqrt(components[:, ORDER_SLICES[order]].square().sum(1) + epsilon)
-        for order in range(1, tensor_order + 1)
-    ]
+def tensor_invariants(
+    components: Tensor, tensor_order: int, epsilon: float
+) -> tuple[Tensor, Tensor]:
+    r"""Splits the contracted channels ``[num_atoms, C, out_channels]`` into the radial
+    part ``[num_atoms, out_channels]`` and the norms :math:`y_l = \sqrt{\sum_m t_m^2 +
+    \epsilon}` of the order-1 and order-2 parts, ``[num_atoms, tensor_order,
+    out_channels]``; :math:`\epsilon` keeps the gradient finite where a part vanishes
+    (an atom alone, or in a perfectly symmetric site)."""
+    radial, angular = components.split([1, components.size(1) - 1], dim=1)
+    return radial.squeeze(1), _TensorNorms.apply(angular, tensor_order, epsilon)
+
+
+def _order_sums(values: Tensor, tensor_order: int) -> Tensor:
+    r"""``[A, C - 1, O]`` -> ``[A, tensor_order, O]``: sums over each order's channels."""
+    if tensor_order == 1:
+        return values.sum(1, keepdim=True)
+    return torch.stack([part.sum(1) for part in values.split(ORDER_WIDTHS, dim=1)], dim=1)
+
+
+def _per_channel(values: Tensor, tensor_order: int) -> Tensor:
+    r"""``[A, tensor_order, O]`` -> ``[A, C - 1, O]``: each order's value on its channels."""
+    if tensor_order == 1:
+        return values.expand(-1, 3, -1)
+    widths = torch.tensor(ORDER_WIDTHS, device=values.device)
+    return values.repeat_interleave(widths, dim=1, output_size=sum(ORDER_WIDTHS))
+
+
+class _TensorNorms(torch.autograd.Function):
+    r""":math:`y_l = \sqrt{\sum_{m \in l} t_m^2 + \epsilon}`; its derivatives are
+    written out (:class:`_TensorNormsBackward`) because force training differentiates
+    it twice, where autograd's chain of generic steps costs several times more."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, tensor_order: int, epsilon: float) -> Tensor:
+        y = torch.sqrt(_order_sums(t * t, tensor_order) + epsilon)
+        ctx.save_for_backward(t, y)
+        ctx.tensor_order = tensor_order
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        t, y = ctx.saved_tensors
+        return _TensorNormsBackward.apply(grad, t, y, ctx.tensor_order), None, None
+
+
+class _TensorNormsBackward(torch.autograd.Function):
+    r""":math:`\partial L / \partial t_m = g_l\, t_m / y_l`, with ``y`` passed in (saved
+    by the forward). Its backward returns the total derivative in ``t`` (through
+    ``y(t)`` as well) and none for ``y``; being torch operations, it is itself
+    differentiable, so higher orders follow by autograd."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, t: Tensor, y: Tensor, tensor_order: int) -> Tensor:
+        # Saves inputs only: what the backward computes from them stays differentiable.
+        ctx.save_for_backward(grad, t, y)
+        ctx.tensor_order = tensor_order
+        return _per_channel(grad / y, tensor_order) * t
+
+    @staticmethod
+    def backward(ctx, h: Tensor):
+        grad, t, y = ctx.saved_tensors
+        order = ctx.tensor_order
+        # p_l = Σ_m h_m t_m / y_l: d/dg of Σ h·(g t / y), and the y(t) part of d/dt.
+        projection = _order_sums(h * t, order) / y
+        grad_grad = projection if ctx.needs_input_grad[0] else None
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            grad_t = _per_channel(grad / y, order) * (h - t * _per_channel(projection / y, order))
+        return grad_grad, grad_t, None, None

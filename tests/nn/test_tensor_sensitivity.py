@@ -10,12 +10,17 @@ from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch import Tensor
 
 from hipnn_pyg import HIPNN, HIPNNPotential, energy_forces_stress, radius_graph
 from hipnn_pyg.calculator import HIPNNCalculator
 from hipnn_pyg.md import run_md
 from hipnn_pyg.nn import HIPNNInteraction, InverseGaussianSensitivity
-from hipnn_pyg.nn.tensor_sensitivity import angular_channels
+from hipnn_pyg.nn.tensor_sensitivity import (
+    angular_channels,
+    shared_angular_channels,
+    tensor_invariants,
+)
 from hipnn_pyg.serialization import load_model, save_model
 from tests.conftest import REPO
 from tests.nn.helpers import ethanol, random_crystal, small_model
@@ -53,6 +58,57 @@ def test_angular_channels_are_orthonormal_tensors() -> None:
     cosine = (u * v).sum(-1)
     torch.testing.assert_close((channels_u[:, 4:] * channels_v[:, 4:]).sum(-1),
                                cosine.square() - 1.0 / 3.0)
+
+
+def _reference_norms(angular: Tensor, tensor_order: int) -> Tensor:
+    # The definition, through autograd's generic steps.
+    parts = [angular[:, :3], angular[:, 3:]][:tensor_order]
+    return torch.stack([torch.sqrt(part.square().sum(1) + 1e-6) for part in parts], dim=1)
+
+
+@pytest.mark.parametrize("tensor_order", ORDERS)
+def test_tensor_norms_match_autograd_to_third_order(tensor_order: int) -> None:
+    # The norms' derivatives are written out; force training needs the second, and the
+    # third checks that the written backward is itself differentiated correctly.
+    generator = torch.Generator().manual_seed(tensor_order)
+    channels = {1: 4, 2: 9}[tensor_order]
+    contracted = torch.randn(6, channels, 5, generator=generator, dtype=torch.float64,
+                             requires_grad=True)
+    contracted.data[0, 1:] = 0.0  # a vanished tensor part, where epsilon guards sqrt
+    weights = torch.randn(6, tensor_order, 5, generator=generator, dtype=torch.float64)
+    probe = torch.randn(6, channels, 5, generator=generator, dtype=torch.float64)
+
+    def derivatives(norms_of) -> list[Tensor]:
+        norms = norms_of(contracted)
+        (first,) = torch.autograd.grad((weights * norms).sum(), contracted, create_graph=True)
+        (second,) = torch.autograd.grad((probe * first).square().sum(), contracted,
+                                        create_graph=True)
+        (third,) = torch.autograd.grad((probe * second).square().sum(), contracted)
+        return [norms, first, second, third]
+
+    def ours(values: Tensor) -> Tensor:
+        radial, norms = tensor_invariants(values, tensor_order, 1e-6)
+        assert torch.equal(radial, values[:, 0])
+        return norms
+
+    for got, expected in zip(derivatives(ours),
+                             derivatives(lambda v: _reference_norms(v[:, 1:], tensor_order)),
+                             strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_angular_channels_are_computed_once_per_forward() -> None:
+    # Every layer of one forward shares the layout; new vectors mean new channels.
+    holder = type("Holder", (), {})()
+    vectors = torch.randn(7, 3, dtype=torch.float64)
+    distances = vectors.norm(dim=-1)
+    first = shared_angular_channels(vectors, distances, 2, holder)
+    assert shared_angular_channels(vectors, distances, 2, holder) is first
+    torch.testing.assert_close(first, angular_channels(vectors / distances[:, None], 2))
+    moved = vectors + 0.1
+    again = shared_angular_channels(moved, moved.norm(dim=-1), 2, holder)
+    torch.testing.assert_close(again, angular_channels(moved / moved.norm(dim=-1)[:, None], 2))
+    assert shared_angular_channels(vectors, distances, 1, holder).shape == (7, 4)
 
 
 @pytest.mark.parametrize("tensor_order", ORDERS)
