@@ -140,3 +140,41 @@ def test_unknown_key_fails_with_hydra_message() -> None:
     assert process.returncode != 0
     assert "Could not override 'model.hidden_chanels'" in process.stderr
     assert "hidden_chanels" in process.stderr and "not in struct" in process.stderr
+
+
+def test_rmd17_errors_removes_only_the_mean_energy_error(tmp_path: Path) -> None:
+    # Reference energies = the model's own + a constant and a per-frame pattern: the
+    # offset-free MAE keeps the pattern only; forces are the model's, error zero.
+    import importlib.util
+
+    import numpy as np
+    import torch
+    from torch_geometric.data import Batch, Data
+
+    from hipnn_pyg.data.units import KCAL_MOL_TO_EV
+    from hipnn_pyg.nn.predict import predict
+    from hipnn_pyg.serialization import save_model
+    from tests.nn.helpers import ethanol, small_model
+
+    spec = importlib.util.spec_from_file_location("rmd17_errors", REPO / "scripts" /
+                                                  "rmd17_errors.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = small_model()
+    save_model(model, tmp_path / "model.pt")
+    z, pos = ethanol()
+    coords = torch.stack([pos + 0.02 * k for k in range(4)])
+    out = predict(model, Batch.from_data_list([Data(z=z, pos=p) for p in coords]),
+                  compute_forces=True)
+    pattern = np.array([1.0, -1.0, 1.0, -1.0]) * 1e-3  # eV
+    energies = (out["energy"].detach().numpy().reshape(-1) + 0.05 + pattern) / KCAL_MOL_TO_EV
+    forces = out["forces"].detach().numpy().reshape(4, -1, 3) / KCAL_MOL_TO_EV
+    np.savez(tmp_path / "test.npz", nuclear_charges=z.numpy(), coords=coords.numpy(),
+             energies=energies, forces=forces)
+    errors = script.rmd17_test_errors(tmp_path / "model.pt", tmp_path / "test.npz",
+                                      batch_size=3)
+    assert errors["mean_energy_error_meV"] == pytest.approx(-50.0, abs=1e-6)
+    assert errors["energy_mae_meV"] == pytest.approx(50.0, rel=0.03)
+    assert errors["energy_mae_offset_free_meV"] == pytest.approx(1.0, abs=1e-6)
+    assert errors["forces_mae_meV_per_A"] == pytest.approx(0.0, abs=1e-6)
