@@ -10,7 +10,7 @@ Every channel's sensitivity is the radial one times an angular factor,
 
 costs per edge :math:`S \cdot out + C \cdot out` instead of the :math:`C \cdot S \cdot in`
 of summing every channel (and per atom one product with :math:`V`, not :math:`C`): a
-HIP-NN-TS training step costs 1.4-1.8x a HIP-NN one (``scripts/bench_speed.py``), where
+HIP-NN-TS training step costs 1.2-1.5x a HIP-NN one (``scripts/bench_speed.py``), where
 the stacked channels cost 4x. The price is one ``[num_edges, out]`` message per layer,
 kept for the backward; ``[num_edges, S, out]`` is never built.
 
