@@ -28,7 +28,7 @@ from hipnn_pyg.serialization import atomic_torch_save, load_model, save_model, t
 from hipnn_pyg.train import finetune
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
-from hipnn_pyg.train.self_energy import initialize_self_energies
+from hipnn_pyg.train.self_energy import initialize_self_energies, refit_self_energies
 from hipnn_pyg.train.targets import KNOWN_TARGETS, derivatives, num_atoms
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,28 @@ def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModul
     initialize_self_energies(model, dataset)
 
 
+def refit_after_training(cfg: DictConfig, module: Any, datamodule: LightningDataModule,
+                         best: str | None) -> bool:
+    r"""With ``refit_self_energies`` (default on), loads the best checkpoint's weights and
+    shifts their self-energies by a least-squares fit of the training split's energy
+    residuals (:func:`~hipnn_pyg.train.self_energy.refit_self_energies`): a force-weighted
+    loss learns the energy's constant offset slowly, and no validation or test energy
+    enters the fit. Returns whether it refitted (then test and ``model.pt`` use these
+    weights; the checkpoint files keep the trained ones)."""
+    model = module.eval_model
+    targets = {target.name for target in getattr(module, "trained", ())}
+    if not cfg.get("refit_self_energies", True) or "energy" not in targets \
+            or getattr(model, "self_energies", None) is None:
+        return False
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        return False
+    if best is not None:
+        module.load_state_dict(torch_load(best)["state_dict"])
+    refit_self_energies(module.eval_model, dataset)
+    return True
+
+
 def train(cfg: DictConfig) -> float | None:
     r"""Trains (and tests) the model that ``cfg`` describes.
 
@@ -172,10 +194,13 @@ def train(cfg: DictConfig) -> float | None:
     checkpoint = trainer.checkpoint_callback if isinstance(
         trainer.checkpoint_callback, ModelCheckpoint) else None
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    refitted = cfg.get("train", True) and refit_after_training(cfg, module, datamodule, best)
     if cfg.get("test", True) and _has_test_data(datamodule):
         if best is None:
             log.warning("no best checkpoint: testing the current weights")
-        for entry in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+        tested = None if refitted else best  # the refitted best weights are in memory
+        for entry in trainer.test(module, datamodule=datamodule, ckpt_path=tested,
+                                  verbose=False):
             results.update({k: _scalar(v) for k, v in entry.items()})
 
     objective = cfg.get("optimized_metric")
@@ -185,7 +210,7 @@ def train(cfg: DictConfig) -> float | None:
         value = _scalar(best_score)
 
     if trainer.is_global_zero:
-        if best is not None:  # the best weights (EMA if used), as load_model reads them
+        if best is not None and not refitted:  # the best weights (EMA if used)
             state = torch_load(best)["hipnn_model"]
             atomic_torch_save(state, output_dir / "model.pt")
         else:

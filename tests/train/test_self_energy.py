@@ -3,11 +3,13 @@ before a new run's training, never on resume."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate as hydra_instantiate
 from torch.utils.data import Subset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
@@ -135,3 +137,31 @@ def test_run_fits_on_a_new_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     run.train(compose_config("train", tmp_path / "off", [*common, "trainer.max_epochs=2"]))
     with pytest.raises(AssertionError, match="refitted"):  # a new run does fit
         run.train(compose_config("train", tmp_path / "new", [*common, "trainer.max_epochs=1"]))
+
+
+def test_run_refits_the_best_weights_on_training_residuals(tmp_path: Path) -> None:
+    # After training the energy offset is refitted on the training split: model.pt then
+    # has (least squares on one molecule's element counts) zero mean training residual,
+    # while the checkpoint keeps the trained self-energies; off, model.pt is the checkpoint.
+    from hipnn_pyg.nn.predict import predict
+    from hipnn_pyg.serialization import load_model, model_from_state, torch_load
+    from hipnn_pyg.train import run
+
+    common = [*SHIPPED, *TINY, "trainer.max_epochs=2"]
+    residuals = {}
+    for name, flag in [("on", "true"), ("off", "false")]:
+        cfg = compose_config("train", tmp_path / name, [*common, f"refit_self_energies={flag}"])
+        run.train(cfg)
+        datamodule = hydra_instantiate(cfg.data)
+        datamodule.setup("fit")
+        model = load_model(tmp_path / name / "model.pt")
+        batch = next(iter(DataLoader(datamodule.train_dataset, batch_size=64)))
+        predicted = predict(model, batch, compute_forces=False)["energy"].view(-1)
+        residuals[name] = (batch.energy.view(-1) - predicted).mean().item()
+        summary = json.loads((tmp_path / name / "results.json").read_text())
+        assert "test/energy_mae" in summary["metrics"]
+        best = model_from_state(torch_load(summary["best_checkpoint"])["hipnn_model"])
+        same = torch.equal(best.self_energies, model.self_energies)
+        assert same == (name == "off")  # the checkpoint keeps the trained self-energies
+    assert abs(residuals["on"]) < 1e-4  # eV: the least-squares shift removes the mean
+    assert abs(residuals["off"]) > 10 * abs(residuals["on"])
