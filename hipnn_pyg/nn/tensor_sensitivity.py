@@ -116,8 +116,9 @@ def _per_channel(values: Tensor, tensor_order: int) -> Tensor:
     r"""``[A, tensor_order, O]`` -> ``[A, C - 1, O]``: each order's value on its channels."""
     if tensor_order == 1:
         return values.expand(-1, 3, -1)
-    widths = torch.tensor(ORDER_WIDTHS, device=values.device)
-    return values.repeat_interleave(widths, dim=1, output_size=sum(ORDER_WIDTHS))
+    # Expanded views, one copy: no index tensor to build (or send to a GPU) per call.
+    return torch.cat([values[:, order : order + 1].expand(-1, width, -1)
+                      for order, width in enumerate(ORDER_WIDTHS)], dim=1)
 
 
 class _TensorNorms(torch.autograd.Function):
