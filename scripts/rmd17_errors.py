@@ -7,9 +7,9 @@ shows how well the energy surface itself is learnt (the same correction the same
 benchmark applies to both implementations).
 
 ``--refit-on <train file>`` first shifts the model's self-energies by a least-squares
-fit of its residuals on the training split of that file (950 of its 1000 frames, the
-split of ``conf/data/rmd17.yaml``), as training runs now do before testing: it gives
-today's test errors for a model.pt written before that step existed.
+fit of its residuals on the training split of that file (the split of
+``conf/data/rmd17.yaml``: 950 of its 1000 frames), as training runs now do before
+testing: it gives today's test errors for a model.pt written before that step existed.
 
 Example::
 
@@ -26,19 +26,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch_geometric.data import Batch, Data
 
 from hipnn_pyg.data import HIPNNDataModule
 from hipnn_pyg.data.units import KCAL_MOL_TO_EV
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import load_model
+from hipnn_pyg.train.resolvers import conf_dir
 from hipnn_pyg.train.self_energy import refit_self_energies
 
 
 def training_split(train_path: Path) -> Any:
     r"""The training split of an rMD17 train file, as ``conf/data/rmd17.yaml`` makes it."""
-    datamodule = HIPNNDataModule(path=train_path, format="rmd17", num_train=950, num_val=50,
-                                 seed=0)
+    split = OmegaConf.load(conf_dir() / "data" / "rmd17.yaml")
+    datamodule = HIPNNDataModule(path=train_path, format="rmd17", num_train=split.num_train,
+                                 num_val=split.num_val, seed=split.seed)
     datamodule.setup("fit")
     return datamodule.train_dataset
 
