@@ -1,9 +1,12 @@
 r"""Neighbour lists for free molecules and periodic cells.
 
 Free molecules go through :func:`torch_cluster.radius_graph`. Periodic systems are
-wrapped into their cell, replicated over the few cell images that can lie within the
-cutoff, and searched with :func:`torch_cluster.radius`. Every edge carries the integer
-cell shift :math:`\mathbf{S}` of its source image, so that
+wrapped into their cell along their periodic directions, replicated over the few cell
+images that can lie within the cutoff, and searched with :func:`torch_cluster.radius`.
+Any pbc pattern works (a slab, a wire, a bulk crystal, batches that mix them with free
+molecules), with positions anywhere: the images needed are found from the periodic
+directions only, and a non-periodic lattice vector may be zero (as in ASE). Every edge
+carries the integer cell shift :math:`\mathbf{S}` of its source image, so that
 
 .. math::
     \mathbf{r}_{ij} = \mathbf{x}_j - \mathbf{x}_i + \mathbf{S}_{ij} \, \mathbf{C}
@@ -14,10 +17,16 @@ Conventions follow PyG (``flow="source_to_target"``): ``edge_index[0]`` is the
 neighbour :math:`j` (source), ``edge_index[1]`` the centre :math:`i` (target).
 ASE's ``neighbor_list("ijS")`` gives the same pairs as ``(edge_index[1], edge_index[0],
 shifts)``.
+
+Memory grows with the number of pairs, not with the number of atoms squared: without a
+``max_num_neighbors`` the search asks torch-cluster for a per-atom cap estimated from
+the density, and grows it while any atom reaches it (torch-cluster's CUDA search
+allocates ``num_atoms × cap`` indices, so a cap of ``num_atoms`` would be ``N²``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -72,7 +81,7 @@ def radius_graph(
             (default: :obj:`None`, no periodicity)
         max_num_neighbors (int, optional): A cap on neighbours per atom. No pair is ever
             dropped silently: an atom with more neighbours raises :obj:`RuntimeError`.
-            (default: :obj:`None`, no cap)
+            (default: :obj:`None`, no cap; the search's own working cap adapts)
     """
     if batch is None:
         batch = pos.new_zeros(pos.size(0), dtype=torch.long)
@@ -80,12 +89,17 @@ def radius_graph(
     if periodic:
         edge_index, shifts = _periodic_pairs(pos, cutoff, batch, cell, pbc, max_num_neighbors)
     else:
-        cap = _query_cap(max_num_neighbors, pos.size(0))
-        edge_index = torch_cluster.radius_graph(
-            pos, r=cutoff, batch=batch, loop=False, max_num_neighbors=cap,
-            flow="source_to_target",
-        )
-        _check_cap(edge_index[1], pos.size(0), max_num_neighbors)
+
+        def search(cap: int) -> tuple[Tensor, Tensor]:
+            pairs = torch_cluster.radius_graph(
+                pos.detach(), r=cutoff, batch=batch, loop=False, max_num_neighbors=cap,
+                flow="source_to_target",
+            )
+            return pairs[1], pairs
+
+        candidates = pos.size(0) - 1
+        edge_index = _capped_search(search, pos.size(0), max_num_neighbors,
+                                    _first_cap(candidates, None, cutoff), candidates)
         shifts = edge_index.new_zeros(edge_index.size(1), 3)
     vectors = pair_vectors(pos, edge_index, shifts, batch, cell if periodic else None)
     return Graph(edge_index, shifts, vectors, vectors.norm(dim=-1))
@@ -113,21 +127,47 @@ def pair_vectors(
     return vectors
 
 
-def _query_cap(max_num_neighbors: int | None, num_points: int) -> int:
-    # Ask for one more than the cap, so that an atom *at* the cap shows it overflowed.
-    return max(num_points, 1) if max_num_neighbors is None else max_num_neighbors + 1
+#: The working cap's first value for systems without a density estimate (free and
+#: partially periodic ones): about twice the neighbours of liquid water at 5.5 Å.
+FIRST_CAP = 128
 
 
-def _check_cap(centres: Tensor, num_atoms: int, max_num_neighbors: int | None) -> None:
-    if max_num_neighbors is None or centres.numel() == 0:
-        return
-    counts = torch.bincount(centres, minlength=num_atoms)
-    if int(counts.max()) > max_num_neighbors:
-        atom = int(counts.argmax())
-        raise RuntimeError(
-            f"atom {atom} has more than max_num_neighbors={max_num_neighbors} neighbours "
-            "within the cutoff; raise max_num_neighbors (no pair is dropped silently)"
-        )
+def _first_cap(num_candidates: int, density: float | None, cutoff: float) -> int:
+    r"""The first working cap: 1.5 times the neighbours expected at ``density``
+    (atoms/Å³) within the cutoff, or :data:`FIRST_CAP`; never above the candidates."""
+    guess = FIRST_CAP if density is None else int(1.5 * density * 4.19 * cutoff**3) + 16
+    return max(1, min(num_candidates, guess))
+
+
+def _capped_search(
+    search: Callable[[int], tuple[Tensor, Tensor]],
+    num_centres: int,
+    max_num_neighbors: int | None,
+    first_cap: int,
+    num_candidates: int,
+    self_pairs: int = 0,
+) -> Tensor:
+    r"""Runs ``search(cap)`` (returning the centres of its pairs and its result) with
+    a per-centre cap that never drops a pair: one above the user's cap (plus the
+    ``self_pairs`` a search finds of each centre with itself), which raises when
+    reached; without one, a working cap grown fourfold while any centre reaches it.
+    torch-cluster keeps at most ``cap`` neighbours of each centre (and on CUDA
+    allocates ``num_centres × cap`` indices), so a centre *at* the cap may have lost
+    some, unless it has all ``num_candidates`` points as neighbours."""
+    cap = first_cap if max_num_neighbors is None else max_num_neighbors + 1 + self_pairs
+    while True:
+        centres, result = search(cap)
+        degree = torch.bincount(centres, minlength=num_centres) if centres.numel() else None
+        most = 0 if degree is None else int(degree.max())
+        if most < cap or (max_num_neighbors is None and cap >= num_candidates):
+            return result
+        if max_num_neighbors is not None:
+            atom = int(degree.argmax())
+            raise RuntimeError(
+                f"atom {atom} has more than max_num_neighbors={max_num_neighbors} neighbours "
+                "within the cutoff; raise max_num_neighbors (no pair is dropped silently)"
+            )
+        cap *= 4
 
 
 def _periodic_pairs(
@@ -143,11 +183,13 @@ def _periodic_pairs(
     with torch.no_grad():
         cell = cell.detach().to(torch.float64)
         pos64 = pos.detach().to(torch.float64)
-        any_pbc = pbc.any(dim=1)
-        # Free graphs in a mixed batch get a unit cell: they are never wrapped or shifted.
-        eye = torch.eye(3, dtype=cell.dtype, device=device).expand_as(cell)
-        safe_cell = torch.where(any_pbc[:, None, None], cell, eye)
-        _check_cells(safe_cell, any_pbc)
+        if not bool(torch.isfinite(cell[pbc]).all()):
+            raise ValueError("cell contains NaN or inf")
+        # Non-periodic lattice vectors are replaced by unit vectors orthogonal to the
+        # periodic ones (a unit cell for free graphs): they are never shifted along, so
+        # any independent completion gives the same pairs, and a zero one is allowed.
+        safe_cell = complete_cells(cell, pbc)
+        _check_cells(safe_cell, pbc.any(dim=1))
 
         # Wrap periodic coordinates into [0, 1) and remember the integer offsets.
         frac = torch.linalg.solve(safe_cell[batch].transpose(1, 2), pos64.unsqueeze(-1))
@@ -170,11 +212,14 @@ def _periodic_pairs(
         image_atom = torch.arange(num_atoms, device=device).repeat_interleave(num_shifts)
         image_batch = batch[image_atom]
         allowed = (image_shift.abs() <= reach[image_batch]).all(dim=1)
-        # An image lying a fractional gap g_d outside the home cell along d is at least
-        # g_d * plane_spacing_d from every atom of it: only images within the cutoff of
-        # the cell take part (a few percent of the atoms in a large cell, not 26 copies).
+        # An image lying a fractional gap g_d outside the home cell along a periodic
+        # direction d is at least g_d * plane_spacing_d from every atom of the graph
+        # (all of which lie in [0, 1) along d): only images within the cutoff of the
+        # cell take part (a few percent of the atoms in a large cell, not 26 copies).
+        # Along non-periodic directions atoms may lie anywhere: no gap there.
         image_frac = (frac - offsets)[image_atom] + image_shift
         gap = torch.clamp(torch.maximum(-image_frac, image_frac - 1.0), min=0.0)
+        gap = gap * pbc[image_batch]
         allowed &= (gap * plane_spacing[image_batch] <= cutoff).all(dim=1)
         image_shift, image_atom, image_batch = (
             image_shift[allowed], image_atom[allowed], image_batch[allowed]
@@ -183,10 +228,18 @@ def _periodic_pairs(
             "nk,nkd->nd", image_shift.to(cell.dtype), safe_cell[image_batch]
         )
 
-        cap = _query_cap(max_num_neighbors, image_pos.size(0))
-        centre, image = torch_cluster.radius(
-            image_pos, wrapped, r=cutoff, batch_x=image_batch, batch_y=batch,
-            max_num_neighbors=cap,
+        def search(cap: int) -> tuple[Tensor, Tensor]:
+            centre, image = torch_cluster.radius(
+                image_pos, wrapped, r=cutoff, batch_x=image_batch, batch_y=batch,
+                max_num_neighbors=cap,
+            )
+            return centre, torch.stack([centre, image])
+
+        # The search finds each atom itself (its zero-shift image): one slot more.
+        centre, image = _capped_search(
+            search, num_atoms, max_num_neighbors,
+            _first_cap(image_pos.size(0), _bulk_density(batch, safe_cell, pbc), cutoff),
+            image_pos.size(0), self_pairs=1,
         )
         # Per-edge tensors are the memory of a large cell (5e6 pairs at 1e5 atoms of
         # water): keep [E] indices until the end, build the [E, 3] shifts once.
@@ -194,7 +247,6 @@ def _periodic_pairs(
         keep = (neighbour != centre) | (image_shift != 0).any(dim=1)[image]  # not self
         centre, image, neighbour = centre[keep], image[keep], neighbour[keep]
         del keep
-        _check_cap(centre, num_atoms, max_num_neighbors)
         order = torch.argsort(centre * num_atoms + neighbour, stable=True)
         del neighbour
         centre, image = centre[order], image[order]
@@ -210,18 +262,54 @@ def _periodic_pairs(
     return edge_index, shift
 
 
+def complete_cells(cell: Tensor, pbc: Tensor) -> Tensor:
+    r"""Cells ``[num_graphs, 3, 3]`` whose non-periodic rows are replaced by unit vectors
+    orthogonal to the periodic rows (and to each other): the normal of a slab's two
+    lattice vectors, two normals of a wire's one, the unit cell of a free graph."""
+    cell = torch.where(pbc[..., None], cell, torch.zeros_like(cell))
+    count = pbc.sum(dim=1)
+    # Two periodic rows: row k's normal is cross(row k+1, row k+2).
+    normals = torch.linalg.cross(cell.roll(-1, dims=1), cell.roll(-2, dims=1))
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    out = torch.where(((count == 2)[:, None] & ~pbc)[..., None], normals, cell)
+    # One periodic row p: rows p+1 and p+2 span the plane orthogonal to it.
+    axis = cell.sum(dim=1)  # the periodic row
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    least = axis.abs().argmin(dim=-1)  # the coordinate axis least parallel to it
+    first = torch.linalg.cross(axis, torch.eye(3, dtype=cell.dtype, device=cell.device)[least])
+    first = first / first.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    second = torch.linalg.cross(axis, first)
+    p = pbc.long().argmax(dim=1)
+    wire = torch.zeros_like(cell)
+    rows = torch.arange(cell.size(0), device=cell.device)
+    wire[rows, (p + 1) % 3] = first
+    wire[rows, (p + 2) % 3] = second
+    out = torch.where(((count == 1)[:, None] & ~pbc)[..., None], wire, out)
+    eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+    return torch.where((count == 0)[:, None, None], eye, out)
+
+
+def _bulk_density(batch: Tensor, cell: Tensor, pbc: Tensor) -> float | None:
+    r"""The highest atom density (atoms/Å³) of the fully periodic graphs, or :obj:`None`
+    when there are none (slabs and wires have vacuum: their cell says nothing)."""
+    bulk = pbc.all(dim=1)
+    if not bool(bulk.any()):
+        return None
+    counts = torch.bincount(batch, minlength=cell.size(0))[: cell.size(0)]
+    density = counts / torch.linalg.det(cell).abs().clamp_min(1e-12)
+    return float(density[bulk].max())
+
+
 def _check_cells(cell: Tensor, periodic: Tensor) -> None:
     volumes = torch.linalg.det(cell).abs()
     lengths = cell.norm(dim=-1).prod(dim=-1).clamp_min(1e-300)
-    singular = periodic & (volumes / lengths < 1e-8)
+    singular = periodic & ~(volumes / lengths >= 1e-8)  # NaN counts as singular
     if bool(singular.any()):
         graph = int(singular.nonzero()[0])
         raise ValueError(
-            f"singular cell in graph {graph} (volume {float(volumes[graph]):.3g} Å^3): "
-            "periodic systems need three linearly independent lattice vectors"
+            f"singular cell in graph {graph}: its periodic lattice vectors are zero or "
+            "linearly dependent (a periodic direction needs a lattice vector of its own)"
         )
-    if not bool(torch.isfinite(cell).all()):
-        raise ValueError("cell contains NaN or inf")
 
 
 def cell_volume(cell: Tensor) -> Tensor:
@@ -229,4 +317,4 @@ def cell_volume(cell: Tensor) -> Tensor:
     return torch.linalg.det(cell).abs()
 
 
-__all__ = ["Graph", "radius_graph", "pair_vectors", "cell_volume"]
+__all__ = ["Graph", "radius_graph", "pair_vectors", "cell_volume", "complete_cells"]

@@ -1,4 +1,5 @@
-"""Pair lists: free molecules, periodic cells (against ASE), caps and errors."""
+"""Pair lists: free molecules, periodic cells, slabs, wires and mixed batches against
+ASE's ``neighbor_list`` (property-based, positions anywhere), caps and errors."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import pytest
 import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from hipnn_pyg.graph import radius_graph
+from tests.strategies import systems
 
 
 def ase_pairs(atoms: Atoms, cutoff: float) -> set[tuple[int, int, int, int, int]]:
@@ -95,3 +99,104 @@ def test_singular_cell_is_named() -> None:
     cell = torch.tensor([[[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]]], dtype=torch.float64)
     with pytest.raises(ValueError, match="singular cell"):
         radius_graph(pos, 2.0, cell=cell, pbc=torch.ones(1, 3, dtype=torch.bool))
+
+
+# --- property-based: every pbc pattern, positions anywhere, against ASE ----------------
+
+settings_pairs = settings(max_examples=300, deadline=None)
+
+
+def pairs_away_from_cutoff(pairs, atoms: Atoms, cutoff: float, tol: float = 1e-9):
+    # A pair within 1e-9 Å of the cutoff may fall either side by rounding in either code.
+    def distance(p):
+        i, j, *shift = p
+        return np.linalg.norm(atoms.positions[j] - atoms.positions[i] + np.array(shift)
+                              @ atoms.cell[:])
+    return {p for p in pairs if abs(distance(p) - cutoff) > tol}
+
+
+def graph_of(atoms: Atoms, cutoff: float):
+    return radius_graph(
+        torch.tensor(atoms.positions), cutoff, cell=torch.tensor(atoms.cell[:])[None],
+        pbc=torch.tensor(atoms.pbc)[None],
+    )
+
+
+@settings_pairs
+@given(atoms=systems())
+def test_pairs_equal_ase_for_every_pbc_pattern(atoms: Atoms) -> None:
+    cutoff = 3.0
+    ours = pairs_away_from_cutoff(our_pairs(graph_of(atoms, cutoff)), atoms, cutoff)
+    theirs = pairs_away_from_cutoff(ase_pairs(atoms, cutoff), atoms, cutoff)
+    assert ours == theirs
+
+
+@settings(max_examples=100, deadline=None)
+@given(atoms=systems(max_atoms=6), cutoff=st.floats(4.0, 12.0))
+def test_pairs_equal_ase_for_cells_smaller_than_the_cutoff(atoms: Atoms, cutoff: float) -> None:
+    ours = pairs_away_from_cutoff(our_pairs(graph_of(atoms, cutoff)), atoms, cutoff)
+    theirs = pairs_away_from_cutoff(ase_pairs(atoms, cutoff), atoms, cutoff)
+    assert ours == theirs
+
+
+@settings(max_examples=100, deadline=None)
+@given(atoms=systems(), data=st.data())
+def test_zero_lattice_vector_along_a_non_periodic_direction(atoms: Atoms, data) -> None:
+    # ASE accepts a slab's or wire's cell without its non-periodic vectors.
+    pbc = atoms.pbc.copy()
+    assume(not pbc.all())
+    cell = atoms.cell[:].copy()
+    cell[~pbc] = 0.0
+    atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=cell, pbc=pbc)
+    cutoff = 3.0
+    ours = pairs_away_from_cutoff(our_pairs(graph_of(atoms, cutoff)), atoms, cutoff)
+    theirs = pairs_away_from_cutoff(ase_pairs(atoms, cutoff), atoms, cutoff)
+    assert ours == theirs
+
+
+@settings(max_examples=60, deadline=None)
+@given(members=st.lists(systems(max_atoms=8), min_size=2, max_size=4))
+def test_mixed_batch_pairs_equal_each_system_alone(members: list[Atoms]) -> None:
+    cutoff = 3.0
+    pos = torch.tensor(np.concatenate([a.positions for a in members]))
+    batch = torch.cat([torch.full((len(a),), g) for g, a in enumerate(members)])
+    cell = torch.tensor(np.stack([a.cell[:] for a in members]))
+    pbc = torch.tensor(np.stack([a.pbc for a in members]))
+    graph = radius_graph(pos, cutoff, batch, cell, pbc)
+    offset = 0
+    for g, atoms in enumerate(members):
+        in_graph = batch[graph.edge_index[1]] == g
+        sub = type(graph)(graph.edge_index[:, in_graph], graph.shifts[in_graph],
+                          graph.vectors[in_graph], graph.distances[in_graph])
+        ours = pairs_away_from_cutoff(our_pairs(sub, offset), atoms, cutoff)
+        theirs = pairs_away_from_cutoff(ase_pairs(atoms, cutoff), atoms, cutoff)
+        assert ours == theirs, f"system {g} of the batch"
+        offset += len(atoms)
+
+
+def test_slab_translated_along_its_vacuum_keeps_its_pairs() -> None:
+    from ase.build import fcc111
+
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=2.0)
+    reference = ase_pairs(slab, 3.0)
+    for dz in (3.0, -7.0, 12.0, 250.0):
+        moved = slab.copy()
+        moved.positions[:, 2] += dz
+        assert our_pairs(graph_of(moved, 3.0)) == reference, dz
+
+
+def test_working_cap_grows_until_no_atom_reaches_it() -> None:
+    # A dense cluster: every atom has far more neighbours than the first working cap.
+    from hipnn_pyg import graph as graph_module
+
+    rng = np.random.default_rng(0)
+    pos = torch.tensor(rng.random((300, 3)) * 4.0)
+    reference = radius_graph(pos, 10.0, max_num_neighbors=299)
+    assert reference.edge_index.size(1) == 300 * 299
+    first = graph_module.FIRST_CAP
+    try:
+        graph_module.FIRST_CAP = 3
+        grown = radius_graph(pos, 10.0)
+    finally:
+        graph_module.FIRST_CAP = first
+    assert our_pairs(grown) == our_pairs(reference)
