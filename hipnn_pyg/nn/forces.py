@@ -73,9 +73,21 @@ def energy_forces_stress(
                 result["forces"] = -grads[0]
             if strain is not None:
                 assert cell is not None
-                # Free graphs in a mixed batch have no volume and get zero stress.
-                volume = cell_volume(cell.detach())[:, None, None]
-                result["stress"] = torch.where(
-                    volume > 0, grads[-1] / volume.clamp_min(1e-12), torch.zeros_like(grads[-1])
-                )
+                result["stress"] = _stress(grads[-1], cell.detach(), pbc)
     return result
+
+
+def _stress(strain_gradient: Tensor, cell: Tensor, pbc: Tensor | None) -> Tensor:
+    r"""``∂E/∂ε / V`` for graphs periodic in some direction (their cell's volume, as ASE
+    does for slabs and wires); zero for free graphs, whatever cell they carry: a free
+    molecule has no stress (its ``∂E/∂ε`` is its virial, not a stress)."""
+    periodic = (torch.zeros(cell.size(0), dtype=torch.bool, device=cell.device)
+                if pbc is None else pbc.to(torch.bool).any(dim=1))
+    volume = cell_volume(cell)
+    no_volume = periodic & ~(volume > 0)
+    if bool(no_volume.any()):
+        graph = int(no_volume.nonzero()[0])
+        raise ValueError(f"graph {graph} is periodic but its cell has no volume: stress "
+                         "needs three lattice vectors (give the vacuum direction one)")
+    scale = torch.where(periodic, 1.0 / volume.clamp_min(1e-12), torch.zeros_like(volume))
+    return strain_gradient * scale[:, None, None].to(strain_gradient.dtype)
