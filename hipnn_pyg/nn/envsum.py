@@ -83,6 +83,8 @@ class NeighbourLayout:
     """
 
     def __init__(self, edge_index: Tensor, num_atoms: int) -> None:
+        # The kernels read raw int64 rows: a transposed or int32 pair list is copied once.
+        edge_index = edge_index.to(torch.long).contiguous()
         neighbours, centres = edge_index
         self.edge_index = edge_index
         self.num_atoms = num_atoms
@@ -181,17 +183,34 @@ def _class_widths(limit: int) -> list[int]:
 _WIDTHS = _class_widths(1 << 24)
 
 
-def neighbour_layout(edge_index: Tensor, num_atoms: int) -> NeighbourLayout:
+def neighbour_layout(edge_index: Tensor, num_atoms: int, validate: bool = True
+                     ) -> NeighbourLayout:
     r"""Groups the pairs by centre atom, once per forward, for :func:`environment_sum`.
 
-    No host synchronisation: the ``"torch"`` backend's degree blocks are built (with
-    one) when first used.
+    No host synchronisation without ``validate``: the ``"torch"`` backend's degree
+    blocks are built (with one) when first used.
 
     Args:
         edge_index (torch.Tensor): Pairs ``[2, num_edges]`` (neighbour, centre).
         num_atoms (int): Number of atoms.
+        validate (bool): Check that every index is an atom (one host synchronisation);
+            pair lists of :func:`~hipnn_pyg.graph.radius_graph` need not be.
+            (default: :obj:`True`)
     """
+    if validate:
+        _check_pairs(edge_index, num_atoms)
     return NeighbourLayout(edge_index, num_atoms)
+
+
+def _check_pairs(edge_index: Tensor, num_atoms: int) -> None:
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"edge_index must have shape [2, num_edges], got {list(edge_index.shape)}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool:
+        raise ValueError(f"edge_index must hold integer atom indices, got {edge_index.dtype}")
+    bad = (edge_index < 0) | (edge_index >= num_atoms)
+    if edge_index.numel() and bool(bad.any()):
+        index = int(edge_index[bad][0])
+        raise ValueError(f"edge_index holds atom index {index} outside [0, {num_atoms})")
 
 
 # --- "torch" backend: one batched matmul per degree block -----------------------------
@@ -388,12 +407,24 @@ def _check(
 
 def resolve_backend(features: Tensor, backend: str | None) -> str:
     r"""``backend``, checked; or, when :obj:`None`, the compiled CPU kernel for CPU
-    tensors when it is available, else ``"torch"``."""
+    tensors when it is available, else ``"torch"``.
+
+    Raises:
+        ValueError: an unknown backend, or ``"cpp"`` for tensors not on the CPU.
+        KernelBuildError: ``"cpp"`` asked for where the kernels did not build (why).
+    """
     if backend is None:
-        backend = "cpp" if features.device.type == "cpu" and "cpp" in available_backends() \
+        return "cpp" if features.device.type == "cpu" and "cpp" in available_backends() \
             else "torch"
     if backend not in _BACKENDS:
         raise ValueError(f"unknown envsum backend {backend!r}; choose from {list(_BACKENDS)}")
+    if backend == "cpp":
+        if features.device.type != "cpu":
+            raise ValueError(f"envsum backend 'cpp' runs on the CPU only, but the tensors are "
+                             f"on {features.device}; use backend='torch' (or None)")
+        from hipnn_pyg.nn.csrc import load_extension
+
+        load_extension()  # raises with the build's error when there is no kernel
     return backend
 
 

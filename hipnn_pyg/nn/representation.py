@@ -175,9 +175,11 @@ class HIPNNRepresentation(Configurable, nn.Module):
             graph (Graph): Pairs within the cutoff, with vectors and distances that
                 carry the positions' autograd history.
         """
-        # Edges grouped by centre once, for every interaction layer.
+        # Edges grouped by centre once, for every interaction layer (a pair list of
+        # radius_graph or an exported program's caller: not checked again here).
         uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
-        layout = neighbour_layout(graph.edge_index, species.numel()) if uses_envsum else None
+        layout = (neighbour_layout(graph.edge_index, species.numel(), validate=False)
+                  if uses_envsum else None)
         x = F.one_hot(species, len(self.species)).to(graph.vectors.dtype)
         features = [x]
         for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):

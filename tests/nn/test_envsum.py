@@ -152,14 +152,16 @@ def test_cached_kernel_loads_without_waiting_on_a_killed_builds_lock(tmp_path: P
     import subprocess
     import sys
 
-    built = sorted(csrc.cache_dir().glob("hipnn_envsum_*.so"))
+    built = [csrc.library_path()]
     assert built
     cache = tmp_path / "extensions"
     folder = cache / csrc.cache_dir().name
-    (folder / ".hipnn_envsum_x.build.killed").mkdir(parents=True)
+    (folder / ".hipnn_kernels_x.build.killed").mkdir(parents=True)
     for library in built:
         shutil.copy(library, folder / library.name)
-    for stale in (folder / "lock", folder / ".hipnn_envsum_x.build.killed" / "lock"):
+        checksum = csrc._checksum_file(library)
+        shutil.copy(checksum, folder / checksum.name)
+    for stale in (folder / "lock", folder / ".hipnn_kernels_x.build.killed" / "lock"):
         stale.touch()
     code = "from hipnn_pyg.nn import csrc; assert csrc.extension_available()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
@@ -190,3 +192,127 @@ def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> N
                                                [(s, x), (env, x), (env, s)], strict=True):
                 torch.testing.assert_close(ours(*arguments, layout), theirs(*arguments, layout),
                                            rtol=tolerance, atol=tolerance)
+
+
+# --- the kernels' boundary: layouts, indices, devices, a broken build or cache ---------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_transposed_pair_list_gives_the_same_environment(backend: str) -> None:
+    generator = torch.Generator().manual_seed(5)
+    edge_index, num_atoms = random_pairs(generator)
+    features, sensitivities = inputs(generator, num_atoms, edge_index.size(1))
+    transposed = edge_index.t().contiguous().t()  # rows are strided views
+    assert not transposed[0].is_contiguous()
+    expected = environment_sum(features, sensitivities, neighbour_layout(edge_index, num_atoms),
+                               "torch")
+    found = environment_sum(features, sensitivities, neighbour_layout(transposed, num_atoms),
+                            backend)
+    torch.testing.assert_close(found, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_out_of_range_pair_is_refused_by_every_backend(backend: str) -> None:
+    edge_index = torch.tensor([[0, 1, 5], [1, 0, 0]])  # atom 5 of 3
+    with pytest.raises(ValueError, match="atom index 5 outside"):
+        neighbour_layout(edge_index, 3)
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernels do not build here")
+def test_the_compiled_kernels_check_what_they_are_given() -> None:
+    ops = csrc.load_extension()
+    s, x = torch.rand(3, 2, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
+    order, start, edges = torch.arange(3), torch.tensor([0, 1, 2, 3]), torch.arange(3)
+    ops.envsum(s, x, order, start, edges, torch.tensor([0, 1, 2]), 3)  # fine
+    with pytest.raises(RuntimeError, match="envsum neighbours holds an index outside"):
+        ops.envsum(s, x, order, start, edges, torch.tensor([0, 1, 3]), 3)
+    with pytest.raises(RuntimeError, match="must be contiguous"):
+        ops.envsum(s, x.t().contiguous().t(), order, start, edges, torch.tensor([0, 1, 2]), 3)
+    with pytest.raises(RuntimeError, match="int64"):
+        ops.envsum(s, x, order, start, edges, torch.tensor([0, 1, 2], dtype=torch.int32), 3)
+    with pytest.raises(RuntimeError, match="inputs of one dtype"):
+        ops.envsum(s.float(), x, order, start, edges, torch.tensor([0, 1, 2]), 3)
+    with pytest.raises(RuntimeError, match="lists row 1 twice"):
+        ops.envsum(s, x, torch.tensor([0, 1, 1]), start, edges, torch.tensor([0, 1, 2]), 3)
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        ops.envsum(s, x, order, torch.tensor([0, 2, 1, 3]), edges, torch.tensor([0, 1, 2]), 3)
+    env = torch.rand(3, 2, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="sensesum centres holds an index outside"):
+        ops.sensesum(env, x, torch.tensor([0, 1, 2]), torch.tensor([0, 7, 1]))
+    with pytest.raises(RuntimeError, match="featsum edges holds an index outside"):
+        ops.featsum(env, s, start, torch.tensor([0, 1, 4]), torch.tensor([0, 1, 2]), 3)
+    with pytest.raises(RuntimeError, match="gaussian_grad"):
+        ops.gaussian_grad(torch.rand(3, 2, dtype=torch.float64), torch.rand(3, dtype=torch.float64),
+                          torch.rand(2, dtype=torch.float64), torch.rand(2, dtype=torch.float64),
+                          torch.rand(2, dtype=torch.float64), -50.0)
+
+
+def test_the_cpp_backend_refuses_tensors_off_the_cpu() -> None:
+    from hipnn_pyg.nn.envsum import resolve_backend
+
+    features = torch.empty(3, 4, device="meta")
+    with pytest.raises(ValueError, match="'cpp' runs on the CPU only.*meta"):
+        resolve_backend(features, "cpp")
+    assert resolve_backend(features, None) == "torch"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_cpp_backend_refuses_cuda_tensors() -> None:
+    layout = neighbour_layout(torch.tensor([[0, 1], [1, 0]], device="cuda"), 2)
+    with pytest.raises(ValueError, match="'cpp' runs on the CPU only.*cuda"):
+        environment_sum(torch.ones(2, 3, device="cuda"), torch.ones(2, 4, device="cuda"),
+                        layout, "cpp")
+
+
+def test_a_failed_build_quotes_the_compiler_and_says_how_to_get_the_fast_path(
+        monkeypatch, fresh_extension_cache, tmp_path) -> None:
+    def failing_build(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error building extension 'hipnn_kernels':\n[1/3] c++ -c envsum.cpp\n"
+                           "FAILED: envsum.o\nenvsum.cpp:12:3: error: 'at' has not been declared"
+                           "\nninja: build stopped: subcommand failed.")
+
+    monkeypatch.delenv("HIPNN_NO_CPP_EXTENSION", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr("torch.utils.cpp_extension.load", failing_build)
+    with pytest.warns(RuntimeWarning) as record:
+        assert not csrc.extension_available()
+    message = str(record[0].message)
+    assert "error: 'at' has not been declared" in message
+    assert "pip install ninja" in message and "HIPNN_NO_CPP_EXTENSION=1" in message
+    assert "has not been declared" in str(csrc.build_error())
+    with pytest.raises(csrc.KernelBuildError, match="has not been declared"):
+        environment_sum(torch.ones(2, 3), torch.ones(2, 4),
+                        neighbour_layout(torch.tensor([[0, 1], [1, 0]]), 2), "cpp")
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernels do not build here")
+def test_a_corrupt_cached_library_is_rebuilt(tmp_path: Path) -> None:
+    # A truncated .so (a full disk, a killed copy) must not disable the kernels for good.
+    # In a new process: a second copy of the library cannot load into this one.
+    import os
+    import subprocess
+    import sys
+
+    good = csrc.library_path()
+    cache = tmp_path / "extensions"
+    corrupt = cache / csrc.cache_dir().name / good.name
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(good.read_bytes()[:4096])
+    code = f"""
+import shutil, warnings
+from pathlib import Path
+from hipnn_pyg.nn import csrc
+built = []
+def build(library):  # stands in for the compiler: the known-good library
+    built.append(library)
+    shutil.copy({str(good)!r}, library)
+    csrc._checksum_file(library).write_text(csrc._digest(library))
+csrc._build = build
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert csrc.extension_available()
+assert built == [Path({str(corrupt)!r})], built
+assert any("rebuilding it" in str(w.message) for w in caught), [str(w.message) for w in caught]
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={**os.environ, "TORCH_EXTENSIONS_DIR": str(cache)})

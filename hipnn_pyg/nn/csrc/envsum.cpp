@@ -3,12 +3,13 @@
 // Register blocking: every inner loop has a compile-time trip count over a contiguous
 // run of features, so the compiler keeps the accumulators in vector registers, and
 // several independent accumulators hide the latency of the fused multiply-adds.
-#include <torch/extension.h>
-
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -276,46 +277,142 @@ void featsum_kernel(const scalar_t* env, const scalar_t* s, const int64_t* start
   });
 }
 
-const int64_t* indices(const torch::Tensor& t) { return t.data_ptr<int64_t>(); }
+const int64_t* indices(const at::Tensor& t) { return t.data_ptr<int64_t>(); }
+
+}  // namespace
+
+// --- checks at the boundary: what the loops above assume, named when it fails --------
+
+namespace hipnn {
+
+void check_values(const at::Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu(), "hipnn: ", name, " is on ", t.device(),
+              "; these kernels are the CPU backend (use backend='torch' for other devices)");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "hipnn: ",
+              name, " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == dim, "hipnn: ", name, " must have ", dim, " dimensions, got ",
+              t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "hipnn: ", name, " must be contiguous");
+}
+
+// Every entry in [0, upper): one pass over the indices, far cheaper than the kernels.
+void check_index(const at::Tensor& t, const char* name, int64_t upper) {
+  TORCH_CHECK(t.device().is_cpu(), "hipnn: ", name, " is on ", t.device(),
+              "; these kernels are the CPU backend");
+  TORCH_CHECK(t.scalar_type() == at::kLong, "hipnn: ", name, " must be int64, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == 1, "hipnn: ", name, " must be one-dimensional, got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "hipnn: ", name, " must be contiguous");
+  const int64_t* p = t.data_ptr<int64_t>();
+  const int64_t n = t.numel();
+  int64_t low = 0, high = -1;
+  for (int64_t k = 0; k < n; ++k) {
+    low = std::min(low, p[k]);
+    high = std::max(high, p[k]);
+  }
+  TORCH_CHECK(low >= 0 && high < upper, "hipnn: ", name, " holds an index outside [0, ", upper,
+              "): ", low < 0 ? low : high);
+}
+
+// CSR offsets: num_groups + 1 non-decreasing entries from 0 to at most num_items.
+void check_offsets(const at::Tensor& start, const char* name, int64_t num_groups,
+                   int64_t num_items) {
+  check_index(start, name, num_items + 1);
+  TORCH_CHECK(start.numel() == num_groups + 1, "hipnn: ", name, " must have ", num_groups + 1,
+              " entries, got ", start.numel());
+  const int64_t* p = start.data_ptr<int64_t>();
+  for (int64_t k = 0; k < num_groups; ++k)
+    TORCH_CHECK(p[k] <= p[k + 1], "hipnn: ", name, " must be non-decreasing");
+}
+
+// Each of 0 .. num_rows - 1 once: every output row is written by exactly one task.
+void check_permutation(const at::Tensor& order, const char* name, int64_t num_rows) {
+  check_index(order, name, num_rows);
+  TORCH_CHECK(order.numel() == num_rows, "hipnn: ", name, " must list the ", num_rows,
+              " rows once each, got ", order.numel(), " entries");
+  std::vector<bool> seen(static_cast<size_t>(num_rows), false);
+  const int64_t* p = order.data_ptr<int64_t>();
+  for (int64_t k = 0; k < num_rows; ++k) {
+    TORCH_CHECK(!seen[p[k]], "hipnn: ", name, " lists row ", p[k], " twice");
+    seen[p[k]] = true;
+  }
+}
+
+void check_same_dtype(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "hipnn: inputs of one dtype expected, got ",
+              a.scalar_type(), " and ", b.scalar_type());
+}
+
+}  // namespace hipnn
+
+namespace {
+
+using hipnn::check_index;
+using hipnn::check_offsets;
+using hipnn::check_same_dtype;
+using hipnn::check_values;
 
 // num_rows: the rows of the output (atoms; x may have other rows, e.g. one per edge).
 // Every row is written, atoms without edges with zeros: no separate fill.
-torch::Tensor envsum(const torch::Tensor& s, const torch::Tensor& x,
-                     const torch::Tensor& atom_order, const torch::Tensor& row_start,
-                     const torch::Tensor& edge_order, const torch::Tensor& neighbours,
-                     int64_t num_rows) {
-  auto out = torch::empty({num_rows, s.size(1), x.size(1)}, x.options());
+at::Tensor envsum(const at::Tensor& s, const at::Tensor& x, const at::Tensor& order,
+                  const at::Tensor& start, const at::Tensor& edges, const at::Tensor& nbr,
+                  int64_t num_rows) {
+  check_values(s, "sensitivities", 2);
+  check_values(x, "features", 2);
+  check_same_dtype(s, x);
+  TORCH_CHECK(nbr.numel() == s.size(0), "hipnn: envsum: ", s.size(0),
+              " sensitivity rows for ", nbr.numel(), " edges");
+  hipnn::check_permutation(order, "envsum order", num_rows);
+  check_offsets(start, "envsum offsets", num_rows, edges.numel());
+  check_index(edges, "envsum edges", s.size(0));
+  check_index(nbr, "envsum neighbours", x.size(0));
+  auto out = at::empty({num_rows, s.size(1), x.size(1)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "envsum", [&] {
-    envsum_kernel<scalar_t>(s.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                            indices(atom_order), indices(row_start), indices(edge_order),
-                            indices(neighbours), out.data_ptr<scalar_t>(), num_rows,
-                            s.size(1), x.size(1));
+    envsum_kernel<scalar_t>(s.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), indices(order),
+                            indices(start), indices(edges), indices(nbr),
+                            out.data_ptr<scalar_t>(), num_rows, s.size(1), x.size(1));
   });
   return out;
 }
 
-torch::Tensor sensesum(const torch::Tensor& env, const torch::Tensor& x,
-                       const torch::Tensor& neighbours, const torch::Tensor& centres) {
-  auto out = torch::empty({neighbours.size(0), env.size(1)}, x.options());
+at::Tensor sensesum(const at::Tensor& env, const at::Tensor& x, const at::Tensor& nbr,
+                    const at::Tensor& ctr) {
+  check_values(env, "environment", 3);
+  check_values(x, "features", 2);
+  check_same_dtype(env, x);
+  TORCH_CHECK(env.size(2) == x.size(1), "hipnn: sensesum: environment of ", env.size(2),
+              " features, features of ", x.size(1));
+  TORCH_CHECK(nbr.numel() == ctr.numel(), "hipnn: sensesum: ", nbr.numel(), " neighbours, ",
+              ctr.numel(), " centres");
+  check_index(nbr, "sensesum neighbours", x.size(0));
+  check_index(ctr, "sensesum centres", env.size(0));
+  auto out = at::empty({nbr.numel(), env.size(1)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sensesum", [&] {
-    sensesum_kernel<scalar_t>(env.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                              indices(neighbours), indices(centres),
-                              out.data_ptr<scalar_t>(), neighbours.size(0), env.size(1),
-                              env.size(2));
+    sensesum_kernel<scalar_t>(env.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), indices(nbr),
+                              indices(ctr), out.data_ptr<scalar_t>(), nbr.numel(),
+                              env.size(1), env.size(2));
   });
   return out;
 }
 
-// num_rows: the rows of the output (the CSR groups of neighbour_start), atoms for
-// featsum itself; edges when each group is a single edge (pairsum.py).
-torch::Tensor featsum(const torch::Tensor& env, const torch::Tensor& s,
-                      const torch::Tensor& neighbour_start, const torch::Tensor& by_neighbour,
-                      const torch::Tensor& centres, int64_t num_rows) {
-  auto out = torch::empty({num_rows, env.size(2)}, env.options());
+// num_rows: the rows of the output (the CSR groups of start), atoms for featsum
+// itself; edges when each group is a single edge (pairsum.py).
+at::Tensor featsum(const at::Tensor& env, const at::Tensor& s, const at::Tensor& start,
+                   const at::Tensor& edges, const at::Tensor& ctr, int64_t num_rows) {
+  check_values(env, "environment", 3);
+  check_values(s, "sensitivities", 2);
+  check_same_dtype(env, s);
+  TORCH_CHECK(env.size(1) == s.size(1), "hipnn: featsum: environment of ", env.size(1),
+              " sensitivities, sensitivities of ", s.size(1));
+  TORCH_CHECK(ctr.numel() == s.size(0), "hipnn: featsum: ", s.size(0),
+              " sensitivity rows for ", ctr.numel(), " edges");
+  check_offsets(start, "featsum offsets", num_rows, edges.numel());
+  check_index(edges, "featsum edges", s.size(0));
+  check_index(ctr, "featsum centres", env.size(0));
+  auto out = at::empty({num_rows, env.size(2)}, env.options());
   AT_DISPATCH_FLOATING_TYPES(env.scalar_type(), "featsum", [&] {
-    featsum_kernel<scalar_t>(env.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-                             indices(neighbour_start), indices(by_neighbour),
-                             indices(centres), out.data_ptr<scalar_t>(), num_rows,
+    featsum_kernel<scalar_t>(env.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), indices(start),
+                             indices(edges), indices(ctr), out.data_ptr<scalar_t>(), num_rows,
                              env.size(1), env.size(2));
   });
   return out;
@@ -323,11 +420,19 @@ torch::Tensor featsum(const torch::Tensor& env, const torch::Tensor& s,
 
 }  // namespace
 
-void register_gaussians(pybind11::module& m);  // gaussians.cpp
+// The operators' schemas (gaussians.cpp adds its two by TORCH_LIBRARY_FRAGMENT): Python
+// registers their fake (shape) kernels and autograd (hipnn_pyg/nn/kernels.py), so that
+// torch.compile, torch.export and AOTInductor keep them as single operators.
+TORCH_LIBRARY(hipnn, m) {
+  m.def("envsum(Tensor s, Tensor x, Tensor order, Tensor start, Tensor edges, Tensor nbr, "
+        "int num_rows) -> Tensor");
+  m.def("sensesum(Tensor env, Tensor x, Tensor nbr, Tensor ctr) -> Tensor");
+  m.def("featsum(Tensor env, Tensor s, Tensor start, Tensor edges, Tensor ctr, "
+        "int num_rows) -> Tensor");
+}
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  register_gaussians(m);
-  m.def("envsum", &envsum, "environment sum grouped by centre");
-  m.def("sensesum", &sensesum, "per-edge contraction of environment and features");
-  m.def("featsum", &featsum, "environment contracted with sensitivities, by neighbour");
+TORCH_LIBRARY_IMPL(hipnn, CPU, m) {
+  m.impl("envsum", &envsum);
+  m.impl("sensesum", &sensesum);
+  m.impl("featsum", &featsum);
 }

@@ -4,16 +4,38 @@
 // an upstream gradient g, and the backward of that contraction (force training). One
 // pass over the [E, S] block, nothing of that size stored; sums over edges are
 // accumulated per thread, then added.
-#include <torch/extension.h>
-
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <vector>
 
+namespace hipnn {  // envsum.cpp
+void check_values(const at::Tensor& t, const char* name, int64_t dim);
+void check_same_dtype(const at::Tensor& a, const at::Tensor& b);
+}  // namespace hipnn
+
 namespace {
+
+// The shapes the kernels read: g [E, S], r and c [E], m and sigma [S], one dtype.
+void check_gaussian_inputs(const at::Tensor& g, const at::Tensor& r, const at::Tensor& c,
+                           const at::Tensor& m, const at::Tensor& sigma) {
+  hipnn::check_values(g, "gradient", 2);
+  hipnn::check_values(r, "distances", 1);
+  hipnn::check_values(c, "cutoff values", 1);
+  hipnn::check_values(m, "inverse centres", 1);
+  hipnn::check_values(sigma, "widths", 1);
+  for (const at::Tensor* t : {&r, &c, &m, &sigma}) hipnn::check_same_dtype(g, *t);
+  TORCH_CHECK(g.size(0) == r.size(0) && c.size(0) == r.size(0), "hipnn: gaussian_grad: ",
+              g.size(0), " gradient rows, ", r.size(0), " distances, ", c.size(0),
+              " cutoff values");
+  TORCH_CHECK(g.size(1) == m.size(0) && sigma.size(0) == m.size(0), "hipnn: gaussian_grad: ",
+              g.size(1), " gradient columns, ", m.size(0), " centres, ", sigma.size(0),
+              " widths");
+}
 
 constexpr int64_t kGrain = 256;  // edges per task
 
@@ -106,14 +128,15 @@ void backward_kernel(const scalar_t* g, const scalar_t* r, const scalar_t* c,
   });
 }
 
-std::vector<torch::Tensor> gaussian_grad(const torch::Tensor& g, const torch::Tensor& r,
-                                         const torch::Tensor& c, const torch::Tensor& m,
-                                         const torch::Tensor& sigma, double floor) {
+std::vector<at::Tensor> gaussian_grad(const at::Tensor& g, const at::Tensor& r,
+                                         const at::Tensor& c, const at::Tensor& m,
+                                         const at::Tensor& sigma, double floor) {
+  check_gaussian_inputs(g, r, c, m, sigma);
   const int64_t num_edges = r.size(0), ns = m.size(0);
-  auto grad_r = torch::empty({num_edges}, r.options());
-  auto grad_c = torch::empty({num_edges}, r.options());
-  auto grad_m = torch::empty({ns}, r.options());
-  auto grad_sigma = torch::empty({ns}, r.options());
+  auto grad_r = at::empty({num_edges}, r.options());
+  auto grad_c = at::empty({num_edges}, r.options());
+  auto grad_m = at::empty({ns}, r.options());
+  auto grad_sigma = at::empty({ns}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "gaussian_grad", [&] {
     forward_kernel<scalar_t>(g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
                              c.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
@@ -125,17 +148,25 @@ std::vector<torch::Tensor> gaussian_grad(const torch::Tensor& g, const torch::Te
   return {grad_r, grad_c, grad_m, grad_sigma};
 }
 
-std::vector<torch::Tensor> gaussian_grad_backward(
-    const torch::Tensor& g, const torch::Tensor& r, const torch::Tensor& c,
-    const torch::Tensor& m, const torch::Tensor& sigma, double floor,
-    const torch::Tensor& h_r, const torch::Tensor& h_c, const torch::Tensor& h_m,
-    const torch::Tensor& h_sigma) {
+std::vector<at::Tensor> gaussian_grad_backward(
+    const at::Tensor& g, const at::Tensor& r, const at::Tensor& c,
+    const at::Tensor& m, const at::Tensor& sigma, double floor,
+    const at::Tensor& h_r, const at::Tensor& h_c, const at::Tensor& h_m,
+    const at::Tensor& h_sigma) {
+  check_gaussian_inputs(g, r, c, m, sigma);
+  hipnn::check_values(h_r, "gradient of the distance term", 1);
+  hipnn::check_values(h_c, "gradient of the cutoff term", 1);
+  hipnn::check_values(h_m, "gradient of the centres", 1);
+  hipnn::check_values(h_sigma, "gradient of the widths", 1);
+  TORCH_CHECK(h_r.size(0) == r.size(0) && h_c.size(0) == r.size(0) &&
+                  h_m.size(0) == m.size(0) && h_sigma.size(0) == m.size(0),
+              "hipnn: gaussian_grad_backward: gradients of the wrong length");
   const int64_t num_edges = r.size(0), ns = m.size(0);
-  auto grad_g = torch::empty({num_edges, ns}, r.options());
-  auto grad_r = torch::empty({num_edges}, r.options());
-  auto grad_c = torch::empty({num_edges}, r.options());
-  auto grad_m = torch::empty({ns}, r.options());
-  auto grad_sigma = torch::empty({ns}, r.options());
+  auto grad_g = at::empty({num_edges, ns}, r.options());
+  auto grad_r = at::empty({num_edges}, r.options());
+  auto grad_c = at::empty({num_edges}, r.options());
+  auto grad_m = at::empty({ns}, r.options());
+  auto grad_sigma = at::empty({ns}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "gaussian_grad_backward", [&] {
     backward_kernel<scalar_t>(
         g.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
@@ -150,7 +181,15 @@ std::vector<torch::Tensor> gaussian_grad_backward(
 
 }  // namespace
 
-void register_gaussians(pybind11::module& m) {
-  m.def("gaussian_grad", &gaussian_grad, "first derivatives of the Gaussian sensitivities");
-  m.def("gaussian_grad_backward", &gaussian_grad_backward, "their vector-Jacobian product");
+TORCH_LIBRARY_FRAGMENT(hipnn, m) {
+  // First derivatives of the Gaussian sensitivities, and their vector-Jacobian product.
+  m.def("gaussian_grad(Tensor g, Tensor r, Tensor c, Tensor m, Tensor sigma, float floor) "
+        "-> Tensor[]");
+  m.def("gaussian_grad_backward(Tensor g, Tensor r, Tensor c, Tensor m, Tensor sigma, "
+        "float floor, Tensor h_r, Tensor h_c, Tensor h_m, Tensor h_sigma) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(hipnn, CPU, m) {
+  m.impl("gaussian_grad", &gaussian_grad);
+  m.impl("gaussian_grad_backward", &gaussian_grad_backward);
 }
