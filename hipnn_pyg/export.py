@@ -100,14 +100,15 @@ class EnergyForces(nn.Module):
 
         Returns:
             ``(energy, atom_energy, forces)``: ``[]`` and ``[num_atoms]`` in eV (float64),
-            ``[num_atoms, 3]`` in eV/Å.
+            ``[num_atoms, 3]`` in eV/Å. Any number of atoms and pairs, none included; an
+            element the model lacks raises :obj:`RuntimeError`.
         """
+        species = known_species(z, self.representation.species_lookup)
         with torch.enable_grad():
             pos = pos.detach().requires_grad_(True)
             vectors = pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets
             graph = Graph(edge_index, edge_offsets, vectors, vectors.norm(dim=-1))
-            features = self.representation.layer_features(
-                self.representation.species_lookup[z], graph)
+            features = self.representation.layer_features(species, graph)
             batch = torch.zeros_like(z)
             values = self.head(RepresentationOutput(features, graph, z, pos, batch, 1,
                                                     None, None))
@@ -115,6 +116,18 @@ class EnergyForces(nn.Module):
             energy = atom_energy.sum()
             (gradient,) = torch.autograd.grad(energy, pos)
         return energy.detach(), atom_energy.detach(), -gradient
+
+
+def known_species(z: Tensor, lookup: Tensor) -> Tensor:
+    r"""Rows of the one-hot species table for ``z``, with an in-program check: a program
+    given an element the model lacks raises (``RuntimeError`` naming the problem, in
+    Python, AOTInductor's C++ runtime and MD engines alike) instead of reading outside
+    the table."""
+    inside = (z >= 0) & (z < lookup.numel())
+    index = lookup[z.clamp(0, lookup.numel() - 1)]
+    torch._assert_async((inside & (index >= 0)).all(),
+                        "hipnn: an atomic number in z is not among the model's species")
+    return index
 
 
 def _example(model: Potential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -161,13 +174,14 @@ def export_energy_forces(
         path (str or os.PathLike, optional): Where to write the ``.pt2`` archive
             (atomically), with :data:`METADATA_FILE`. (default: :obj:`None`, not saved)
         example (tuple, optional): ``(z, pos)`` of a structure to trace with; it needs
-            at least two atoms and two pairs. (default: :obj:`None`, a chain of the
-            model's species)
+            at least two atoms and two pairs (the program then takes any number,
+            none included). (default: :obj:`None`, a chain of the model's species)
 
     Returns:
         The :class:`torch.export.ExportedProgram`; call ``.module()(z, pos, edge_index,
         edge_offsets)`` to run it.
     """
+    import torch.fx.experimental._config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
 
     function = EnergyForces(model)
@@ -180,13 +194,17 @@ def export_energy_forces(
         raise ValueError("the example structure needs at least two atoms and two pairs "
                          f"within the cutoff, got {z.numel()} atoms, {edge_index.size(1)} pairs")
     inputs = (z.long(), pos, edge_index, offsets)
-    # Real weights enter the symbolic trace as constants of the graph.
-    traced = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
-    atoms, edges = Dim("atoms", min=2), Dim("edges", min=2)
-    program = torch.export.export(
-        traced, inputs, dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}),
-        strict=False,
-    )
+    # Sizes 0 and 1 stay symbolic too (an isolated atom, a dilute gas, an empty MD
+    # rank), not specialised away as tracing does by default.
+    with fx_config.patch(backed_size_oblivious=True):
+        # Real weights enter the symbolic trace as constants of the graph.
+        traced = make_fx(function, tracing_mode="symbolic",
+                         _allow_non_fake_inputs=True)(*inputs)
+        atoms, edges = Dim("atoms", min=0), Dim("edges", min=0)
+        program = torch.export.export(
+            traced, inputs, dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}),
+            strict=False,
+        )
     if path is not None:
         metadata = {"export_version": EXPORT_VERSION, "species": list(model.species),
                     "cutoff": float(model.cutoff), "dtype": str(dtype).removeprefix("torch."),
@@ -277,9 +295,6 @@ class ExportedPotential(nn.Module):
         """
         distances = (pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets).norm(dim=-1)
         check_min_distance(distances, edge_index, self.min_distance)
-        if edge_index.size(1) < 2:
-            raise ValueError(f"the exported program needs at least two pairs within the "
-                             f"cutoff ({self.cutoff} Å), got {edge_index.size(1)}")
         energy, atom_energy, forces = (program or self.function)(z.long(), pos, edge_index,
                                                                   edge_offsets)
         return {"energy": energy, "atom_energy": atom_energy, "forces": forces}

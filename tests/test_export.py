@@ -17,6 +17,7 @@ from hipnn_pyg.export import (
     ExportedPotential,
     export_energy_forces,
     load_exported,
+    pair_list,
 )
 from hipnn_pyg.nn import energy_forces_stress
 from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking
@@ -91,8 +92,34 @@ def test_exported_potential_names_bad_inputs(exported: tuple[HIPNN, ExportedPote
         potential(torch.tensor([6, 6, 17, 1, 1, 1, 1, 1, 1]), pos)
     with pytest.raises(ValueError, match="NaN"):
         potential(z, torch.full_like(pos, float("nan")))
-    with pytest.raises(ValueError, match="two pairs"):
-        potential(z[:1], pos[:1])
+
+
+def test_the_program_itself_refuses_an_element_the_model_lacks(
+        exported: tuple[HIPNN, ExportedPotential]) -> None:
+    # What a C++ consumer calls: no Python checks in front of the program.
+    _, potential = exported
+    z, pos = ethanol()
+    for unknown in (17, 2, 500, -1):  # beside the table, inside it, beyond it, negative
+        bad = z.clone()
+        bad[2] = unknown
+        edge_index, offsets = pair_list(pos, potential.cutoff)
+        with pytest.raises(RuntimeError, match="not among the model's species"):
+            potential.function(bad, pos, edge_index, offsets)
+
+
+@pytest.mark.parametrize("num_atoms, separation", [(1, 0.0), (2, 9.0), (2, 1.0), (3, 9.0)])
+def test_the_program_serves_structures_with_no_pair_or_one(
+        exported: tuple[HIPNN, ExportedPotential], num_atoms: int, separation: float) -> None:
+    # An isolated atom, a dilute gas, a single bond: what an MD engine meets.
+    model, potential = exported
+    z = torch.tensor([8, 1, 6][:num_atoms])
+    pos = torch.tensor([[0.0, 0, 0], [separation, 0, 0], [0, 2 * separation, 0]],
+                       dtype=torch.float64)[:num_atoms]
+    out = potential(z, pos)
+    reference = energy_forces_stress(model, z, pos)
+    torch.testing.assert_close(out["energy"], reference["energy"][0].detach(), rtol=0,
+                               atol=1e-10)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-10)
 
 
 def test_load_exported_refuses_what_it_cannot_read(tmp_path: Path) -> None:
