@@ -30,8 +30,20 @@ from hipnn_pyg.active.committee import Committee, Prediction
 from hipnn_pyg.active.structures import ID_KEY, check_frames, plain_copy, read
 from hipnn_pyg.extxyz import PathLike
 from hipnn_pyg.md.dynamics import make_dynamics
+from hipnn_pyg.nn.checks import GeometryError
 
 log = logging.getLogger(__name__)
+
+
+class ExplorationFailed(ValueError):
+    r"""An explorer's own numerical failure on one seed (a diverged minimisation, no
+    stable normal mode): that seed is skipped."""
+
+
+#: What cuts a trajectory or skips a seed. Anything else (out of memory, a bug, a
+#: missing package) passes through: a broken round must not look like "nothing new".
+EXPLORATION_FAILURES = (GeometryError, FloatingPointError, ExplorationFailed,
+                        np.linalg.LinAlgError)
 
 
 def candidate(atoms: Atoms, prediction: Prediction, explorer: str, group: str,
@@ -136,7 +148,7 @@ class LangevinExplorer:
                 dynamics.run(self.check_interval)
                 problem = self._problem(atoms, temperature_K)
                 prediction = committee.predict(atoms) if problem is None else None
-            except (ValueError, FloatingPointError, RuntimeError) as error:
+            except EXPLORATION_FAILURES as error:
                 problem, prediction = f"{type(error).__name__}: {error}", None
             if prediction is None or not math.isfinite(prediction.energy):
                 log.warning("%s: trajectory cut at step %d (%s)", group,
@@ -203,7 +215,7 @@ class NormalModeExplorer:
             try:
                 minimum = self.minimise(committee, start)
                 directions, constants = self.modes(committee, minimum)
-            except (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError) as error:
+            except EXPLORATION_FAILURES as error:
                 log.warning("normal modes of seed %d failed, skipped: %s", s, error)
                 continue
             for t, temperature in enumerate(self.temperatures_K):
@@ -228,7 +240,7 @@ class NormalModeExplorer:
         atoms.calc = committee
         BFGS(atoms, logfile=None).run(fmax=self.fmax, steps=self.max_steps)
         if not np.isfinite(atoms.positions).all():
-            raise ValueError("the minimisation diverged")
+            raise ExplorationFailed("the minimisation diverged")
         minimum = plain_copy(atoms)
         return minimum
 
@@ -256,7 +268,7 @@ class NormalModeExplorer:
         eigenvalues, vectors = np.linalg.eigh(weighted)
         keep = eigenvalues > self.min_eigenvalue
         if not keep.any():
-            raise ValueError("no stable normal mode (is the minimum converged?)")
+            raise ExplorationFailed("no stable normal mode (is the minimum converged?)")
         directions = (vectors[:, keep] * inv_sqrt_mass[:, None]).T
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         constants = np.einsum("ki,ij,kj->k", directions, hessian, directions)

@@ -2,9 +2,16 @@ r"""Labelling the selected frames with a reference calculator (the oracle), resu
 
 Each labelled frame is appended to an extxyz file with one ``write`` + ``fsync``
 (:func:`hipnn_pyg.extxyz.append_frame`) together with the seconds it took
-(``info["oracle_seconds"]``); a failure (SCF not converged, any exception of the
-calculator) is appended to a JSON-lines file and the frame skipped. A rerun skips every
-frame found in either file, so a label that was paid for is never recomputed or lost.
+(``info["oracle_seconds"]``). A frame the working oracle cannot label (SCF not
+converged, a geometry it refuses: a :data:`FRAME_FAILURES` error) is appended to a
+JSON-lines file and skipped. A rerun skips every frame found in either file, so a label
+that was paid for is never recomputed or lost.
+
+An oracle that cannot work at all stops the run before any frame is charged: one whose
+calculator cannot be made (a missing package, a wrong option) raises
+:class:`OracleError` at once, and so does one whose first :data:`PROBE_FRAMES` frames
+of a fresh run all fail; errors outside :data:`FRAME_FAILURES` (a bug, out of memory)
+pass through and are not recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ from hipnn_pyg.label import label_one, make_calculator
 
 log = logging.getLogger(__name__)
 
+#: Errors of one frame by a working oracle: recorded, the frame skipped.
+FRAME_FAILURES = (RuntimeError, ValueError, ArithmeticError)
+#: A fresh run whose first this many frames all fail stops: the oracle does not work.
+PROBE_FRAMES = 3
+
+
+class OracleError(RuntimeError):
+    r"""The oracle cannot label anything (it does not start, or fails on every frame
+    it was tried on); nothing was charged to the budget."""
+
 
 @dataclass
 class Oracle:
@@ -47,8 +64,12 @@ class Oracle:
     options: dict[str, Any] | None = None
 
     def make(self) -> Calculator:
-        r"""A new calculator."""
-        return make_calculator(self.name, **dict(self.options or {}))
+        r"""A new calculator; raises :class:`OracleError` when it cannot be made."""
+        try:
+            return make_calculator(self.name, **dict(self.options or {}))
+        except Exception as error:  # ImportError, an unknown option or name...
+            raise OracleError(f"oracle '{self.name}' (options {self.options or {}}) cannot "
+                              f"start: {type(error).__name__}: {error}") from error
 
 
 @dataclass
@@ -116,6 +137,9 @@ def label_frames(frames: Sequence[Atoms], oracle: Oracle, output: PathLike,
 
     Raises:
         ValueError: ``output`` holds a frame that is not one of ``frames``.
+        OracleError: the oracle cannot be made, or fails on each of the first
+            :data:`PROBE_FRAMES` frames of a run that has labelled nothing yet (those
+            failures are not recorded).
     """
     from tqdm.auto import tqdm
 
@@ -132,24 +156,45 @@ def label_frames(frames: Sequence[Atoms], oracle: Oracle, output: PathLike,
     todo = [i for i, frame_id in enumerate(ids) if frame_id not in done]
     if budget is not None:
         todo = todo[:max(int(budget), 0)]
+    if todo:
+        oracle.make()  # a calculator that cannot be made stops here, nothing charged
+    # Until the oracle has labelled one frame it is on probation: failures are held back.
+    proven = bool(read_frames(output))
+    held: list[dict[str, Any]] = []
     bar = tqdm(total=len(frames), initial=len(frames) - len(todo), disable=not progress,
                desc="labelling", unit="frame", leave=False)
     for i in todo:
         start = time.perf_counter()
         try:
             labelled = label_one(_as_stored(frames[i]), oracle.make())
-        except Exception as error:  # noqa: BLE001 - any oracle failure skips the frame
+        except FRAME_FAILURES as error:
             record = {"id": ids[i], "index": i, "seconds": time.perf_counter() - start,
                       "error": f"{type(error).__name__}: {error}"}
             log.warning("oracle failed on frame %s, skipped: %s", ids[i], record["error"])
-            _append_failure(failures, record)
+            if proven:
+                _append_failure(failures, record)
+            else:
+                held.append(record)
+                if len(held) >= PROBE_FRAMES:
+                    bar.close()
+                    raise OracleError(
+                        f"oracle '{oracle.name}' failed on each of the first {len(held)} "
+                        f"frames it was given (nothing recorded or charged): "
+                        f"{'; '.join(sorted({r['error'] for r in held}))}") from error
         else:
             labelled.info["oracle_seconds"] = time.perf_counter() - start
             append_frame(output, labelled)
+            if not proven:
+                proven = True
+                for record in held:
+                    _append_failure(failures, record)
+                held.clear()
         bar.update(1)
         if on_frame is not None:
             on_frame(i)
     bar.close()
+    for record in held:  # a short run with no success: its failures are real ones
+        _append_failure(failures, record)
     labelled_frames = read_frames(output)
     failed = read_failures(failures)
     seconds = sum(float(a.info.get("oracle_seconds", 0.0)) for a in labelled_frames)

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 DEFAULT_MIN_DISTANCE = 0.3
 
 
+class GeometryError(ValueError):
+    r"""A structure that is not a valid geometry: NaN or infinite positions, or atoms
+    closer than the model's ``min_distance``. MD explorers stop a trajectory on it (and
+    on nothing else: other errors are bugs or out of memory, and pass through)."""
+
+
 def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
 
@@ -46,7 +52,7 @@ def check_inputs(
     bad = ~torch.isfinite(pos).all(dim=1)
     if bool(bad.any()):
         atoms = bad.nonzero().view(-1)[:10].tolist()
-        raise ValueError(f"positions contain NaN or inf (atoms {atoms})")
+        raise GeometryError(f"positions contain NaN or inf (atoms {atoms})")
     if batch is not None:
         if batch.shape != z.shape:
             raise ValueError(
@@ -109,7 +115,7 @@ def check_min_distance(
     if float(shortest) < min_distance:
         edge = int(distances.detach().argmin())
         i, j = sorted(edge_index[:, edge].tolist())
-        raise ValueError(
+        raise GeometryError(
             f"atoms {i} and {j} are {float(shortest):.4f} Å apart, closer than "
             f"{limit} min_distance={min_distance} Å (overlapping atoms)"
         )
@@ -147,7 +153,7 @@ def check_atoms(
 
     Raises:
         ValueError: ``"<name>: <problem>"``, e.g. ``"start.xyz: positions contain NaN or
-            inf (atoms [3])"``.
+            inf (atoms [3])"`` (a :class:`GeometryError` for positions and overlaps).
     """
     from hipnn_pyg.graph import radius_graph  # (torch_cluster, only when used)
 
@@ -171,5 +177,5 @@ def check_atoms(
             graph = radius_graph(pos, min_distance, None, cell, pbc)  # also checks the cell
             limit = "the model's lower limit" if models else "the lower limit"
             check_min_distance(graph.distances, graph.edge_index, min_distance, limit)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
+    except ValueError as error:  # the same type (GeometryError or ValueError), named
+        raise type(error)(f"{name}: {error}") from None

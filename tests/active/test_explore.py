@@ -83,3 +83,30 @@ def test_pool_candidates_carry_the_committee_verdict(tmp_path) -> None:
     assert [a.info["active_id"] for a in frames] == [f"pool:{i}" for i in range(4)]
     assert frames[2].info["rho"] == pytest.approx(committee.predict(copper(2)).rho)
     assert isinstance(frames[0], Atoms)
+
+
+class FailingCommittee(EMTCommittee):
+    r"""A committee whose forces raise ``error`` (out of memory, a bug)."""
+
+    error: Exception = RuntimeError("out of memory")
+
+    def calculate(self, atoms=None, properties=None, system_changes=None):
+        raise FailingCommittee.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+                                   TypeError("a bug"), IndexError("a bug")])
+def test_md_passes_errors_that_are_not_about_the_geometry_through(error) -> None:
+    FailingCommittee.error = error
+    explorer = LangevinExplorer(temperatures_K=[300], steps=10, check_interval=5)
+    with pytest.raises(type(error), match=str(error)):
+        explorer.explore(FailingCommittee(), [copper()], seed=0)
+
+
+def test_md_cuts_a_trajectory_on_a_geometry_error(caplog) -> None:
+    from hipnn_pyg.nn.checks import GeometryError
+
+    FailingCommittee.error = GeometryError("atoms 0 and 1 are 0.1 Å apart")
+    explorer = LangevinExplorer(temperatures_K=[300], steps=10, check_interval=5)
+    assert explorer.explore(FailingCommittee(), [copper()], seed=0) == []
+    assert "trajectory cut" in caplog.text and "0.1 Å apart" in caplog.text

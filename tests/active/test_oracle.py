@@ -99,3 +99,56 @@ def test_frames_of_another_run_are_refused(tmp_path) -> None:
     other[0].info["active_id"] = "pool:7"
     with pytest.raises(ValueError, match="not among the selected ones"):
         label_frames(other, Oracle("emt"), tmp_path / "l.extxyz", tmp_path / "f.jsonl")
+
+
+class BrokenEMT(EMT):
+    r"""An oracle that raises ``error`` on every frame."""
+
+    error: Exception = RuntimeError("SCF not converged")
+
+    def calculate(self, atoms=None, properties=None, system_changes=None):
+        raise BrokenEMT.error
+
+
+class BrokenOracle(Oracle):
+    def make(self) -> BrokenEMT:
+        return BrokenEMT()
+
+
+def test_an_oracle_that_cannot_start_stops_before_any_frame_is_charged(tmp_path) -> None:
+    from hipnn_pyg.active.oracle import OracleError
+
+    files = tmp_path / "l.extxyz", tmp_path / "f.jsonl"
+    with pytest.raises(OracleError, match="cannot start.*unknown calculator"):
+        label_frames(frames(3), Oracle("no-such-code"), *files)
+    with pytest.raises(OracleError, match="cannot start.*unknown PySCF method 'casscf'"):
+        label_frames(frames(3), Oracle("pyscf", {"method": "casscf"}), *files)
+    assert not files[0].exists() and not files[1].exists()
+
+
+def test_an_oracle_failing_on_every_first_frame_stops_with_its_message(tmp_path) -> None:
+    from hipnn_pyg.active.oracle import PROBE_FRAMES, OracleError
+
+    files = tmp_path / "l.extxyz", tmp_path / "f.jsonl"
+    with pytest.raises(OracleError, match=f"first {PROBE_FRAMES} frames.*SCF not converged"):
+        label_frames(frames(5), BrokenOracle(), *files)
+    assert not files[1].exists()  # nothing recorded: a rerun tries them again
+
+
+def test_a_programming_error_of_the_oracle_passes_through_unrecorded(tmp_path) -> None:
+    files = tmp_path / "l.extxyz", tmp_path / "f.jsonl"
+    BrokenEMT.error = TypeError("calculate() got an unexpected argument")
+    try:
+        with pytest.raises(TypeError, match="unexpected argument"):
+            label_frames(frames(3), BrokenOracle(), *files)
+    finally:
+        BrokenEMT.error = RuntimeError("SCF not converged")
+    assert not files[1].exists()
+
+
+def test_failures_before_the_first_success_are_recorded_once_it_works(tmp_path) -> None:
+    todo = frames(4)
+    todo[0].positions[0, 0] = -0.5  # the first frame fails, then the oracle works
+    result = label_frames(todo, CountingOracle(), tmp_path / "l.extxyz",
+                          tmp_path / "f.jsonl")
+    assert [r["id"] for r in result.failed] == ["md:0"] and len(result.labelled) == 3
