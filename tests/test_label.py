@@ -182,3 +182,34 @@ def test_pyscf_frozen_core_lowers_the_correlation_energy_magnitude() -> None:
         energies[frozen] = label_one(water, calc).get_potential_energy()
     # correlating the O 1s pair can only lower the MP2 energy
     assert energies[False] < energies[True] < energies[False] + 1.0
+
+
+@pytest.mark.parametrize("method", ["ccsd_t", "ccsd", "mp2"])
+def test_pyscf_correlated_forces_equal_finite_differences_of_its_energies(method: str) -> None:
+    # H2O in a minimal basis, frozen core, tight convergence; a five-point stencil
+    # (error ~h^4) on three coordinates, against hipnn-label's analytic forces.
+    pytest.importorskip("pyscf")
+    from ase import Atoms
+
+    options = dict(method=method, basis="sto-3g", conv_tol=1e-12, cc_conv_tol=1e-11)
+    positions = np.array([[0.0, 0.0, 0.1], [0.0, -0.757, -0.587], [0.05, 0.757, -0.587]])
+    labelled = label_one(Atoms("OH2", positions=positions),
+                         make_calculator("pyscf", forces=True, **options))
+    forces = labelled.get_forces()
+    assert np.abs(forces).max() > 0.05  # away from the minimum: a real comparison
+
+    def energy(moved: np.ndarray) -> float:
+        atoms = Atoms("OH2", positions=moved)
+        atoms.calc = make_calculator("pyscf", **options)
+        return atoms.get_potential_energy()
+
+    def displaced(atom: int, axis: int, step: float) -> float:
+        moved = positions.copy()
+        moved[atom, axis] += step
+        return energy(moved)
+
+    h = 2e-3
+    for atom, axis in [(0, 2), (1, 1), (2, 0)]:
+        e = {k: displaced(atom, axis, k * h) for k in (-2, -1, 1, 2)}
+        numeric = -(8 * (e[1] - e[-1]) - (e[2] - e[-2])) / (12 * h)
+        assert abs(forces[atom, axis] - numeric) < 1e-5, (atom, axis)
