@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, LightningDataModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +47,16 @@ def instantiate_list(config: DictConfig | None, kind: type) -> list[Any]:
                 raise TypeError(f"{name}: expected a {kind.__name__}, got {type(obj).__name__}")
             objects.append(obj)
     return objects
+
+
+def trainer_callbacks(cfg: DictConfig) -> list[Callback]:
+    r"""The ``callbacks`` group, without its progress display when
+    ``trainer.enable_progress_bar=false`` (Lightning refuses a progress-bar callback
+    then, so one override switches it off)."""
+    callbacks = instantiate_list(cfg.get("callbacks"), Callback)
+    if cfg.trainer.get("enable_progress_bar", True):
+        return callbacks
+    return [c for c in callbacks if not isinstance(c, ProgressBar)]
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
@@ -164,7 +174,7 @@ def train(cfg: DictConfig) -> float | None:
     else:
         model = instantiate(cfg.model)
     module = instantiate(cfg.module, model=model)
-    callbacks = instantiate_list(cfg.get("callbacks"), Callback)
+    callbacks = trainer_callbacks(cfg)
     loggers = instantiate_list(cfg.get("logger"), Logger)
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if loggers:  # the resolved config, without Hydra's own node (present in compose())

@@ -8,10 +8,15 @@ every process."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,22 +77,54 @@ def _user_signals() -> None:
 
 
 @contextmanager
-def _launch(overrides: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
+def _launch(overrides: Sequence[str], log: Path, terminal: bool = False
+            ) -> Iterator[subprocess.Popen]:
     r"""``scripts/train.py`` in a session of its own, so that every rank it spawns can
     be found by process group, with a terminal's signal dispositions; whatever is left
-    of it is killed on exit."""
+    of it is killed on exit. With ``terminal`` its output goes to a pseudo-terminal, as a
+    user's does at a shell prompt (so the progress bar is Lightning's), copied to
+    ``log``."""
+    master = None
     with log.open("w") as output:
+        if terminal:
+            master, slave = pty.openpty()
+            # a terminal of 40 x 120 characters: tqdm draws nothing at width 0
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            sink: object = slave
+        else:
+            sink = output
         process = subprocess.Popen(
             [sys.executable, "scripts/train.py", *overrides], cwd=REPO, env=ENV,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_user_signals,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_user_signals,
         )
+    copier = None
+    if master is not None:
+        os.close(slave)
+        copier = threading.Thread(target=_copy_terminal, args=(master, log), daemon=True)
+        copier.start()
     try:
         yield process
     finally:
         for pid in _process_group(process.pid):
             os.kill(pid, signal.SIGKILL)
         process.wait()
+        if copier is not None:
+            copier.join(timeout=30)
+            os.close(master)
+
+
+def _copy_terminal(master: int, log: Path) -> None:
+    with log.open("ab") as output:
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not chunk:
+                return
+            output.write(chunk)
+            output.flush()
 
 
 def _wait_for(condition: object, timeout: float, what: str, log: Path) -> None:
@@ -98,8 +135,8 @@ def _wait_for(condition: object, timeout: float, what: str, log: Path) -> None:
         time.sleep(0.5)
 
 
-def _run_to_end(overrides: Sequence[str], log: Path) -> None:
-    with _launch(overrides, log) as process:
+def _run_to_end(overrides: Sequence[str], log: Path, terminal: bool = False) -> None:
+    with _launch(overrides, log, terminal) as process:
         try:
             process.wait(timeout=DDP_TIME_LIMIT)
         except subprocess.TimeoutExpired:
@@ -117,10 +154,10 @@ def test_ddp_cpu_with_default_callbacks_matches_single_process(tmp_path: Path) -
     _run_to_end([*RUN, "trainer=ddp_cpu", "data.batch_size=4", "data.val_batch_size=2",
                  "+callbacks.record._target_=tests.train.helpers.RecordMonitored",
                  f"+callbacks.record.path={records}", f"hydra.run.dir={ddp}"],
-                tmp_path / "ddp.log")
-    log = (tmp_path / "ddp.log").read_text()
+                tmp_path / "ddp.log", terminal=True)
+    log = (tmp_path / "ddp.log").read_text(errors="replace")
     assert "distributed_backend=gloo" in log
-    assert "Epoch 1/1" in log or "Epoch 1:" in log  # the progress bar was on
+    assert "Epoch 1/1" in log or "Epoch 1:" in log  # Lightning's bar, as on a terminal
 
     want, got = results(single)["metrics"], results(ddp)["metrics"]
     for key in ("val/loss", "val/energy_mae", "val/energy_rmse", "val/forces_mae",
