@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# Pinned for CPU machines: an unpinned torch pulls a multi-GB CUDA build.
+# Pinned: where a local CPU wheel of 2.13.0 is on the index (this project's CI) pip takes it;
+# from PyPI on Linux the same pin is the CUDA build. Install another torch first to choose.
 python -m pip install -q torch==2.13.0 ninja wheel setuptools numpy scipy
 if ! python -c "import torch_cluster" 2>/dev/null; then
   # pip reuses a wheel it built before (its wheel cache); only without one does it compile.
