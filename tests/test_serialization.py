@@ -141,3 +141,25 @@ def test_format_1_files_load_and_predict_as_before(name: str, tmp_path) -> None:
     assert state["format_version"] == 2 and "class" not in state
     assert state["spec"]["_target_"].startswith("hipnn_pyg.nn.model.HIPNN")
     assert torch.equal(predict(load_model(tmp_path / "new.pt"), data)["forces"], out["forces"])
+
+
+def test_every_model_file_answers_the_model_zoo_call_with_energies(tmp_path: Path) -> None:
+    # One forward contract: old formats, a HIP-NN, one with charges, one composed from a
+    # config all return the energies tensor from model(z, pos), and outputs() the dict.
+    from hipnn_pyg import HIPNN
+    from hipnn_pyg.nn import HIPNNPotential
+
+    hipnn = HIPNN(species=(1, 6, 8), hidden_channels=8, num_interactions=1,
+                  soft_max_distance=4.0, cutoff=4.5).double()
+    files = [FIXTURES / f"{name}.pt" for name in
+             ("old_hipnn", "old_potential_shared", "old_potential_separate")]
+    for name, model in {"hipnn": hipnn, "charges": HIPNNPotential(hipnn)}.items():
+        save_model(model, tmp_path / f"{name}.pt")
+        files.append(tmp_path / f"{name}.pt")
+    reference = torch.load(FIXTURES / "old_format_reference.pt", weights_only=True)
+    z, pos = reference["z"][reference["batch"] == 0], reference["pos"][reference["batch"] == 0]
+    for path in files:
+        model = load_model(path)
+        energy = model(z, pos)
+        assert isinstance(energy, torch.Tensor) and energy.shape == (1,), path.name
+        torch.testing.assert_close(model.outputs(z, pos)["energy"], energy, rtol=0, atol=0)

@@ -94,39 +94,6 @@ class HIPNN(Potential):
         if self_energies is not None:
             self.set_self_energies(self_energies)
 
-    def forward(
-        self,
-        z: Tensor,
-        pos: Tensor,
-        batch: Tensor | None = None,
-        cell: Tensor | None = None,
-        pbc: Tensor | None = None,
-        return_details: bool = False,
-        num_graphs: int | None = None,
-    ) -> Tensor | HIPNNOutput:
-        r"""Computes energies.
-
-        Args:
-            z (torch.Tensor): Atomic numbers ``[num_atoms]``.
-            pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å.
-            batch (torch.Tensor, optional): Graph index of each atom ``[num_atoms]``.
-                (default: :obj:`None`, one graph)
-            cell (torch.Tensor, optional): Cells ``[num_graphs, 3, 3]`` in Å.
-                (default: :obj:`None`)
-            pbc (torch.Tensor, optional): Periodic directions ``[num_graphs, 3]``.
-                (default: :obj:`None`)
-            return_details (bool): Return a :class:`HIPNNOutput` with per-atom and
-                per-layer energies and features instead of the energies alone.
-                (default: :obj:`False`)
-            num_graphs (int, optional): Number of graphs, for batches whose last graphs
-                have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
-
-        Energies come back in float64 whatever the model's precision: total energies
-        of 10^4 eV lose meV resolution in float32. Gradients (forces) keep the
-        precision of ``pos``.
-        """
-        return self.energy(z, pos, batch, cell, pbc, return_details, num_graphs)
-
     def __repr__(self) -> str:
         representation = self.representation
         sensitivity = representation.interactions[0].sensitivity
@@ -182,9 +149,6 @@ class HIPNNPotential(Potential):
     def share_features(self) -> bool:
         r"""Whether the charges read the energy model's features."""
         return self.heads["charges"].representation is None
-
-    #: ``model(z, pos, batch)`` returns energies, as :meth:`HIPNN.forward`.
-    forward = HIPNN.forward
 
     def electrostatics(
         self,

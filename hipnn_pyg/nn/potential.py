@@ -1,4 +1,5 @@
-r"""A potential: one representation and named heads, returning a dict of outputs."""
+r"""A potential: one representation and named heads. ``model(z, pos, batch)`` returns
+energies for every potential; :meth:`Potential.outputs` returns every head's outputs."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ class HIPNNOutput(NamedTuple):
 
 class Potential(Configurable, nn.Module):
     r"""A representation and the heads that read it (SchNetPack's and torchmd-net's
-    composition): :meth:`outputs` runs the representation once and returns every
-    head's outputs in one dict. Forces and stress come from
-    :func:`~hipnn_pyg.nn.energy_forces_stress`.
+    composition). Calling it is the model-zoo call (energies, :meth:`forward`);
+    :meth:`outputs` runs the representation once and returns every head's outputs in
+    one dict. Forces and stress come from :func:`~hipnn_pyg.nn.energy_forces_stress`.
 
     Every head is sized to the representation's feature widths here. Parameter names
     are stable and say where they live, e.g. ``representation.interactions.1...``,
@@ -149,11 +150,35 @@ class Potential(Configurable, nn.Module):
         batch: Tensor | None = None,
         cell: Tensor | None = None,
         pbc: Tensor | None = None,
-        total_charge: Tensor | None = None,
+        return_details: bool = False,
         num_graphs: int | None = None,
-    ) -> dict[str, Tensor]:
-        r"""Same as :meth:`outputs`."""
-        return self.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs)
+    ) -> Tensor | HIPNNOutput:
+        r"""The model-zoo call ``model(z, pos, batch)``, the same for every potential (a
+        :class:`~hipnn_pyg.HIPNN`, one with charges, one composed from a config, any file
+        :func:`~hipnn_pyg.load_model` reads): energies ``[num_graphs]``, as
+        :meth:`energy`. Every head's outputs come from :meth:`outputs`; forces and stress
+        from :func:`~hipnn_pyg.nn.energy_forces_stress`.
+
+        Args:
+            z (torch.Tensor): Atomic numbers ``[num_atoms]``.
+            pos (torch.Tensor): Positions ``[num_atoms, 3]`` in Å.
+            batch (torch.Tensor, optional): Graph index of each atom ``[num_atoms]``.
+                (default: :obj:`None`, one graph)
+            cell (torch.Tensor, optional): Cells ``[num_graphs, 3, 3]`` in Å.
+                (default: :obj:`None`)
+            pbc (torch.Tensor, optional): Periodic directions ``[num_graphs, 3]``.
+                (default: :obj:`None`)
+            return_details (bool): Return a :class:`HIPNNOutput` with per-atom and
+                per-layer energies and features instead of the energies alone.
+                (default: :obj:`False`)
+            num_graphs (int, optional): Number of graphs, for batches whose last graphs
+                have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
+
+        Energies come back in float64 whatever the model's precision: total energies
+        of 10^4 eV lose meV resolution in float32. Gradients (forces) keep the
+        precision of ``pos``.
+        """
+        return self.energy(z, pos, batch, cell, pbc, return_details, num_graphs)
 
     def energy(
         self,

@@ -40,14 +40,15 @@ def test_composed_config_is_the_flat_hipnn() -> None:
     assert type(model) is Potential and model.cutoff == 5.5
     model.load_state_dict(flat.state_dict())  # same parts, same names
     z, pos = ethanol()
-    assert torch.equal(model(z, pos)["energy"], flat(z, pos))
+    assert torch.equal(model(z, pos), flat(z, pos))  # one call contract for both
+    assert torch.equal(model.outputs(z, pos)["energy"], flat(z, pos))
 
 
 def test_charges_config_adds_a_charge_head() -> None:
     model = composed("hipnn_charges", "representation.species=[1,6,8]",
                      "representation.hidden_channels=8").double()
     z, pos = ethanol()
-    out = model(z, pos, total_charge=torch.tensor([1.0]))
+    out = model.outputs(z, pos, total_charge=torch.tensor([1.0]))
     assert {"energy", "forces", "charges"} - set(out) == {"forces"}
     assert abs(float(out["charges"].sum()) - 1.0) < 1e-12
 
@@ -78,6 +79,6 @@ def test_two_heads_with_the_same_output_are_an_error() -> None:
     fidelity = Potential(representation, {"energy": EnergyHead(),
                                           "cc": EnergyHead(output="energy_cc")})
     z, pos = ethanol(torch.float32)
-    out = fidelity(z, pos)
+    out = fidelity.outputs(z, pos)
     assert set(out) == set(fidelity.output_names)
     assert {"energy", "energy_cc", "atom_energy_cc"} <= set(out)
