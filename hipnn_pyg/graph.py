@@ -32,6 +32,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from hipnn_pyg.errors import GeometryError
+
 try:  # torch_geometric 2.8 routes radius_graph to pyg-lib; we call torch_cluster directly
     import torch_cluster
 except ImportError as error:  # pragma: no cover - import guard
@@ -66,6 +68,7 @@ def radius_graph(
     cell: Tensor | None = None,
     pbc: Tensor | None = None,
     max_num_neighbors: int | None = None,
+    validate: bool = True,
 ) -> Graph:
     r"""Builds the pair list within ``cutoff`` for a batch of molecules and/or crystals.
 
@@ -82,9 +85,14 @@ def radius_graph(
         max_num_neighbors (int, optional): A cap on neighbours per atom. No pair is ever
             dropped silently: an atom with more neighbours raises :obj:`RuntimeError`.
             (default: :obj:`None`, no cap; the search's own working cap adapts)
+        validate (bool): Check shapes and finite positions first (:obj:`ValueError`,
+            :class:`~hipnn_pyg.errors.GeometryError`); the model, which checked them
+            already, skips it. (default: :obj:`True`)
     """
     if batch is None:
         batch = pos.new_zeros(pos.size(0), dtype=torch.long)
+    if validate:
+        _check_arguments(pos, batch, cell, pbc)
     periodic = pbc is not None and cell is not None and bool(pbc.any())
     if periodic:
         edge_index, shifts = _periodic_pairs(pos, cutoff, batch, cell, pbc, max_num_neighbors)
@@ -92,8 +100,8 @@ def radius_graph(
 
         def search(cap: int) -> tuple[Tensor, Tensor]:
             pairs = torch_cluster.radius_graph(
-                pos.detach(), r=cutoff, batch=batch, loop=False, max_num_neighbors=cap,
-                flow="source_to_target",
+                pos.detach(), r=_search_radius(cutoff), batch=batch, loop=False,
+                max_num_neighbors=cap, flow="source_to_target",
             )
             return pairs[1], pairs
 
@@ -102,7 +110,32 @@ def radius_graph(
                                     _first_cap(candidates, None, cutoff), candidates)
         shifts = edge_index.new_zeros(edge_index.size(1), 3)
     vectors = pair_vectors(pos, edge_index, shifts, batch, cell if periodic else None)
-    return Graph(edge_index, shifts, vectors, vectors.norm(dim=-1))
+    distances = vectors.norm(dim=-1)
+    # Exactly the pairs closer than the cutoff (as ASE's neighbor_list keeps them), by
+    # the distances the model sees; i -> j and j -> i have bitwise equal ones.
+    inside = distances.detach() < cutoff
+    if not bool(inside.all()):
+        edge_index, shifts = edge_index[:, inside], shifts[inside]
+        vectors, distances = vectors[inside], distances[inside]
+    return Graph(edge_index, shifts, vectors, distances)
+
+
+def _check_arguments(pos: Tensor, batch: Tensor, cell: Tensor | None,
+                     pbc: Tensor | None) -> None:
+    if pos.dim() != 2 or pos.size(1) != 3:
+        raise ValueError(f"pos must have shape [num_atoms, 3], got {list(pos.shape)}")
+    if batch.shape != pos.shape[:1]:
+        raise ValueError(f"batch must have shape [num_atoms] = [{pos.size(0)}], got "
+                         f"{list(batch.shape)}")
+    if (cell is None) != (pbc is None):
+        raise ValueError("cell and pbc must be given together")
+    if cell is not None and pbc is not None and (
+            cell.dim() != 3 or cell.shape[1:] != (3, 3) or pbc.shape != (cell.size(0), 3)):
+        raise ValueError(f"cell must have shape [num_graphs, 3, 3] and pbc [num_graphs, 3], "
+                         f"got {list(cell.shape)} and {list(pbc.shape)}")
+    if pos.numel() and not bool(torch.isfinite(pos).all()):
+        atoms = (~torch.isfinite(pos).all(dim=1)).nonzero().view(-1)[:10].tolist()
+        raise GeometryError(f"positions contain NaN or inf (atoms {atoms})")
 
 
 def pair_vectors(
@@ -200,66 +233,118 @@ def _periodic_pairs(
         # Images needed per direction: cutoff over the spacing of lattice planes.
         plane_spacing = 1.0 / torch.linalg.inv(safe_cell).norm(dim=1)
         reach = torch.ceil(cutoff / plane_spacing).long() * pbc.long()
-        max_reach = reach.max(dim=0).values.tolist()
-        shifts = torch.cartesian_prod(
-            *[torch.arange(-m, m + 1, device=device) for m in max_reach]
-        ).view(-1, 3)
-        num_shifts = shifts.size(0)
-
-        # Image k of atom a lies at k = a * num_shifts + s; keeping atom-major order
-        # keeps the image batch vector sorted, as torch_cluster requires.
-        image_shift = shifts.repeat(num_atoms, 1)
-        image_atom = torch.arange(num_atoms, device=device).repeat_interleave(num_shifts)
-        image_batch = batch[image_atom]
-        allowed = (image_shift.abs() <= reach[image_batch]).all(dim=1)
-        # An image lying a fractional gap g_d outside the home cell along a periodic
-        # direction d is at least g_d * plane_spacing_d from every atom of the graph
-        # (all of which lie in [0, 1) along d): only images within the cutoff of the
-        # cell take part (a few percent of the atoms in a large cell, not 26 copies).
-        # Along non-periodic directions atoms may lie anywhere: no gap there.
-        image_frac = (frac - offsets)[image_atom] + image_shift
-        gap = torch.clamp(torch.maximum(-image_frac, image_frac - 1.0), min=0.0)
-        gap = gap * pbc[image_batch]
-        allowed &= (gap * plane_spacing[image_batch] <= cutoff).all(dim=1)
-        image_shift, image_atom, image_batch = (
-            image_shift[allowed], image_atom[allowed], image_batch[allowed]
-        )
-        image_pos = wrapped[image_atom] + torch.einsum(
-            "nk,nkd->nd", image_shift.to(cell.dtype), safe_cell[image_batch]
-        )
-
-        def search(cap: int) -> tuple[Tensor, Tensor]:
-            centre, image = torch_cluster.radius(
-                image_pos, wrapped, r=cutoff, batch_x=image_batch, batch_y=batch,
-                max_num_neighbors=cap,
-            )
-            return centre, torch.stack([centre, image])
-
-        # The search finds each atom itself (its zero-shift image): one slot more.
-        centre, image = _capped_search(
-            search, num_atoms, max_num_neighbors,
-            _first_cap(image_pos.size(0), _bulk_density(batch, safe_cell, pbc), cutoff),
-            image_pos.size(0), self_pairs=1,
-        )
-        # Per-edge tensors are the memory of a large cell (5e6 pairs at 1e5 atoms of
-        # water): keep [E] indices until the end, build the [E, 3] shifts once.
-        neighbour = image_atom[image]
-        keep = (neighbour != centre) | (image_shift != 0).any(dim=1)[image]  # not self
-        centre, image, neighbour = centre[keep], image[keep], neighbour[keep]
-        del keep
+        _check_reach(reach, plane_spacing, cutoff)
+        atoms = _Atoms(batch, frac - offsets, wrapped, safe_cell, plane_spacing, pbc, reach)
+        # Graphs that need the same images are searched together: a small cell (many
+        # images) in a batch does not replicate the atoms of the other graphs.
+        centres, neighbours, shifts = [], [], []
+        for group in torch.unique(reach[batch], dim=0).tolist():
+            members = (reach[batch] == torch.tensor(group, device=device)).all(dim=1)
+            index = members.nonzero().view(-1)
+            centre, neighbour, shift = _image_pairs(atoms, index, group, cutoff,
+                                                    max_num_neighbors)
+            centres.append(index[centre])
+            neighbours.append(index[neighbour])
+            shifts.append(shift)
+        centre, neighbour, shift = (torch.cat(parts) for parts in (centres, neighbours, shifts))
+        del centres, neighbours, shifts
         order = torch.argsort(centre * num_atoms + neighbour, stable=True)
-        del neighbour
-        centre, image = centre[order], image[order]
+        centre, neighbour, shift = centre[order], neighbour[order], shift[order]
         del order
-        neighbour = image_atom[image]
         # Shifts for the unwrapped positions: undo the wrap of both atoms.
-        shift = image_shift[image]
-        del image
         atom_offsets = offsets.long()
         shift += atom_offsets[centre]
         shift -= atom_offsets[neighbour]
         edge_index = torch.stack([neighbour, centre])
     return edge_index, shift
+
+
+class _Atoms(NamedTuple):
+    r"""Per-atom (and per-graph) inputs of the image search."""
+
+    batch: Tensor  # graph of each atom
+    frac: Tensor  # fractional coordinates, in [0, 1) along periodic directions
+    wrapped: Tensor  # positions wrapped into the cell (float64)
+    cell: Tensor  # completed cells [G, 3, 3]
+    plane_spacing: Tensor  # [G, 3]
+    pbc: Tensor  # [G, 3]
+    reach: Tensor  # images needed per direction [G, 3]
+
+
+#: Most cell images per atom the search builds; a cell this thin for its cutoff is an
+#: error (a nearly singular cell), not a silent allocation of terabytes.
+MAX_IMAGES = 100_000
+
+
+def _check_reach(reach: Tensor, plane_spacing: Tensor, cutoff: float) -> None:
+    images = (2 * reach + 1).prod(dim=1)
+    if bool((images > MAX_IMAGES).any()):
+        graph = int(images.argmax())
+        raise ValueError(
+            f"the cell of graph {graph} is too thin for cutoff {cutoff} Å: its lattice "
+            f"planes are {plane_spacing[graph].min().item():.3g} Å apart, so "
+            f"{int(images[graph])} images would be needed (most {MAX_IMAGES}); is the cell "
+            "nearly singular?"
+        )
+
+
+def _image_pairs(atoms: _Atoms, index: Tensor, reach: list[int], cutoff: float,
+                 max_num_neighbors: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Pairs among the atoms ``index`` (whose graphs all need ``reach`` images per
+    direction), in that subset's numbering: ``(centre, neighbour, image shift)``."""
+    device = index.device
+    num_atoms = index.numel()
+    batch, frac, wrapped = atoms.batch[index], atoms.frac[index], atoms.wrapped[index]
+    shifts = torch.cartesian_prod(
+        *[torch.arange(-m, m + 1, device=device) for m in reach]
+    ).view(-1, 3)
+    num_shifts = shifts.size(0)
+    # Image k of atom a lies at k = a * num_shifts + s; keeping atom-major order
+    # keeps the image batch vector sorted, as torch_cluster requires.
+    image_shift = shifts.repeat(num_atoms, 1)
+    image_atom = torch.arange(num_atoms, device=device).repeat_interleave(num_shifts)
+    image_batch = batch[image_atom]
+    # An image lying a fractional gap g_d outside the home cell along a periodic
+    # direction d is at least g_d * plane_spacing_d from every atom of the graph
+    # (all of which lie in [0, 1) along d): only images within the cutoff of the
+    # cell take part (a few percent of the atoms in a large cell, not 26 copies).
+    # Along non-periodic directions atoms may lie anywhere: no gap there.
+    image_frac = frac[image_atom] + image_shift
+    gap = torch.clamp(torch.maximum(-image_frac, image_frac - 1.0), min=0.0)
+    gap = gap * atoms.pbc[image_batch]
+    allowed = (gap * atoms.plane_spacing[image_batch] <= cutoff).all(dim=1)
+    image_shift, image_atom, image_batch = (
+        image_shift[allowed], image_atom[allowed], image_batch[allowed]
+    )
+    image_pos = wrapped[image_atom] + torch.einsum(
+        "nk,nkd->nd", image_shift.to(wrapped.dtype), atoms.cell[image_batch]
+    )
+
+    def search(cap: int) -> tuple[Tensor, Tensor]:
+        centre, image = torch_cluster.radius(
+            image_pos, wrapped, r=_search_radius(cutoff), batch_x=image_batch,
+            batch_y=batch, max_num_neighbors=cap,
+        )
+        return centre, torch.stack([centre, image])
+
+    # The search finds each atom itself (its zero-shift image): one slot more.
+    density = _bulk_density(batch, atoms.cell, atoms.pbc)
+    centre, image = _capped_search(
+        search, num_atoms, max_num_neighbors,
+        _first_cap(image_pos.size(0), density, cutoff), image_pos.size(0), self_pairs=1,
+    )
+    # Per-edge tensors are the memory of a large cell (5e6 pairs at 1e5 atoms of
+    # water): keep [E] indices until the end, build the [E, 3] shifts once.
+    neighbour = image_atom[image]
+    keep = (neighbour != centre) | (image_shift != 0).any(dim=1)[image]  # not self
+    centre, image, neighbour = centre[keep], image[keep], neighbour[keep]
+    return centre, neighbour, image_shift[image]
+
+
+def _search_radius(cutoff: float) -> float:
+    # A hair above the cutoff: the search sees wrapped positions, the pair list unwrapped
+    # ones, which differ by rounding; radius_graph keeps exactly the pairs below it.
+    return cutoff * (1 + 1e-9) + 1e-9
 
 
 def complete_cells(cell: Tensor, pbc: Tensor) -> Tensor:

@@ -200,3 +200,34 @@ def test_working_cap_grows_until_no_atom_reaches_it() -> None:
     finally:
         graph_module.FIRST_CAP = first
     assert our_pairs(grown) == our_pairs(reference)
+
+
+def test_pairs_at_the_cutoff_to_rounding_come_in_both_directions() -> None:
+    # A flat cell: the wrapped search and the unwrapped distances round differently.
+    atoms = Atoms("H", positions=[[0.01, 0.01, 0.01]], cell=np.diag([5.0, 5.0, 0.1]), pbc=True)
+    graph = graph_of(atoms, 2.0)
+    pairs = our_pairs(graph)
+    assert pairs == ase_pairs(atoms, 2.0)
+    assert all((j, i, -a, -b, -c) in pairs for i, j, a, b, c in pairs)
+    assert float(graph.distances.max()) < 2.0
+
+
+def test_a_nearly_singular_cell_is_named_not_a_failed_allocation() -> None:
+    cell = torch.tensor([[[3.0, 0, 0], [0, 3.0, 0], [3.0, 3.0, 1e-6]]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="too thin for cutoff"):
+        radius_graph(torch.rand(4, 3, dtype=torch.float64), 5.0, cell=cell,
+                     pbc=torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_bad_arguments_are_named() -> None:
+    from hipnn_pyg.errors import GeometryError
+
+    pos = torch.rand(3, 3, dtype=torch.float64)
+    pos[1, 2] = float("nan")
+    with pytest.raises(GeometryError, match=r"NaN or inf \(atoms \[1\]\)"):
+        radius_graph(pos, 2.0)
+    cell, pbc = torch.eye(3, dtype=torch.float64), torch.ones(3, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"cell must have shape \[num_graphs, 3, 3\]"):
+        radius_graph(torch.rand(3, 3, dtype=torch.float64), 2.0, cell=cell, pbc=pbc)
+    with pytest.raises(ValueError, match="given together"):
+        radius_graph(torch.rand(3, 3, dtype=torch.float64), 2.0, cell=cell[None])

@@ -12,17 +12,13 @@ import torch
 from ase.data import chemical_symbols
 from torch import Tensor, nn
 
+from hipnn_pyg.errors import GeometryError
+
 if TYPE_CHECKING:
     from ase import Atoms
 
 #: Closest approach (Å) accepted by :func:`check_atoms` without a model: HIPNN's default.
 DEFAULT_MIN_DISTANCE = 0.3
-
-
-class GeometryError(ValueError):
-    r"""A structure that is not a valid geometry: NaN or infinite positions, or atoms
-    closer than the model's ``min_distance``. MD explorers stop a trajectory on it (and
-    on nothing else: other errors are bugs or out of memory, and pass through)."""
 
 
 def _symbol(z: int) -> str:

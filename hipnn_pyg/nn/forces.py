@@ -84,7 +84,9 @@ def _stress(strain_gradient: Tensor, cell: Tensor, pbc: Tensor | None) -> Tensor
     periodic = (torch.zeros(cell.size(0), dtype=torch.bool, device=cell.device)
                 if pbc is None else pbc.to(torch.bool).any(dim=1))
     volume = cell_volume(cell)
-    no_volume = periodic & ~(volume > 0)
+    # As the pair search judges a cell singular: its volume against its edge lengths.
+    lengths = cell.norm(dim=-1).prod(dim=-1)
+    no_volume = periodic & ~(volume > 1e-8 * lengths)
     if bool(no_volume.any()):
         graph = int(no_volume.nonzero()[0])
         raise ValueError(f"graph {graph} is periodic but its cell has no volume: stress "

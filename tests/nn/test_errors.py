@@ -81,3 +81,19 @@ def test_bad_constructor_arguments() -> None:
         small_model(species=(1, 1))
     with pytest.raises(ValueError, match="beyond cutoff"):
         small_model(soft_max_distance=7.0)
+
+
+def test_positions_in_another_precision_than_the_model_are_named() -> None:
+    from tests.nn.helpers import ethanol, small_model
+
+    z, pos = ethanol(torch.float32)
+    with pytest.raises(ValueError, match="pos is torch.float32 but the model is torch.float64"):
+        small_model()(z, pos)
+
+
+def test_no_atoms_at_all_is_a_zero_energy() -> None:
+    from tests.nn.helpers import small_model
+
+    energy = small_model()(torch.zeros(0, dtype=torch.long),
+                           torch.zeros(0, 3, dtype=torch.float64))
+    assert energy.shape == (1,) and float(energy) == 0.0
