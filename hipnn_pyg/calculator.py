@@ -52,6 +52,9 @@ def _load(model: nn.Module | str | os.PathLike[str], device: torch.device,
     model = model.to(device=device, dtype=dtype).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    representation = getattr(model, "representation", None)
+    if hasattr(representation, "set_lean"):  # frozen: MD needs no [edges, S] kept
+        representation.set_lean(True)
     return model
 
 
@@ -230,8 +233,8 @@ class ExportedCalculator(Calculator):
     more than ``skin / 2`` since the search, so every pair inside the cutoff is in the
     list; pairs between the cutoff and ``cutoff + skin`` add exactly zero (the cutoff
     function and its derivative vanish there). A change of elements, cell or
-    periodicity searches again. Energies and forces (no stress: the program takes no
-    strain) equal :class:`HIPNNCalculator`'s in the program's precision.
+    periodicity searches again. Energies, forces and (periodic cells) stress, from the
+    program's virial, equal :class:`HIPNNCalculator`'s in the program's precision.
 
     Args:
         exported (str or ExportedPotential): A ``.pt2`` archive of
@@ -245,7 +248,7 @@ class ExportedCalculator(Calculator):
             as hippynn's calculator)
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, exported: Any, aoti_package: str | os.PathLike[str] | None = None,
                  skin: float = 1.0, **kwargs: Any) -> None:
@@ -300,3 +303,7 @@ class ExportedCalculator(Calculator):
         self.results = {"energy": energy, "free_energy": energy,
                         "energies": out["atom_energy"].detach().cpu().numpy(),
                         "forces": out["forces"].detach().cpu().numpy().astype(np.float64)}
+        if self.atoms.pbc.any():  # ASE's stress is -W / V
+            virial = out["virial"].detach().cpu().numpy()
+            stress = -virial / abs(self.atoms.get_volume())
+            self.results["stress"] = stress.reshape(9)[[0, 4, 8, 5, 2, 1]]

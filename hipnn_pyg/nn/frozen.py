@@ -12,9 +12,10 @@ atoms of water).
 
 Derivatives of higher order (a Hessian of a frozen model, or force training of
 unfrozen layers behind frozen sensitivities) recompute the layer with differentiable
-operations, so they stay exact. The sensitivity's own parameters get no gradient:
-:class:`~hipnn_pyg.nn.HIPNNInteraction` takes this path only when they cannot have one,
-and only on the compiled CPU kernel (see :func:`applies`).
+operations, so they stay exact. The sensitivity's own parameters get no gradient, so
+the path refuses sensitivities that could have one (:func:`check_frozen`); a model takes
+it only when asked (:meth:`~hipnn_pyg.nn.HIPNNRepresentation.set_lean`, as the ASE
+calculator does), and only on the compiled CPU kernel (:mod:`~hipnn_pyg.nn.paths`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hipnn_pyg.nn.envsum import (
-    CHUNK_SLOTS,
-    EnvSum,
-    NeighbourLayout,
-    _backend_ops,
-    _check,
-    resolve_backend,
-)
+from hipnn_pyg.nn.contraction import KERNELS, contract
+from hipnn_pyg.nn.envsum import NeighbourLayout, check_operands
 
 # Edges per chunk of the distances' gradient: [chunk, S] and [chunk, S, F] stay small.
-_CHUNK_EDGES = 4 * CHUNK_SLOTS
+_CHUNK_EDGES = 1 << 14
 # Edges per block of atoms of the environment and the features' gradient: [block, S] is
 # 20 MB at 20 sensitivities in float32, and the kernel calls stay few.
 _BLOCK_EDGES = 1 << 18
@@ -43,11 +38,13 @@ def trains(sensitivity: nn.Module) -> bool:
     return torch.is_grad_enabled() and any(p.requires_grad for p in sensitivity.parameters())
 
 
-def applies(sensitivity: nn.Module, features: Tensor, backend: str | None) -> bool:
-    r"""Whether :func:`frozen_environment_sum` serves this layer: frozen sensitivities
-    on the compiled kernel (the pure-torch per-edge contraction would gather a
-    ``[chunk, S, in]`` block per chunk, 3x slower than keeping the sensitivities)."""
-    return not trains(sensitivity) and resolve_backend(features, backend) == "cpp"
+def check_frozen(sensitivity: nn.Module) -> None:
+    r"""Raises where the lean path would drop a gradient the sensitivity could get."""
+    if trains(sensitivity):
+        raise ValueError("the lean inference path gives the sensitivities' parameters no "
+                         "gradient, but they require one here: freeze them "
+                         "(requires_grad_(False)) or switch lean inference off "
+                         "(representation.set_lean(False))")
 
 
 class _FrozenEnvSum(torch.autograd.Function):
@@ -59,7 +56,7 @@ class _FrozenEnvSum(torch.autograd.Function):
         with torch.no_grad():
             if _by_blocks(layout, backend):
                 return _blocked_envsum(distances, features, sensitivity, layout)
-            return _backend_ops(backend)[0](sensitivity(distances), features, layout)
+            return KERNELS[backend]["envsum"](sensitivity(distances), features, layout.atoms)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -70,7 +67,8 @@ class _FrozenEnvSum(torch.autograd.Function):
                 # Aliases: partial derivatives in each input (features depend on the
                 # distances through earlier layers), still on the inputs' graphs.
                 inputs = (distances.view_as(distances), features.view_as(features))
-                environment = EnvSum.apply(sensitivity(inputs[0]), inputs[1], layout, backend)
+                environment = contract("envsum", sensitivity(inputs[0]), inputs[1],
+                                       layout.atoms, backend)
             wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:2], strict=True)
                       if need]
             found = iter(torch.autograd.grad(environment, wanted, grad, create_graph=True))
@@ -82,7 +80,7 @@ class _FrozenEnvSum(torch.autograd.Function):
                 grad_features = (
                     _blocked_featsum(grad, distances, sensitivity, layout)
                     if _by_blocks(layout, backend)
-                    else _backend_ops(backend)[2](grad, sensitivity(distances), layout)
+                    else KERNELS[backend]["featsum"](grad, sensitivity(distances), layout.atoms)
                 )
         if ctx.needs_input_grad[0]:
             grad_distances = _distance_gradient(grad, distances, features, ctx)
@@ -114,8 +112,8 @@ def _blocked_envsum(distances: Tensor, features: Tensor, sensitivity: nn.Module,
     # The environment of one block of centre atoms at a time, from their edges only.
     from hipnn_pyg.nn.csrc import load_extension
 
-    order, start, edges = layout.centre_rows
-    neighbours = layout.edge_index[0]
+    order, start, edges = layout.atoms.scatter_csr
+    neighbours = layout.atoms.gather
     out: Tensor | None = None
     for first, end, first_edge, end_edge in _row_blocks(start):
         block = edges[first_edge:end_edge]
@@ -136,8 +134,8 @@ def _blocked_featsum(grad: Tensor, distances: Tensor, sensitivity: nn.Module,
     # featsum(grad, s) for one block of neighbour atoms at a time, from their edges only.
     from hipnn_pyg.nn.csrc import load_extension
 
-    start, grouped = layout.neighbour_start, layout.by_neighbour
-    centres = layout.edge_index[1]
+    start, grouped = layout.atoms.gather_csr
+    centres = layout.atoms.scatter
     out = grad.new_empty(layout.num_atoms, grad.size(2))
     for first, end, first_edge, end_edge in _row_blocks(start):
         block = grouped[first_edge:end_edge]
@@ -195,5 +193,6 @@ def frozen_environment_sum(
     Returns:
         torch.Tensor: ``[num_atoms, num_sensitivities, in_channels]``.
     """
-    backend = _check(features, distances.unsqueeze(-1), layout, backend)
+    check_frozen(sensitivity)
+    backend = check_operands(features, distances.unsqueeze(-1), layout, backend)
     return _FrozenEnvSum.apply(distances, features, sensitivity, layout, backend)

@@ -9,9 +9,9 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from hipnn_pyg.nn.envsum import NeighbourLayout, environment_sum, neighbour_layout
-from hipnn_pyg.nn.frozen import applies as lean_path_applies
 from hipnn_pyg.nn.frozen import frozen_environment_sum
 from hipnn_pyg.nn.pairsum import factorised_environment_sum
+from hipnn_pyg.nn.paths import layer_path
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
     check_tensor_order,
@@ -117,7 +117,10 @@ class HIPNNInteraction(MessagePassing):
       most ``[num_edges, in_channels]`` per-edge values at a time; what exported
       models run (:mod:`hipnn_pyg.export`).
 
-    ``scripts/bench_speed.py`` compares them.
+    ``scripts/bench_speed.py`` compares them. Which kernels a call runs is decided by
+    :func:`~hipnn_pyg.nn.paths.layer_path` alone: the same in training and evaluation;
+    the memory-lean path for frozen sensitivities only after ``lean = True``
+    (:meth:`~hipnn_pyg.nn.HIPNNRepresentation.set_lean`).
 
     Args:
         in_channels (int): Input feature width.
@@ -154,6 +157,8 @@ class HIPNNInteraction(MessagePassing):
             raise ValueError(f"unknown environment method {method!r}; choose from {METHODS}")
         self.method = method
         self.envsum_backend = envsum_backend
+        #: Memory-lean inference (:mod:`~hipnn_pyg.nn.frozen`); off unless asked for.
+        self.lean = False
         self.tensor_order = check_tensor_order(tensor_order)
         self.tensor_epsilon = float(tensor_epsilon)
         num_sensitivities: int = sensitivity.num_sensitivities
@@ -222,17 +227,16 @@ class HIPNNInteraction(MessagePassing):
         r"""The environment of every channel contracted with the interaction weights,
         ``[num_atoms, channels, out_channels]``, by the layer's method."""
         channels = CHANNELS[self.tensor_order]
-        if self.method == "envsum" and channels > 1:
+        path = layer_path(self, x)
+        if path.name == "pairsum":
             angular = shared_angular_channels(vectors, distances, self.tensor_order, layout)
             return factorised_environment_sum(
                 x, self.sensitivity(distances), angular, self.interaction_weight, layout,
-                self.envsum_backend,
+                path.backend,
             )
-        if self.method == "envsum" and lean_path_applies(self.sensitivity, x,
-                                                         self.envsum_backend):
-            # Frozen sensitivities (inference, MD): none of [edges, S] is kept.
+        if path.name == "lean":  # frozen sensitivities: none of [edges, S] is kept
             environment = frozen_environment_sum(
-                x, distances, self.sensitivity, layout, self.envsum_backend
+                x, distances, self.sensitivity, layout, path.backend
             )
         else:
             sensitivities = self.sensitivity(distances)
@@ -240,16 +244,17 @@ class HIPNNInteraction(MessagePassing):
                 sensitivities = tensor_sensitivities(
                     sensitivities, vectors, distances, self.tensor_order
                 )
-            if self.method == "envsum":
-                environment = environment_sum(x, sensitivities, layout, self.envsum_backend)
-            elif self.method == "padded":
+            if path.name == "envsum":
+                environment = environment_sum(x, sensitivities, layout, path.backend)
+            elif path.name == "padded":
                 environment = padded_environment(x, edge_index, sensitivities)
-            elif self.method == "scatter":
+            elif path.name == "scatter":
                 environment = scatter_environment(x, edge_index, sensitivities)
             else:
                 environment = self.propagate(edge_index, x=x, sensitivities=sensitivities)
         # Channel-major rows: [atoms, C * S * in] -> [atoms * C, S * in], one product.
-        contracted = environment.reshape(x.size(0) * channels, -1) @ self.interaction_weight
+        width = self.interaction_weight.size(0)  # S * in: explicit, so 0 atoms reshape too
+        contracted = environment.reshape(x.size(0) * channels, width) @ self.interaction_weight
         return contracted.reshape(x.size(0), channels, self.out_channels)
 
     def message(self, x_j: Tensor, sensitivities: Tensor) -> Tensor:

@@ -128,6 +128,16 @@ class HIPNNRepresentation(Configurable, nn.Module):
             for layer in block:
                 layer.reset_parameters()
 
+    def set_lean(self, enabled: bool = True) -> None:
+        r"""Memory-lean inference for every interaction (:mod:`~hipnn_pyg.nn.frozen`):
+        the ``[edges, sensitivities]`` values are recomputed in the backward instead of
+        kept, for MD and large systems; exact to every order, but it gives the
+        sensitivities' parameters no gradient, so a forward that could train them
+        raises. Where it cannot serve (HIP-NN-TS, the pure-torch backend) the layers
+        take their usual path (:func:`~hipnn_pyg.nn.paths.layer_path`)."""
+        for interaction in self.interactions:
+            interaction.lean = bool(enabled)
+
     def forward(
         self,
         z: Tensor,
@@ -152,6 +162,10 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
         """
         check_inputs(z, pos, batch, cell, pbc)
+        like = next(self.parameters(), None)
+        if like is not None and pos.dtype != like.dtype:
+            raise ValueError(f"pos is {pos.dtype} but the model is {like.dtype}: convert one "
+                             f"(pos.to({like.dtype}) or model.to({pos.dtype}))")
         if batch is None:
             batch = torch.zeros_like(z)
         if num_graphs is None:
@@ -159,7 +173,8 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 cell.size(0) if cell is not None else (int(batch.max()) + 1 if z.numel() else 1)
             )
         index = species_index(z, self.species_lookup, self.species)
-        graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors)
+        graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors,
+                             validate=False)
         check_min_distance(graph.distances, graph.edge_index, self.min_distance)
         features = self.layer_features(index, graph)
         return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)

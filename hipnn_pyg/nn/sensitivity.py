@@ -63,15 +63,13 @@ class _CutGaussians(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
         inputs = (grad, distances, cutoff, inverse_mu, sigma)
-        # A trace with a symbolic edge count (export, torch.compile), where chunks would
-        # fix the count: one differentiable pass.
-        if isinstance(distances.size(0), torch.SymInt):
-            return _cut_gaussians_grad(*inputs)
         if _compiled(distances):  # one pass over [E, S], no temporaries of that size
             if torch.is_grad_enabled():  # force training: a graph for the loss's backward
                 return _GaussianGrad.apply(*inputs)
             return tuple(_kernels().gaussian_grad(*_contiguous(inputs), MIN_EXPONENT))
-        if torch.is_grad_enabled():
+        # With a graph asked for, or in a trace with a symbolic edge count (export,
+        # torch.compile) where chunks would fix the count: one differentiable pass.
+        if torch.is_grad_enabled() or isinstance(distances.size(0), torch.SymInt):
             return _cut_gaussians_grad(*inputs)
         # First derivatives only: chunks of edges bound the temporaries.
         parts = [
@@ -113,7 +111,7 @@ class _GaussianGrad(torch.autograd.Function):
 
 def _compiled(distances: Tensor) -> bool:
     # The environment sum's rule (CPU tensors, kernels built, not switched off).
-    from hipnn_pyg.nn.envsum import resolve_backend
+    from hipnn_pyg.nn.contraction import resolve_backend
 
     return resolve_backend(distances, None) == "cpp"
 

@@ -58,20 +58,24 @@ def angular_channels(unit_vectors: Tensor, tensor_order: int) -> Tensor:
 
 
 def shared_angular_channels(
-    vectors: Tensor, distances: Tensor, tensor_order: int, holder: object | None = None
+    vectors: Tensor, distances: Tensor, tensor_order: int, layout: object | None = None
 ) -> Tensor:
     r""":func:`angular_channels` of the pairs, computed once for all the layers of one
-    forward: kept on ``holder`` (the neighbour layout those layers share) and reused
+    forward: kept on ``layout`` (the :class:`~hipnn_pyg.nn.envsum.NeighbourLayout`
+    those layers share, :meth:`~hipnn_pyg.nn.envsum.NeighbourLayout.memo`) and reused
     while the same ``vectors`` and ``distances`` come (one set of angular terms, and of
     their derivatives, per forward instead of one per layer)."""
-    cached = getattr(holder, "_angular_channels", None)
-    if cached is not None and cached[0] is vectors and cached[1] is distances \
-            and cached[2] == tensor_order:
-        return cached[3]
-    angular = angular_channels(vectors / distances.unsqueeze(-1), tensor_order)
-    if holder is not None:
-        holder._angular_channels = (vectors, distances, tensor_order, angular)
-    return angular
+
+    def build() -> tuple[Tensor, Tensor, Tensor]:
+        return vectors, distances, angular_channels(vectors / distances.unsqueeze(-1),
+                                                    tensor_order)
+
+    if layout is None:
+        return build()[2]
+    kept_vectors, kept_distances, angular = layout.memo(f"angular_{tensor_order}", build)
+    if kept_vectors is vectors and kept_distances is distances:
+        return angular
+    return build()[2]
 
 
 def tensor_sensitivities(

@@ -67,24 +67,27 @@ def test_gradcheck_and_gradgradcheck(backend: str) -> None:
     assert torch.autograd.gradgradcheck(function, (sensitivities, features))
 
 
-def test_degree_blocks_cover_every_edge_once_with_little_padding() -> None:
-    # A dense "crystal" (degree 40) beside molecules (degree 3): padding stays per class.
-    crystal = torch.arange(41).repeat_interleave(40)
-    crystal_neighbours = (crystal + 1 + torch.arange(40).repeat(41)) % 41
-    molecules = torch.arange(41, 241).repeat_interleave(3)
-    molecule_neighbours = 41 + (molecules - 41 + 1 + torch.arange(3).repeat(200)) % 200
-    edge_index = torch.stack([torch.cat([crystal_neighbours, molecule_neighbours]),
-                              torch.cat([crystal, molecules])])
-    num_edges = edge_index.size(1)
-    layout = neighbour_layout(edge_index, 241)
-    slots = torch.cat([block.edges.flatten() for block in layout.blocks])
-    real = slots[slots < num_edges]
-    assert torch.equal(real.sort().values, torch.arange(num_edges))
-    assert slots.numel() <= 1.25 * num_edges  # one block padded to 40 would be 241 * 40
-    for block in layout.blocks:
-        real_slot = block.edges < num_edges
-        assert torch.equal(edge_index[1, block.edges[real_slot]],
-                           block.atoms[:, None].expand_as(block.edges)[real_slot])
+@pytest.mark.parametrize("sort", [True, False])
+def test_groupings_list_every_edge_once_under_its_row(sort: bool) -> None:
+    generator = torch.Generator().manual_seed(4)
+    edge_index, num_atoms = random_pairs(generator)
+    if sort:  # radius_graph's order: no sort needed, the identity edge order
+        edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
+    layout = neighbour_layout(edge_index, num_atoms)
+    grouping = layout.atoms
+    order, start, edges = grouping.scatter_csr
+    assert torch.equal(edges.sort().values, torch.arange(edge_index.size(1)))
+    for position, row in enumerate(order.tolist()):
+        assert torch.all(edge_index[1, edges[start[position]:start[position + 1]]] == row)
+    start, edges = grouping.gather_csr
+    assert torch.equal(edges.sort().values, torch.arange(edge_index.size(1)))
+    for row in range(num_atoms):
+        assert torch.all(edge_index[0, edges[start[row]:start[row + 1]]] == row)
+    for side in (0, 1):  # edges as rows of their own, summed into one endpoint
+        own = layout.edges(side)
+        assert own is layout.edges(side)  # kept for the forward
+        assert torch.equal(own.gather, torch.arange(edge_index.size(1)))
+        assert torch.equal(own.scatter, edge_index[side])
 
 
 def test_layout_size_mismatch_is_refused() -> None:
@@ -174,11 +177,11 @@ def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> N
     # Feature counts that take every path of the kernels: short unrolled tails (1-4),
     # run-time tails, one to four vectors per block, several blocks; sensitivity counts
     # with every remainder of the blocks of 4.
-    from hipnn_pyg.nn.envsum import _BACKENDS
+    from hipnn_pyg.nn.contraction import KERNELS, OPS
 
     generator = torch.Generator().manual_seed(11)
     edge_index, num_atoms = random_pairs(generator)
-    # Unsorted centres here: the kernels take the degree-class CSR, not the identity one.
+    # Unsorted centres here: the kernels take a sorted CSR, not the identity one.
     layout = neighbour_layout(edge_index, num_atoms)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     for features_count in (1, 3, 6, 8, 13, 21, 40, 64, 77):
@@ -188,9 +191,9 @@ def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> N
                            dtype=dtype)
             env = torch.randn(num_atoms, sensitivity_count, features_count,
                               generator=generator, dtype=dtype)
-            for ours, theirs, arguments in zip(_BACKENDS["cpp"], _BACKENDS["torch"],
-                                               [(s, x), (env, x), (env, s)], strict=True):
-                torch.testing.assert_close(ours(*arguments, layout), theirs(*arguments, layout),
+            for op, arguments in zip(OPS, [(s, x), (env, x), (env, s)], strict=True):
+                torch.testing.assert_close(KERNELS["cpp"][op](*arguments, layout.atoms),
+                                           KERNELS["torch"][op](*arguments, layout.atoms),
                                            rtol=tolerance, atol=tolerance)
 
 

@@ -10,17 +10,24 @@ from hipnn_pyg import energy_forces_stress, radius_graph
 from hipnn_pyg.nn import InverseGaussianSensitivity
 from hipnn_pyg.nn.envsum import available_backends, environment_sum, neighbour_layout
 from hipnn_pyg.nn.frozen import frozen_environment_sum
-from tests.nn.helpers import small_model
+from hipnn_pyg.nn.paths import layer_path
+from tests.nn.helpers import ethanol, small_model
 from tests.nn.test_interaction import molecule_crystal_and_mixed
 
 
 def frozen_copy(model: torch.nn.Module, sensitivities_only: bool = False) -> torch.nn.Module:
+    r"""``model``'s weights, frozen (or only its sensitivities), on the lean path."""
     copy = small_model()
     copy.load_state_dict(model.state_dict())
     for name, parameter in copy.named_parameters():
         if not sensitivities_only or ".sensitivity." in name:
             parameter.requires_grad_(False)
+    copy.representation.set_lean(True)
     return copy
+
+
+def paths(model: torch.nn.Module, features: torch.Tensor) -> set[str]:
+    return {layer_path(layer, features).name for layer in model.representation.interactions}
 
 
 def set_backend(model: torch.nn.Module, backend: str) -> None:
@@ -42,6 +49,8 @@ def test_frozen_model_gives_the_same_forces_stress_and_hessian(backend: str,
     results = []
     for candidate in (model, frozen):
         set_backend(candidate, backend)
+    assert paths(model, inputs["pos"]) == {"envsum"} and paths(frozen, inputs["pos"]) == {"lean"}
+    for candidate in (model, frozen):
         pos = inputs["pos"].clone().requires_grad_(True)
         out = energy_forces_stress(candidate, **{**inputs, "pos": pos},
                                    compute_stress=inputs["cell"] is not None, create_graph=True)
@@ -61,6 +70,8 @@ def test_force_training_behind_frozen_sensitivities_has_the_same_gradients(backe
     gradients = []
     for candidate in (model, partly):
         set_backend(candidate, backend)
+    assert paths(partly, inputs["pos"]) == {"lean"}
+    for candidate in (model, partly):
         out = energy_forces_stress(candidate, **inputs, create_graph=True)
         (out["energy"].square().sum() + out["forces"].square().sum()).backward()
         gradients.append({name: p.grad for name, p in candidate.named_parameters()
@@ -137,3 +148,27 @@ def test_row_blocks_cover_every_row_once_edgeless_rows_included(
     for before, after in zip(blocks[:-1], blocks[1:], strict=True):
         assert before[1] == after[0] and before[3] == after[2]  # rows and edges contiguous
     assert (3, 4, 3, 12) in blocks  # the heavy row, a block of its own
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_lean_inference_refuses_sensitivities_that_could_train(backend: str) -> None:
+    model = small_model()
+    set_backend(model, backend)
+    model.representation.set_lean(True)
+    z, pos = ethanol()
+    with pytest.raises(ValueError, match="no gradient.*freeze them"):
+        model(z, pos)
+    with torch.no_grad():  # nothing can train: fine
+        model(z, pos)
+
+
+def test_training_validation_and_frozen_fine_tuning_take_one_path() -> None:
+    # No hidden state: grad mode, eval mode and frozen parts leave the path as it is.
+    model = small_model()
+    features = torch.zeros(3, 3, dtype=torch.float64)
+    training = paths(model.train(), features)
+    with torch.no_grad():
+        assert paths(model.eval(), features) == training
+    for parameter in model.representation.parameters():
+        parameter.requires_grad_(False)
+    assert paths(model, features) == training

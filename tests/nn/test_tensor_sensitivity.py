@@ -99,7 +99,9 @@ def test_tensor_norms_match_autograd_to_third_order(tensor_order: int) -> None:
 
 def test_angular_channels_are_computed_once_per_forward() -> None:
     # Every layer of one forward shares the layout; new vectors mean new channels.
-    holder = type("Holder", (), {})()
+    from hipnn_pyg.nn.envsum import neighbour_layout
+
+    holder = neighbour_layout(torch.zeros(2, 7, dtype=torch.long), 1)
     vectors = torch.randn(7, 3, dtype=torch.float64)
     distances = vectors.norm(dim=-1)
     first = shared_angular_channels(vectors, distances, 2, holder)

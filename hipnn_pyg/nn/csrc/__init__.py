@@ -94,6 +94,7 @@ def _load_or_build() -> Path:
         if _checksum_matches(library):
             try:
                 torch.ops.load_library(str(library))
+                _register_shapes()
                 return library
             except OSError as error:  # linked to another torch, a missing dependency
                 reason = f"does not load ({error})"
@@ -104,7 +105,36 @@ def _load_or_build() -> Path:
         library.unlink(missing_ok=True)
     _build(library)
     torch.ops.load_library(str(library))
+    _register_shapes()
     return library
+
+
+def _register_shapes() -> None:
+    r"""The operators' shape functions (fake kernels): what ``torch.compile`` and
+    ``torch.export`` trace with, symbolic sizes included."""
+    from torch.library import register_fake
+
+    @register_fake("hipnn::envsum")
+    def _envsum(s, x, order, start, edges, neighbours, num_rows):
+        return s.new_empty(num_rows, s.size(1), x.size(1))
+
+    @register_fake("hipnn::sensesum")
+    def _sensesum(env, x, neighbours, centres):
+        return env.new_empty(neighbours.size(0), env.size(1))
+
+    @register_fake("hipnn::featsum")
+    def _featsum(env, s, start, edges, centres, num_rows):
+        return env.new_empty(num_rows, env.size(2))
+
+    @register_fake("hipnn::gaussian_grad")
+    def _gaussian_grad(g, r, c, m, sigma, floor):
+        return [r.new_empty(r.size(0)), r.new_empty(r.size(0)), m.new_empty(m.size(0)),
+                m.new_empty(m.size(0))]
+
+    @register_fake("hipnn::gaussian_grad_backward")
+    def _gaussian_grad_backward(g, r, c, m, sigma, floor, h_r, h_c, h_m, h_sigma):
+        return [g.new_empty(g.shape), r.new_empty(r.size(0)), r.new_empty(r.size(0)),
+                m.new_empty(m.size(0)), m.new_empty(m.size(0))]
 
 
 def _checksum_file(library: Path) -> Path:

@@ -420,15 +420,16 @@ at::Tensor featsum(const at::Tensor& env, const at::Tensor& s, const at::Tensor&
 
 }  // namespace
 
-// The operators' schemas (gaussians.cpp adds its two by TORCH_LIBRARY_FRAGMENT): Python
-// registers their fake (shape) kernels and autograd (hipnn_pyg/nn/kernels.py), so that
-// torch.compile, torch.export and AOTInductor keep them as single operators.
+// The operators' schemas (gaussians.cpp adds its two by TORCH_LIBRARY_FRAGMENT). Python
+// registers their shape functions (hipnn_pyg/nn/csrc/__init__.py) and their autograd
+// (hipnn_pyg/nn/contraction.py), so that torch.compile, torch.export and AOTInductor
+// keep them as single operators.
 TORCH_LIBRARY(hipnn, m) {
   m.def("envsum(Tensor s, Tensor x, Tensor order, Tensor start, Tensor edges, Tensor nbr, "
-        "int num_rows) -> Tensor");
+        "SymInt num_rows) -> Tensor");
   m.def("sensesum(Tensor env, Tensor x, Tensor nbr, Tensor ctr) -> Tensor");
   m.def("featsum(Tensor env, Tensor s, Tensor start, Tensor edges, Tensor ctr, "
-        "int num_rows) -> Tensor");
+        "SymInt num_rows) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hipnn, CPU, m) {
