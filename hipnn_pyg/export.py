@@ -1,20 +1,27 @@
-r"""Inference export: a trained potential's energy and forces as a
-:func:`torch.export` program, the form production MD codes load.
+r"""Inference export: a trained potential's energy, forces and virial as a
+:func:`torch.export` program, the form production MD codes load (the LAMMPS pair style
+``hipnn``, :mod:`hipnn_pyg.lammps`; the C++ consumer in ``scripts/aoti_consumer``).
 
-The exported function is :class:`EnergyForces`: atomic numbers, positions and a pair
-list in, energy, per-atom energies and forces out, for one structure of any size (the
-atom and pair counts are symbolic). The neighbour search stays outside, as in LAMMPS-style
-interfaces: the MD code passes its own pairs within :attr:`cutoff`, with the Cartesian
-offset of each neighbour's periodic image. The forces are in the program itself: the
-energy's backward is traced into explicit operations, so no autograd is needed to run
-it.
+The exported function is :class:`EnergyForces`: atomic numbers, positions, a pair list
+and which atoms are local in; energy, per-atom energies, forces and virial out, for one
+structure of any size (the atom and pair counts are symbolic, 0 and 1 included). The
+neighbour search stays outside, as in LAMMPS-style interfaces: the MD code passes its
+own pairs within :attr:`cutoff`, with the Cartesian offset of each neighbour's periodic
+image (zero where its ghost atoms are explicit images, as in LAMMPS). The energy sums
+the local atoms only, and the forces act on every atom, ghosts included, so a domain
+decomposition adds ghost forces back to their owners. The forces are in the program
+itself: the energy's backward is traced into explicit operations, so no autograd is
+needed to run it. On CPU the program calls the compiled environment-sum operators
+(``torch.ops.hipnn.*``; a C++ program loads :func:`hipnn_pyg.nn.csrc.library_path`
+first), elsewhere plain tensor operations.
 
 Files are ``.pt2`` archives of :func:`torch.export.save`, with the model's species,
-cutoff and precision in an extra file ``hipnn_pyg.json``. In Python,
-:func:`load_exported` reads one back weights-only (an archive that asks for a full
-unpickling is refused) as an :class:`ExportedPotential` that builds the pair list and
-checks its inputs like the model; :meth:`torch.export.ExportedProgram.module` or
-AOTInductor (``torch._inductor.aoti_compile_and_package``) take it further.
+cutoff, interaction count and precision in an extra file ``hipnn_pyg.json`` (and in an
+AOTInductor package's metadata). In Python, :func:`load_exported` reads one back
+weights-only (an archive that asks for a full unpickling is refused) as an
+:class:`ExportedPotential` that builds the pair list and checks its inputs like the
+model; :meth:`torch.export.ExportedProgram.module` or AOTInductor
+(:func:`compile_aoti`) take it further.
 
 Example::
 
@@ -23,7 +30,7 @@ Example::
 
     export_energy_forces(load_model("model.pt"), "model.pt2")
     exported = load_exported("model.pt2")
-    out = exported(z, pos)              # {"energy", "atom_energy", "forces"}
+    out = exported(z, pos)              # {"energy", "atom_energy", "forces", "virial"}
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from hipnn_pyg.nn.checks import (
     species_index,
     species_lookup,
 )
+from hipnn_pyg.nn.contraction import available_backends
 from hipnn_pyg.nn.potential import Potential
 from hipnn_pyg.nn.representation import RepresentationOutput
 
@@ -57,17 +65,21 @@ __all__ = ["EnergyForces", "ExportedPotential", "compile_aoti", "export_energy_f
 #: The archive's extra file with what a caller needs besides the program.
 METADATA_FILE = "hipnn_pyg.json"
 #: Version of the exported function's signature (inputs and outputs).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+#: The program's inputs and outputs, in order.
+INPUTS = ("z", "pos", "edge_index", "edge_offsets", "is_local")
+OUTPUTS = ("energy", "atom_energy", "forces", "virial")
 
 
 class EnergyForces(nn.Module):
-    r"""The function that :func:`export_energy_forces` exports: energy and forces of one
-    structure from a given pair list, in plain tensor operations.
+    r"""The function that :func:`export_energy_forces` exports: energy, forces and
+    virial of one structure from a given pair list.
 
-    A frozen copy of ``model``: its interactions sum environments by one scatter-add
-    per sensitivity (``method="scatter"``: the compiled kernels' values, in operations
-    a trace can enter, with per-edge temporaries no larger than the neighbour
-    features), and its parameters need no gradient.
+    A frozen copy of ``model`` whose interactions sum environments on the compiled
+    operators (CPU, where they build; :attr:`kernels` ``"cpp"``) or by one scatter-add
+    per sensitivity (``"scatter"``: plain tensor operations for any device), with
+    per-edge temporaries no larger than the neighbour features; its parameters need no
+    gradient.
 
     Args:
         model (Potential): A trained potential (:class:`~hipnn_pyg.HIPNN` or any
@@ -80,14 +92,20 @@ class EnergyForces(nn.Module):
         frozen = copy.deepcopy(model).eval()
         for parameter in frozen.parameters():
             parameter.requires_grad_(False)
+        like = next(frozen.parameters())
+        compiled = like.device.type == "cpu" and "cpp" in available_backends()
+        self.kernels = "cpp" if compiled else "scatter"
         for interaction in frozen.representation.interactions:
-            interaction.method = "scatter"
+            interaction.lean = False  # blocks of atoms need concrete sizes
+            interaction.method = "envsum" if compiled else "scatter"
+            interaction.envsum_backend = "cpp" if compiled else None
         self.representation = frozen.representation
         self.head = frozen.energy_head
 
     def forward(
-        self, z: Tensor, pos: Tensor, edge_index: Tensor, edge_offsets: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self, z: Tensor, pos: Tensor, edge_index: Tensor, edge_offsets: Tensor,
+        is_local: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         r"""Args:
             z (torch.Tensor): Atomic numbers ``[num_atoms]`` (int64), all of the model's
                 species.
@@ -96,26 +114,37 @@ class EnergyForces(nn.Module):
                 j, centre i), each pair in both directions, all within the cutoff.
             edge_offsets (torch.Tensor): Cartesian offset of neighbour j's periodic
                 image ``[num_edges, 3]`` (Å), so that :math:`r_{ij} = x_j - x_i +
-                \text{offset}`; zeros for a free molecule.
+                \text{offset}`; zeros for a free molecule and for explicit ghost atoms.
+            is_local (torch.Tensor): ``[num_atoms]`` (bool): the atoms whose energies
+                count (all of them, except an MD code's ghost atoms).
 
         Returns:
-            ``(energy, atom_energy, forces)``: ``[]`` and ``[num_atoms]`` in eV (float64),
-            ``[num_atoms, 3]`` in eV/Å. Any number of atoms and pairs, none included; an
-            element the model lacks raises :obj:`RuntimeError`.
+            ``(energy, atom_energy, forces, virial)``: the local atoms' energy ``[]`` and
+            every atom's own ``[num_atoms]`` in eV (float64); forces ``[num_atoms, 3]``
+            in eV/Å, :math:`-\partial E / \partial x` on every atom (ghosts too); the
+            virial ``[3, 3]`` in eV, :math:`W = -\sum_{ij} r_{ij} \otimes \partial E /
+            \partial r_{ij}` (LAMMPS's sign: the pressure is :math:`(N k T + \mathrm{tr}\,
+            W / 3) / V`; ASE's stress is :math:`-W / V`). Any number of atoms and pairs,
+            none included; an element the model lacks raises :obj:`RuntimeError`.
         """
         species = known_species(z, self.representation.species_lookup)
+        neighbours, centres = edge_index
         with torch.enable_grad():
-            pos = pos.detach().requires_grad_(True)
-            vectors = pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets
+            # Gradients by pair vector: forces on both ends, and the virial, from one.
+            vectors = (pos[neighbours] - pos[centres] + edge_offsets).detach()
+            vectors.requires_grad_(True)
             graph = Graph(edge_index, edge_offsets, vectors, vectors.norm(dim=-1))
             features = self.representation.layer_features(species, graph)
             batch = torch.zeros_like(z)
             values = self.head(RepresentationOutput(features, graph, z, pos, batch, 1,
                                                     None, None))
             atom_energy = values[f"atom_{self.head.output}"]
-            energy = atom_energy.sum()
-            (gradient,) = torch.autograd.grad(energy, pos)
-        return energy.detach(), atom_energy.detach(), -gradient
+            energy = torch.where(is_local, atom_energy, torch.zeros_like(atom_energy)).sum()
+            (pair_gradient,) = torch.autograd.grad(energy, vectors)
+        forces = torch.zeros_like(pos).index_add_(0, centres, pair_gradient)
+        forces = forces.index_add_(0, neighbours, -pair_gradient)
+        virial = -(vectors.detach().t() @ pair_gradient).to(torch.float64)
+        return energy.detach(), atom_energy.detach(), forces, virial
 
 
 def known_species(z: Tensor, lookup: Tensor) -> Tensor:
@@ -179,7 +208,7 @@ def export_energy_forces(
 
     Returns:
         The :class:`torch.export.ExportedProgram`; call ``.module()(z, pos, edge_index,
-        edge_offsets)`` to run it.
+        edge_offsets, is_local)`` to run it.
     """
     import torch.fx.experimental._config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -193,7 +222,7 @@ def export_energy_forces(
     if z.numel() < 2 or edge_index.size(1) < 2:
         raise ValueError("the example structure needs at least two atoms and two pairs "
                          f"within the cutoff, got {z.numel()} atoms, {edge_index.size(1)} pairs")
-    inputs = (z.long(), pos, edge_index, offsets)
+    inputs = (z.long(), pos, edge_index, offsets, torch.ones_like(z, dtype=torch.bool))
     # Sizes 0 and 1 stay symbolic too (an isolated atom, a dilute gas, an empty MD
     # rank), not specialised away as tracing does by default.
     with fx_config.patch(backed_size_oblivious=True):
@@ -202,37 +231,61 @@ def export_energy_forces(
                          _allow_non_fake_inputs=True)(*inputs)
         atoms, edges = Dim("atoms", min=0), Dim("edges", min=0)
         program = torch.export.export(
-            traced, inputs, dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}),
+            traced, inputs,
+            dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}, {0: atoms}),
             strict=False,
         )
     if path is not None:
-        metadata = {"export_version": EXPORT_VERSION, "species": list(model.species),
-                    "cutoff": float(model.cutoff), "dtype": str(dtype).removeprefix("torch."),
-                    "device": str(device),
-                    "min_distance": float(model.representation.min_distance),
-                    "inputs": ["z", "pos", "edge_index", "edge_offsets"],
-                    "outputs": ["energy", "atom_energy", "forces"]}
         with atomic_write(path) as stream:
-            torch.export.save(program, stream, extra_files={METADATA_FILE: json.dumps(metadata)})
+            torch.export.save(program, stream, extra_files={
+                METADATA_FILE: json.dumps(export_metadata(model, function))})
     return program
 
 
-def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str]) -> Path:
+def export_metadata(model: Potential, function: EnergyForces) -> dict[str, Any]:
+    r"""What a caller of the program needs besides it: species, cutoff, the receptive
+    field (interactions x cutoff: the ghost shell of a domain decomposition), dtype,
+    device, the kernels it calls, its inputs and outputs."""
+    like = next(function.parameters())
+    return {"export_version": EXPORT_VERSION, "species": [int(z) for z in model.species],
+            "cutoff": float(model.cutoff),
+            "num_interactions": len(model.representation.interactions),
+            "dtype": str(like.dtype).removeprefix("torch."), "device": str(like.device),
+            "min_distance": float(model.representation.min_distance),
+            "kernels": function.kernels, "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
+
+
+def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str],
+                 metadata: dict[str, Any] | None = None) -> Path:
     r"""Compiles an exported program ahead of time with AOTInductor into a ``.pt2``
-    package that C++ (``torch::inductor::AOTIModelPackageLoader``) or Python
-    (``torch._inductor.aoti_load_package``) runs without hipnn_pyg; needs a C++ compiler.
+    package that C++ (``torch::inductor::AOTIModelPackageLoader``; LAMMPS's ``pair_style
+    hipnn``) or Python (``torch._inductor.aoti_load_package``) runs without hipnn_pyg;
+    needs a C++ compiler. A program on the compiled kernels needs their library loaded
+    first (:func:`hipnn_pyg.nn.csrc.library_path`).
 
     Args:
         program (torch.export.ExportedProgram): From :func:`export_energy_forces`.
         path (str or os.PathLike): The package to write (atomically).
+        metadata (dict, optional): :func:`export_metadata`, stored as the package's
+            metadata (string values, ``loader.get_metadata()`` in C++).
+            (default: :obj:`None`)
     """
     from torch._inductor import aoti_compile_and_package
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    configs = {}
+    if metadata is not None:
+        configs["aot_inductor.metadata"] = {key: _as_text(value)
+                                            for key, value in metadata.items()}
     with atomic_write(path) as stream:
-        aoti_compile_and_package(program, package_path=stream)
+        aoti_compile_and_package(program, package_path=stream, inductor_configs=configs)
     return path
+
+
+def _as_text(value: Any) -> str:
+    # Lists as comma-separated values (species "1,6,8"), the rest as str.
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 @contextmanager
@@ -262,6 +315,9 @@ class ExportedPotential(nn.Module):
         cutoff (float): Pair cutoff (Å).
         dtype (torch.dtype): Precision of positions the program takes.
         device (torch.device): Where it runs (where the model was when exported).
+        num_interactions (int): Interaction layers: the receptive field is this many
+            cutoffs.
+        kernels (str): ``"cpp"`` (the compiled operators) or ``"scatter"``.
     """
 
     def __init__(self, program: ExportedProgram, metadata: dict[str, Any]) -> None:
@@ -273,6 +329,8 @@ class ExportedPotential(nn.Module):
         self.min_distance = float(metadata["min_distance"])
         self.dtype = getattr(torch, metadata["dtype"])
         self.device = torch.device(metadata.get("device", "cpu"))
+        self.num_interactions = int(metadata["num_interactions"])
+        self.kernels = str(metadata["kernels"])
         self.species_lookup = species_lookup(self.species)
 
     def check(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
@@ -285,7 +343,7 @@ class ExportedPotential(nn.Module):
     def run(self, z: Tensor, pos: Tensor, edge_index: Tensor, edge_offsets: Tensor,
             program: Any = None) -> dict[str, Tensor]:
         r"""The program on a pair list (of :func:`pair_list`, or a Verlet list that
-        holds it), after the model's closest-approach check.
+        holds it), every atom local, after the model's closest-approach check.
 
         Args:
             z, pos, edge_index, edge_offsets: As :meth:`EnergyForces.forward` takes them,
@@ -295,9 +353,9 @@ class ExportedPotential(nn.Module):
         """
         distances = (pos[edge_index[0]] - pos[edge_index[1]] + edge_offsets).norm(dim=-1)
         check_min_distance(distances, edge_index, self.min_distance)
-        energy, atom_energy, forces = (program or self.function)(z.long(), pos, edge_index,
-                                                                  edge_offsets)
-        return {"energy": energy, "atom_energy": atom_energy, "forces": forces}
+        is_local = torch.ones_like(z, dtype=torch.bool)
+        outputs = (program or self.function)(z.long(), pos, edge_index, edge_offsets, is_local)
+        return dict(zip(OUTPUTS, outputs, strict=True))
 
     def forward(self, z: Tensor, pos: Tensor, cell: Tensor | None = None,
                 pbc: Tensor | None = None) -> dict[str, Tensor]:
@@ -331,6 +389,9 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedPotential:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
+    from hipnn_pyg.nn.csrc import extension_available
+
+    extension_available()  # programs on the compiled operators need them registered
     extra_files = {METADATA_FILE: ""}
     try:
         with _weights_only_loads():
@@ -342,5 +403,6 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedPotential:
     metadata = json.loads(extra_files[METADATA_FILE])
     if metadata.get("export_version") != EXPORT_VERSION:
         raise ValueError(f"{path} has export version {metadata.get('export_version')}; "
-                         f"this hipnn_pyg reads version {EXPORT_VERSION}")
+                         f"this hipnn_pyg reads version {EXPORT_VERSION} (export the model "
+                         "again with hipnn-export)")
     return ExportedPotential(program, metadata)

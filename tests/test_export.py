@@ -20,6 +20,7 @@ from hipnn_pyg.export import (
     pair_list,
 )
 from hipnn_pyg.nn import energy_forces_stress
+from hipnn_pyg.nn.contraction import available_backends
 from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking
 from tests.test_serialization import RunsCode
 
@@ -61,10 +62,65 @@ def test_exported_forces_in_a_periodic_cell(exported: tuple[HIPNN, ExportedPoten
     z, pos, cell = random_crystal(8, 3.5, torch.Generator().manual_seed(3))
     pbc = torch.tensor([True, True, True])
     out = potential(z, pos, cell, pbc)
-    reference = energy_forces_stress(model, z, pos, cell=cell[None], pbc=pbc[None])
+    reference = energy_forces_stress(model, z, pos, cell=cell[None], pbc=pbc[None],
+                                     compute_stress=True)
     torch.testing.assert_close(out["energy"], reference["energy"][0].detach(),
                                rtol=0, atol=1e-10)
     torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-10)
+    # the virial is -dE/d(strain): minus the volume times the stress
+    volume = torch.linalg.det(cell).abs()
+    torch.testing.assert_close(out["virial"], -volume * reference["stress"][0], rtol=0,
+                               atol=1e-10)
+    assert out["virial"].abs().max() > 1e-3
+
+
+def test_ghost_atoms_count_only_through_their_forces(
+        exported: tuple[HIPNN, ExportedPotential]) -> None:
+    # What one MPI rank of LAMMPS passes: its local atoms, then ghost atoms (explicit
+    # periodic images out to the receptive field), pairs among all of them with zero
+    # offsets. Local energies are the cell's; forces on ghosts, added back to the atoms
+    # they copy, give the cell's forces; the virial of all forces is the cell's.
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    model, potential = exported
+    z, pos, cell = random_crystal(6, 3.2, torch.Generator().manual_seed(9))
+    reach = potential.num_interactions * potential.cutoff
+    shifts = torch.cartesian_prod(*[torch.arange(-3, 4)] * 3).to(pos.dtype)
+    images = (pos[None] + (shifts @ cell)[:, None]).reshape(-1, 3)
+    owner = torch.arange(len(z)).repeat(len(shifts))
+    home = (shifts == 0).all(dim=1).repeat_interleave(len(z))
+    distance = torch.cdist(images, pos).min(dim=1).values
+    keep = home | (distance < reach)
+    order = torch.argsort((~home[keep]).long(), stable=True)  # local atoms first
+    all_pos, all_owner, is_local = images[keep][order], owner[keep][order], home[keep][order]
+    atoms = Atoms(numbers=z[all_owner].numpy(), positions=all_pos.numpy())
+    centre, neighbour = neighbor_list("ij", atoms, potential.cutoff)
+    edge_index = torch.from_numpy(np.stack([neighbour, centre]))
+    energy, atom_energy, forces, virial = potential.function(
+        z[all_owner], all_pos, edge_index, torch.zeros(edge_index.size(1), 3,
+                                                      dtype=pos.dtype), is_local)
+    reference = energy_forces_stress(model, z, pos, cell=cell[None],
+                                     pbc=torch.ones(1, 3, dtype=torch.bool), compute_stress=True)
+    torch.testing.assert_close(energy, reference["energy"][0].detach(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(atom_energy[is_local], reference["atom_energy"].detach(),
+                               rtol=0, atol=1e-9)
+    folded = torch.zeros_like(pos).index_add_(0, all_owner, forces)
+    torch.testing.assert_close(folded, reference["forces"], rtol=0, atol=1e-9)
+    volume = torch.linalg.det(cell).abs()
+    torch.testing.assert_close(virial, -volume * reference["stress"][0], rtol=0, atol=1e-9)
+    fdotr = all_pos.t() @ forces  # LAMMPS's virial_fdotr_compute over local + ghost
+    torch.testing.assert_close(fdotr, virial, rtol=0, atol=1e-9)
+
+
+@pytest.mark.skipif("cpp" not in available_backends(), reason="the C++ kernels do not build")
+def test_the_program_calls_the_compiled_kernels(exported: tuple[HIPNN, ExportedPotential]
+                                                ) -> None:
+    _, potential = exported
+    assert potential.kernels == "cpp"
+    called = {str(node.target) for node in potential.program.graph.nodes}
+    assert {"hipnn.envsum.default", "hipnn.featsum.default", "hipnn.sensesum.default"} \
+        <= called
 
 
 def test_program_takes_an_md_codes_pair_list(exported: tuple[HIPNN, ExportedPotential]) -> None:
@@ -78,7 +134,9 @@ def test_program_takes_an_md_codes_pair_list(exported: tuple[HIPNN, ExportedPote
     centre, neighbour, offsets = neighbor_list("ijS", atoms, model.cutoff)
     edge_index = torch.from_numpy(np.stack([neighbour, centre]))
     edge_offsets = torch.tensor(offsets, dtype=torch.float64) @ cell
-    energy, _, forces = potential.program.module()(z, pos, edge_index, edge_offsets)
+    is_local = torch.ones_like(z, dtype=torch.bool)
+    energy, _, forces, _ = potential.program.module()(z, pos, edge_index, edge_offsets,
+                                                      is_local)
     reference = energy_forces_stress(model, z, pos, cell=cell[None],
                                      pbc=torch.ones(1, 3, dtype=torch.bool))
     torch.testing.assert_close(energy, reference["energy"][0].detach(), rtol=0, atol=1e-10)
@@ -104,15 +162,17 @@ def test_the_program_itself_refuses_an_element_the_model_lacks(
         bad[2] = unknown
         edge_index, offsets = pair_list(pos, potential.cutoff)
         with pytest.raises(RuntimeError, match="not among the model's species"):
-            potential.function(bad, pos, edge_index, offsets)
+            potential.function(bad, pos, edge_index, offsets,
+                               torch.ones_like(bad, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("num_atoms, separation", [(1, 0.0), (2, 9.0), (2, 1.0), (3, 9.0)])
+@pytest.mark.parametrize("num_atoms, separation",
+                         [(0, 0.0), (1, 0.0), (2, 9.0), (2, 1.0), (3, 9.0)])
 def test_the_program_serves_structures_with_no_pair_or_one(
         exported: tuple[HIPNN, ExportedPotential], num_atoms: int, separation: float) -> None:
     # An isolated atom, a dilute gas, a single bond: what an MD engine meets.
     model, potential = exported
-    z = torch.tensor([8, 1, 6][:num_atoms])
+    z = torch.tensor([8, 1, 6][:num_atoms], dtype=torch.long)
     pos = torch.tensor([[0.0, 0, 0], [separation, 0, 0], [0, 2 * separation, 0]],
                        dtype=torch.float64)[:num_atoms]
     out = potential(z, pos)
