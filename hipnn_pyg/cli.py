@@ -116,9 +116,10 @@ def export_task(cfg: DictConfig) -> None:
             model = model.to(getattr(torch, str(cfg.dtype)))
         program = export_energy_forces(model, cfg.output)
         if cfg.aoti_output is not None:
-            from hipnn_pyg.export import compile_aoti
+            from hipnn_pyg.export import EnergyForces, compile_aoti, export_metadata
 
-            compile_aoti(program, cfg.aoti_output)
+            compile_aoti(program, cfg.aoti_output,
+                         export_metadata(model, EnergyForces(model)))
     except (ValueError, OSError, TypeError, AttributeError) as error:
         fail("hipnn-export", error, str(error), 1)
     written = [str(cfg.output)] + ([str(cfg.aoti_output)] if cfg.aoti_output else [])
@@ -151,6 +152,25 @@ def active() -> None:
     r"""``hipnn-active [active=copper_emt|ethanol_gfn2] [selection=qbc|random]``: the
     active-learning loop (``conf/active.yaml``); rerun the same command to continue."""
     _run_hydra(active_task, "active")
+
+
+def lammps_build() -> None:
+    r"""``hipnn-lammps-build [folder]``: compiles LAMMPS's ``pair_style hipnn`` plugin
+    (:mod:`hipnn_pyg.lammps`) and prints its path."""
+    import argparse
+
+    from hipnn_pyg.lammps import PluginBuildError, build_plugin
+
+    parser = argparse.ArgumentParser(prog="hipnn-lammps-build", description=lammps_build.__doc__)
+    parser.add_argument("folder", nargs="?", default=None,
+                        help="where to write hipnn_lammps.so (default: the kernel cache)")
+    parser.add_argument("--verbose", action="store_true", help="print the compiler command")
+    args = parser.parse_args()
+    try:
+        print(build_plugin(args.folder, verbose=args.verbose))
+    except PluginBuildError as error:
+        print(f"hipnn-lammps-build: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def export() -> None:

@@ -24,5 +24,5 @@ if ! python -c "import torch_cluster" 2>/dev/null; then
   fi
   MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation torch-cluster==1.6.3
 fi
-python -m pip install -q -c scripts/constraints-cpu.txt --no-build-isolation -e '.[test,label]'
+python -m pip install -q -c scripts/constraints-cpu.txt --no-build-isolation -e '.[test,label,md]'
 python -c "import hipnn_pyg, torch, torch_cluster; print('hipnn_pyg', hipnn_pyg.__version__, 'torch', torch.__version__)"

@@ -70,7 +70,7 @@ def test_train_then_evaluate_with_scripts_and_console_entry_points(tmp_path: Pat
     run = tmp_path / "run"
     process = _run(sys.executable, "scripts/train.py", *TINY, f"hydra.run.dir={run}")
     # The default progress display, piped: one line per epoch, no carriage returns.
-    assert "epoch    0 step" in process.stdout and "train/loss=" in process.stdout
+    assert "epoch    0 step" in process.stdout and "val/loss=" in process.stdout
     assert "\r" not in process.stdout + process.stderr
     log = (run / "train.log").read_text()
     assert "Final errors" in log and "meV/Å" in log

@@ -23,8 +23,15 @@ import numpy as np
 import torch
 
 from hipnn_pyg import HIPNN, load_model
-from hipnn_pyg.export import compile_aoti, export_energy_forces, pair_list
+from hipnn_pyg.export import (
+    EnergyForces,
+    compile_aoti,
+    export_energy_forces,
+    export_metadata,
+    pair_list,
+)
 from hipnn_pyg.nn import energy_forces_stress
+from hipnn_pyg.nn.csrc import extension_available, library_path
 from hipnn_pyg.train.resolvers import reference_data_dir
 
 HERE = Path(__file__).resolve().parent
@@ -85,7 +92,8 @@ def main() -> None:
     start = time.perf_counter()
     program = export_energy_forces(model, workdir / "model.pt2")
     exported = time.perf_counter()
-    package = compile_aoti(program, workdir / "model_aoti.pt2")
+    package = compile_aoti(program, workdir / "model_aoti.pt2",
+                           export_metadata(model, EnergyForces(model)))
     compiled = time.perf_counter()
     binary = build_consumer(workdir / "hipnn_aoti_consumer")
     built = time.perf_counter()
@@ -98,12 +106,13 @@ def main() -> None:
         pbc = None if cell is None else torch.ones(1, 3, dtype=torch.bool)
         edge_index, offsets = pair_list(pos32, model.cutoff, None if cell is None
                                         else cell.float(), pbc)
-        run = subprocess.run([str(binary), str(package), "float32"], check=True,
+        kernels = [str(library_path())] if extension_available() else []
+        run = subprocess.run([str(binary), str(package), "float32", *kernels], check=True,
                              capture_output=True, text=True,
                              input=as_text(z, pos32.double(), edge_index, offsets.double()))
         lines = run.stdout.splitlines()
         energy = float(lines[0])
-        forces = torch.as_tensor(np.loadtxt(lines[1:], ndmin=2))
+        forces = torch.as_tensor(np.loadtxt(lines[1:-3], ndmin=2))
         reference = energy_forces_stress(model, z, pos32, cell=None if cell is None
                                          else cell.float(), pbc=pbc)
         force_error = float((forces - reference["forces"].double()).abs().max())
