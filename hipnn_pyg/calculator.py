@@ -261,9 +261,9 @@ class ExportedCalculator(Calculator):
                           else load_exported(exported))
         self.program = self.potential.function
         if aoti_package is not None:
-            from torch._inductor import aoti_load_package
+            from hipnn_pyg.compat.torch import aoti_load
 
-            self.program = aoti_load_package(str(aoti_package))
+            self.program = aoti_load(aoti_package)
         self.skin = float(skin)
         self.searches = 0  # neighbour searches so far
         self._list: tuple[Any, ...] | None = None

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
 from hipnn_pyg.atomic import atomic_write
+from hipnn_pyg.compat.torch import aoti_compile, assert_in_program, sizes_traced_symbolically
 from hipnn_pyg.graph import Graph, radius_graph
 from hipnn_pyg.nn.checks import (
     check_inputs,
@@ -154,8 +155,8 @@ def known_species(z: Tensor, lookup: Tensor) -> Tensor:
     the table."""
     inside = (z >= 0) & (z < lookup.numel())
     index = lookup[z.clamp(0, lookup.numel() - 1)]
-    torch._assert_async((inside & (index >= 0)).all(),
-                        "hipnn: an atomic number in z is not among the model's species")
+    assert_in_program((inside & (index >= 0)).all(),
+                      "hipnn: an atomic number in z is not among the model's species")
     return index
 
 
@@ -210,7 +211,6 @@ def export_energy_forces(
         The :class:`torch.export.ExportedProgram`; call ``.module()(z, pos, edge_index,
         edge_offsets, is_local)`` to run it.
     """
-    import torch.fx.experimental._config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
 
     function = EnergyForces(model)
@@ -225,7 +225,7 @@ def export_energy_forces(
     inputs = (z.long(), pos, edge_index, offsets, torch.ones_like(z, dtype=torch.bool))
     # Sizes 0 and 1 stay symbolic too (an isolated atom, a dilute gas, an empty MD
     # rank), not specialised away as tracing does by default.
-    with fx_config.patch(backed_size_oblivious=True):
+    with sizes_traced_symbolically():
         # Real weights enter the symbolic trace as constants of the graph.
         traced = make_fx(function, tracing_mode="symbolic",
                          _allow_non_fake_inputs=True)(*inputs)
@@ -270,8 +270,6 @@ def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str],
             metadata (string values, ``loader.get_metadata()`` in C++).
             (default: :obj:`None`)
     """
-    from torch._inductor import aoti_compile_and_package
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     configs = {}
@@ -279,7 +277,7 @@ def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str],
         configs["aot_inductor.metadata"] = {key: _as_text(value)
                                             for key, value in metadata.items()}
     with atomic_write(path) as stream:
-        aoti_compile_and_package(program, package_path=stream, inductor_configs=configs)
+        aoti_compile(program, stream, configs)
     return path
 
 

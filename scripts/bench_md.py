@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> None:
     }
     aoti = None
     if args.aoti:
-        from torch._inductor import aoti_load_package
+        from hipnn_pyg.compat.torch import aoti_load
 
         start = time.perf_counter()
         compile_aoti(exported.program, folder / "model_aoti.pt2",
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> None:
         print(f", AOTInductor compile {time.perf_counter() - start:.1f} s", end="")
         contenders["ExportedCalculator + AOTI"] = lambda: ExportedCalculator(
             exported, aoti_package=folder / "model_aoti.pt2", skin=1.0)
-        aoti = aoti_load_package(str(folder / "model_aoti.pt2"))
+        aoti = aoti_load(folder / "model_aoti.pt2")
     print(f"; the program calls the {exported.kernels} kernels")
     save_model(ours, folder / "model.pt")
     for name, atoms in systems.items():

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data, InMemoryDataset
 
+from hipnn_pyg.compat.pyg import attribute_store, record_collation
+
 PathLike = str | os.PathLike[str]
 
 #: Per-graph keys and the trailing shape of one graph's entry.
@@ -216,7 +218,7 @@ class AtomsDataset(InMemoryDataset):
         QM9-sized sets; nothing is cached.
         """
         data = Data()
-        store = data._store  # plain assignment, skipping Data.__setattr__ dispatch
+        store = attribute_store(data)  # plain assignment, skipping Data.__setattr__
         for key, value in self._data.items():
             bounds = self._bounds[key]
             store[key] = value[bounds[idx] : bounds[idx + 1]]
@@ -261,10 +263,8 @@ class AtomsDataset(InMemoryDataset):
         batch.batch = torch.repeat_interleave(torch.arange(num_graphs), sizes)
         batch.ptr = ptr
         # What Batch.from_data_list records, so to_data_list()/get_example() work.
-        batch._num_graphs = num_graphs
-        batch._slice_dict = slice_dict
         zeros = torch.zeros(num_graphs, dtype=torch.long)
-        batch._inc_dict = dict.fromkeys(slice_dict, zeros)
+        record_collation(batch, num_graphs, slice_dict, dict.fromkeys(slice_dict, zeros))
         return batch
 
     def read(self) -> Frames:  # pragma: no cover - abstract

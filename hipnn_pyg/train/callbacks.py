@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import threading
 import time
 from types import FrameType
@@ -13,9 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import RandomSampler
+
+from hipnn_pyg.compat.lightning import (
+    LastCheckpointHook,
+    replace_sigterm_handler,
+    signal_connector,
+    sigterm_handlers,
+    sigterm_notifier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +42,13 @@ def install_sigterm_flag_handler(trainer: Trainer) -> bool:
         Whether the handler was replaced (only for several processes, on the main
         thread, and when Lightning's notifier is found).
     """
-    connector = getattr(trainer, "_signal_connector", None)
-    current = signal.getsignal(signal.SIGTERM)
-    handlers = getattr(current, "signal_handlers", None)
-    notifier = getattr(connector, "_sigterm_notifier_fn", None)
-    if (trainer.world_size < 2 or threading.current_thread() is not threading.main_thread()
-            or not isinstance(handlers, list) or notifier not in handlers):
+    if trainer.world_size < 2 or threading.current_thread() is not threading.main_thread():
+        return False
+    connector, notifier = signal_connector(trainer), sigterm_notifier(trainer)
+    handlers = sigterm_handlers()
+    if handlers is None or notifier not in handlers:
+        log.warning("Lightning's SIGTERM notifier is not among the SIGTERM handlers, so it "
+                    "stays: a SIGTERM during this data-parallel run may leave ranks waiting")
         return False
 
     def notify(signum: int, frame: FrameType | None) -> None:
@@ -52,7 +59,7 @@ def install_sigterm_flag_handler(trainer: Trainer) -> bool:
                 launcher.kill(signum)  # the ranks this process started
         connector.received_sigterm = True
 
-    current.signal_handlers = [notify if h == notifier else h for h in handlers]
+    replace_sigterm_handler(notifier, notify)
     return True
 
 
@@ -166,7 +173,7 @@ class CpuTimeLimit(Callback):
         self._used_before = float(state_dict["used_seconds"])
 
 
-class RunCheckpoint(ModelCheckpoint):
+class RunCheckpoint(LastCheckpointHook):
     r"""Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` whose
     ``last.ckpt`` follows every epoch, as its name says.
 
@@ -185,17 +192,16 @@ class RunCheckpoint(ModelCheckpoint):
         # before or without this class resume with their best score and paths
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
-    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
+    def on_last_saved(self, trainer: Trainer) -> None:
         self._last_written_step = trainer.global_step
 
     def _write_last(self, trainer: Trainer, at_train_epoch_end: bool) -> None:
         if (not self.save_last or trainer.fast_dev_run or trainer.sanity_checking
                 or trainer.state.fn != TrainerFn.FITTING
-                or self._should_save_on_train_epoch_end(trainer) != at_train_epoch_end
+                or self.saves_on_train_epoch_end(trainer) != at_train_epoch_end
                 or self._last_written_step == trainer.global_step):
             return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self.save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

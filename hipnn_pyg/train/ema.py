@@ -9,6 +9,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch import nn
 
+from hipnn_pyg.compat.torch import lerp_all
+
 
 class ExponentialMovingAverage(nn.Module):
     r"""Keeps a frozen copy of ``model`` whose parameters follow
@@ -51,7 +53,7 @@ class ExponentialMovingAverage(nn.Module):
         decay = min(self.decay, (1.0 + n) / (10.0 + n))
         averaged = list(self.module.parameters())
         current = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        lerp_all(averaged, current, 1.0 - decay)
         for target, source in zip(self.module.buffers(), model.buffers(), strict=True):
             target.copy_(source)
         self.num_updates += 1

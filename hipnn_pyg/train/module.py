@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from hipnn_pyg.compat.lightning import attached_trainer
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import model_state
 from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
@@ -142,7 +143,7 @@ class HIPNNLightningModule(LightningModule):
         r"""Sums the split's errors (and the training objective) over processes and logs
         them. Every process calls this from the same hook, so the one all-reduce meets on
         all of them, and all log the same values."""
-        results, objective = self.errors[split].reduce(self._trainer, self.device)
+        results, objective = self.errors[split].reduce(attached_trainer(self), self.device)
         prefix = TRAIN_RUNNING if split == "train" else split
         values = {f"{prefix}/{metric}_{kind}": result[kind]
                   for metric, result in results.items() for kind in ("mae", "rmse")}
