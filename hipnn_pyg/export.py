@@ -135,7 +135,9 @@ class EnergyForces(nn.Module):
             vectors = (pos[neighbours] - pos[centres] + edge_offsets).detach()
             vectors.requires_grad_(True)
             graph = Graph(edge_index, edge_offsets, vectors, vectors.norm(dim=-1))
-            features = self.representation.layer_features(species, graph)
+            layers, atoms = receptive_graphs(graph, is_local,
+                                             len(self.representation.interactions))
+            features = self.representation.layer_features(species, graph, layers, atoms)
             batch = torch.zeros_like(z)
             values = self.head(RepresentationOutput(features, graph, z, pos, batch, 1,
                                                     None, None))
@@ -146,6 +148,31 @@ class EnergyForces(nn.Module):
         forces = forces.index_add_(0, neighbours, -pair_gradient)
         virial = -(vectors.detach().t() @ pair_gradient).to(torch.float64)
         return energy.detach(), atom_energy.detach(), forces, virial
+
+
+def receptive_graphs(graph: Graph, is_local: Tensor, num_layers: int
+                     ) -> tuple[list[Graph], list[Tensor]]:
+    r"""Each interaction layer's pairs and atoms, only those the local atoms' energies
+    need: the last layer's centres are the local atoms, each earlier layer's also their
+    neighbours (HIP-NN's energy reads every layer's features of the local atoms). An MD
+    engine's ghost atoms far from the local ones are then computed in the first layers
+    only; with every atom local, every layer keeps every pair and atom."""
+    neighbours, centres = graph.edge_index
+    needed = is_local
+    masks = []
+    for _ in range(num_layers):
+        masks.append(needed)
+        # atoms whose features a needed centre reads: its neighbours
+        reached = torch.zeros_like(needed, dtype=torch.int32).scatter_reduce(
+            0, neighbours, needed[centres].to(torch.int32), reduce="amax")
+        needed = needed | reached.bool()
+    graphs, atoms = [], []
+    for mask in reversed(masks):
+        keep = mask[centres]
+        graphs.append(Graph(graph.edge_index[:, keep], graph.shifts[keep],
+                            graph.vectors[keep], graph.distances[keep]))
+        atoms.append(mask.nonzero().view(-1))
+    return graphs, atoms
 
 
 def known_species(z: Tensor, lookup: Tensor) -> Tensor:
@@ -276,7 +303,9 @@ def compile_aoti(program: ExportedProgram, path: str | os.PathLike[str],
     if metadata is not None:
         configs["aot_inductor.metadata"] = {key: _as_text(value)
                                             for key, value in metadata.items()}
-    with atomic_write(path) as stream:
+    # The pairs each layer keeps have data-dependent counts: their bounds stay symbolic
+    # here too (else AOTInductor bounds them by the traced example's sizes).
+    with atomic_write(path) as stream, sizes_traced_symbolically():
         aoti_compile(program, stream, configs)
     return path
 

@@ -17,7 +17,7 @@ from hipnn_pyg.nn.checks import (
     species_index,
     species_lookup,
 )
-from hipnn_pyg.nn.envsum import neighbour_layout
+from hipnn_pyg.nn.envsum import NeighbourLayout, neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
 from hipnn_pyg.nn.tensor_sensitivity import check_tensor_order
@@ -179,7 +179,9 @@ class HIPNNRepresentation(Configurable, nn.Module):
         features = self.layer_features(index, graph)
         return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
 
-    def layer_features(self, species: Tensor, graph: Graph) -> list[Tensor]:
+    def layer_features(self, species: Tensor, graph: Graph,
+                       layer_graphs: list[Graph] | None = None,
+                       layer_atoms: list[Tensor] | None = None) -> list[Tensor]:
         r"""The features of every layer from species indices and a pair list, with no
         checks and no neighbour search (the part an exported model runs, see
         :mod:`hipnn_pyg.export`).
@@ -189,18 +191,35 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 ``[num_atoms]``.
             graph (Graph): Pairs within the cutoff, with vectors and distances that
                 carry the positions' autograd history.
+            layer_graphs (list[Graph], optional): A pair list per interaction layer, to
+                compute each layer only where it is needed (an MD engine's ghost atoms).
+                (default: :obj:`None`, ``graph`` for every layer)
+            layer_atoms (list[Tensor], optional): Per layer, the indices of the atoms
+                whose features are needed: the on-site layers run on those only (the
+                others' features are left zero). (default: :obj:`None`, all atoms)
         """
-        # Edges grouped by centre once, for every interaction layer (a pair list of
-        # radius_graph or an exported program's caller: not checked again here).
+        graphs = layer_graphs if layer_graphs is not None else [graph] * len(self.interactions)
+        # Edges grouped by centre once per pair list, for every interaction layer that
+        # uses it (a pair list of radius_graph or an exported program's caller: not
+        # checked again here).
         uses_envsum = any(layer.method == "envsum" for layer in self.interactions)
-        layout = (neighbour_layout(graph.edge_index, species.numel(), validate=False)
-                  if uses_envsum else None)
+        layouts: dict[int, NeighbourLayout] = {}
         x = F.one_hot(species, len(self.species)).to(graph.vectors.dtype)
         features = [x]
-        for interaction, atom_layers in zip(self.interactions, self.atom_layers, strict=True):
-            x = atom_layers(
-                interaction(x, graph.edge_index, graph.distances, layout, graph.vectors)
-            )
+        for interaction, atom_layers, pairs in zip(self.interactions, self.atom_layers,
+                                                   graphs, strict=True):
+            layout = None
+            if uses_envsum:
+                if id(pairs) not in layouts:
+                    layouts[id(pairs)] = neighbour_layout(pairs.edge_index, species.numel(),
+                                                          validate=False)
+                layout = layouts[id(pairs)]
+            x = interaction(x, pairs.edge_index, pairs.distances, layout, pairs.vectors)
+            if layer_atoms is None:
+                x = atom_layers(x)
+            else:
+                rows = layer_atoms[len(features) - 1]
+                x = torch.zeros_like(x).index_copy(0, rows, atom_layers(x[rows]))
             features.append(x)
         return features
 
