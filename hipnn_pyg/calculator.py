@@ -103,6 +103,7 @@ class _ModelsCalculator(Calculator):
         device: str | torch.device,
         dtype: torch.dtype,
         charge: float | None,
+        head: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,6 +111,9 @@ class _ModelsCalculator(Calculator):
         self.dtype = dtype
         self.charge = charge
         self.models = [_load(model, self.device, dtype) for model in models]
+        if head is not None:  # a multi-fidelity model's level of theory
+            for model in self.models:
+                model.select_level(head)
         if all(_has_charges(model) for model in self.models):
             # an instance attribute, so plain-energy calculators keep refusing dipoles
             self.implemented_properties = [*type(self).implemented_properties,
@@ -147,6 +151,9 @@ class HIPNNCalculator(_ModelsCalculator):
             conservation clean. (default: :obj:`torch.float64`)
         charge (float, optional): Total charge in e for every structure.
             (default: :obj:`None`, from ``atoms.info``)
+        head (str, optional): The level of theory to answer at, for a multi-fidelity
+            model (:class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead`), e.g. ``"ccsdt"``.
+            (default: :obj:`None`, the model's default level)
     """
 
     def __init__(
@@ -155,9 +162,10 @@ class HIPNNCalculator(_ModelsCalculator):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
         charge: float | None = None,
+        head: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__([model], device, dtype, charge, **kwargs)
+        super().__init__([model], device, dtype, charge, head, **kwargs)
 
     @property
     def model(self) -> nn.Module:

@@ -90,6 +90,11 @@ class EnergyForces(nn.Module):
 
     def __init__(self, model: Potential) -> None:
         super().__init__()
+        if not hasattr(model, "energy_head") or not hasattr(model, "heads"):
+            raise ValueError(f"export takes a potential with one representation and an "
+                             f"energy head; {type(model).__name__} has not (a Δ model: "
+                             "run it through HIPNNCalculator, or train a multi-fidelity "
+                             "one)")
         frozen = copy.deepcopy(model).eval()
         for parameter in frozen.parameters():
             parameter.requires_grad_(False)

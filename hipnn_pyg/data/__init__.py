@@ -38,6 +38,8 @@ __all__ = [
     "FORMATS",
     "Frames",
     "HIPNNDataModule",
+    "LevelledDataset",
+    "MultiFidelityDataModule",
     "QM9Dataset",
     "QM9_TARGETS",
     "RMD17Dataset",
@@ -59,4 +61,8 @@ def __getattr__(name: str) -> Any:
         from hipnn_pyg.data.datamodule import HIPNNDataModule
 
         return HIPNNDataModule
+    if name in ("LevelledDataset", "MultiFidelityDataModule"):  # imports Lightning
+        from hipnn_pyg.data import levels
+
+        return getattr(levels, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,8 @@ def run_md_from_config(cfg: DictConfig) -> Any:
 
     dtype = getattr(torch, str(cfg.dtype))
     calculator = HIPNNCalculator(str(cfg.model_path), device=cfg.device, dtype=dtype,
-                                 charge=cfg.charge)
+                                 charge=cfg.charge,
+                                 head=cfg.get("head"))
     atoms = None
     if not cfg.restart:
         atoms = read_structure(str(cfg.structure), cfg.structure_index)

@@ -1,6 +1,7 @@
 r"""HIP-NN building blocks: sensitivities, interaction layers, the representation,
 heads, the potential and the model-zoo front doors."""
 
+from hipnn_pyg.nn.fidelity import DeltaPotential, MultiFidelityHead
 from hipnn_pyg.nn.forces import energy_forces_stress
 from hipnn_pyg.nn.heads import ChargeHead, EnergyHead, HierarchicalReadout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction, ResidualLayer
@@ -12,6 +13,8 @@ from hipnn_pyg.nn.sensitivity import CosineCutoff, InverseGaussianSensitivity
 from hipnn_pyg.nn.spec import build_from_spec, model_spec
 
 __all__ = [
+    "DeltaPotential",
+    "MultiFidelityHead",
     "HIPNN",
     "HIPNNOutput",
     "HIPNNPotential",

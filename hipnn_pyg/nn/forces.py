@@ -21,6 +21,7 @@ def energy_forces_stress(
     create_graph: bool = False,
     total_charge: Tensor | None = None,
     num_graphs: int | None = None,
+    level: Tensor | None = None,
 ) -> dict[str, Tensor]:
     r"""Every output of ``model`` plus forces :math:`-\partial E/\partial x` and stress
     :math:`V^{-1}\,\partial E/\partial \varepsilon` of its ``energy``, by autograd.
@@ -32,8 +33,9 @@ def energy_forces_stress(
     Args:
         model (Potential): The potential (:class:`~hipnn_pyg.HIPNN` or any
             :class:`~hipnn_pyg.nn.Potential`).
-        z, pos, batch, cell, pbc, total_charge, num_graphs: As in
-            :meth:`Potential.outputs`.
+        z, pos, batch, cell, pbc, total_charge, num_graphs, level: As in
+            :meth:`Potential.outputs` (each structure's forces are those of the energy
+            of its own level).
         compute_forces (bool): Also return ``forces``. (default: :obj:`True`)
         compute_stress (bool): Also return ``stress`` ``[num_graphs, 3, 3]``; needs a
             periodic ``cell``. (default: :obj:`False`)
@@ -59,7 +61,8 @@ def energy_forces_stress(
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             pos = pos + torch.einsum("nd,nde->ne", pos, symmetric[batch])
             cell = cell + torch.bmm(cell, symmetric)
-        result = model.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs)
+        extra = {} if level is None else {"level": level}
+        result = model.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs, **extra)
         inputs = ([pos] if compute_forces else []) + ([strain] if strain is not None else [])
         if inputs:
             grads = torch.autograd.grad(

@@ -134,6 +134,10 @@ class EnergyHead(HierarchicalReadout):
         r"""Per-species self-energies ``[num_species]`` (layer-0 weights)."""
         return self.readouts[0].weight.detach().view(-1)
 
+    def self_energy_weights(self) -> list[Tensor]:
+        r"""The parameters holding the self-energies (no L2 penalty on them)."""
+        return [self.readouts[0].weight] if len(self.readouts) else []
+
     def set_self_energies(self, energies: Tensor | Sequence[float]) -> None:
         r"""Sets the layer-0 (per-species) energies, ``[num_species]`` in eV."""
         weight = self.readouts[0].weight

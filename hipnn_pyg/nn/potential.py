@@ -127,6 +127,7 @@ class Potential(Configurable, nn.Module):
         pbc: Tensor | None = None,
         total_charge: Tensor | None = None,
         num_graphs: int | None = None,
+        level: Tensor | None = None,
     ) -> dict[str, Tensor]:
         r"""Every head's outputs, e.g. ``energy``, ``atom_energy``, ``layer_energy``
         and, with a :class:`~hipnn_pyg.nn.ChargeHead`, ``charges``, ``dipole``...
@@ -136,12 +137,32 @@ class Potential(Configurable, nn.Module):
                 :meth:`HIPNNRepresentation.forward`.
             total_charge (torch.Tensor, optional): Total charge of each structure
                 ``[num_graphs]`` in e, for charge heads. (default: :obj:`None`, neutral)
+            level (torch.Tensor, optional): Each structure's level of theory
+                ``[num_graphs]``, for a :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead`.
+                (default: :obj:`None`, its default level)
         """
         representation = self.representation(z, pos, batch, cell, pbc, num_graphs)
         result: dict[str, Tensor] = {}
         for head in self.heads.values():
-            result.update(head(representation, total_charge))
+            if getattr(head, "takes_level", False):
+                result.update(head(representation, total_charge, level))
+            else:
+                result.update(head(representation, total_charge))
         return result
+
+    @property
+    def levels(self) -> list[str] | None:
+        r"""The levels of theory of a multi-fidelity energy head, else :obj:`None`."""
+        return getattr(self.heads["energy"], "levels", None) if "energy" in self.heads \
+            else None
+
+    def select_level(self, level: str) -> None:
+        r"""Answers at ``level`` (a :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead`'s)
+        wherever structures carry no level: the model-zoo call, MD, export."""
+        if self.levels is None:
+            raise ValueError(f"this model has one level of theory, no head '{level}' to "
+                             "select (train one with the multi-fidelity data module)")
+        self.heads["energy"].select(level)
 
     def forward(
         self,

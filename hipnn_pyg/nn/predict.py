@@ -59,4 +59,5 @@ def predict(
         create_graph=create_graph,
         total_charge=getattr(data, "charge", None),
         num_graphs=num_graphs,
+        level=getattr(data, "level", None) if getattr(model, "levels", None) else None,
     )

@@ -7,6 +7,16 @@ trained model, freezes the parameters that ``finetune.freeze`` names (a preset o
 the self-energies to the new energies (:func:`~hipnn_pyg.train.self_energy.
 refit_self_energies`). The architecture, species and cutoff come from the file; a
 command-line ``model.*`` override that contradicts it is refused.
+
+Two more ways to reach a higher level of theory from the same file:
+
+* ``finetune.levels=[pbe,ccsdt]``: multi-fidelity, one energy head per level on the
+  shared representation, each a copy of the pretrained head at first; trained on data
+  of every level (:class:`~hipnn_pyg.data.MultiFidelityDataModule`), the low level's
+  frames replaying the pretraining while the high level's teach its head.
+* ``finetune.delta={hidden_channels: 16, ...}``: Δ-learning, the pretrained model frozen
+  and a small HIP-NN of those arguments learning the difference
+  (:class:`~hipnn_pyg.nn.fidelity.DeltaPotential`, one model file).
 """
 
 from __future__ import annotations
@@ -253,11 +263,72 @@ def prepare_data(cfg: DictConfig, model: nn.Module, datamodule: LightningDataMod
         refit_self_energies(model, dataset)
 
 
+def with_levels(model: nn.Module, levels: Sequence[str]) -> nn.Module:
+    r"""``model`` with its energy head replaced by a
+    :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead` of ``levels``, every level's head a
+    copy of the pretrained one (the first level is the pretrained level)."""
+    import copy
+
+    from hipnn_pyg.nn.fidelity import MultiFidelityHead
+    from hipnn_pyg.nn.potential import Potential
+
+    if getattr(model, "levels", None) is not None:
+        raise ValueError(f"finetune.levels: the pretrained model has levels {model.levels} "
+                         "already")
+    pretrained = model.energy_head
+    head = MultiFidelityHead(list(levels))
+    head.build(pretrained.channels, next(pretrained.parameters()))
+    for level in head.levels:
+        head.heads[level].load_state_dict(copy.deepcopy(pretrained.state_dict()))
+    # a composed Potential, so the file records the new head (a HIPNN's flat arguments
+    # would rebuild a single one)
+    heads = {name: other for name, other in model.heads.items() if name != "energy"}
+    return Potential(model.representation, {"energy": head, **heads})
+
+
+def with_delta(model: nn.Module, delta: dict[str, Any]) -> nn.Module:
+    r"""Δ-learning: ``model`` frozen, plus a new :class:`~hipnn_pyg.HIPNN` of arguments
+    ``delta`` (species from the model) for the difference to the new level."""
+    from hipnn_pyg.nn.fidelity import DeltaPotential
+    from hipnn_pyg.nn.model import HIPNN
+
+    model.requires_grad_(False)
+    like = next(model.parameters())
+    correction = HIPNN(species=tuple(model.species), **delta).to(like.dtype)
+    with_zero_readouts(correction)
+    return DeltaPotential(model, correction)
+
+
+def with_zero_readouts(model: nn.Module) -> None:
+    r"""Zeroes every energy readout: a new correction starts at exactly no correction."""
+    import torch
+
+    with torch.no_grad():
+        for readout in model.energy_head.readouts:
+            readout.weight.zero_()
+
+
 def pretrained_model(cfg: DictConfig, source: str) -> tuple[nn.Module, FreezeSummary]:
     r"""The model of ``finetune.from``, checked against the run's command-line model
-    overrides and with ``finetune.freeze`` applied."""
+    overrides and with ``finetune.freeze`` applied, turned multi-fidelity
+    (``finetune.levels``) or into a Δ model (``finetune.delta``) when asked."""
     model = load_pretrained(source)
     check_overrides(model, source, command_line_overrides(), cfg.model)
-    frozen = freeze(model, cfg.finetune.get("freeze"))
+    levels, delta = cfg.finetune.get("levels"), cfg.finetune.get("delta")
+    if levels and delta:
+        raise ValueError("finetune.levels and finetune.delta are two methods: give one")
+    if delta:
+        if cfg.finetune.get("freeze", "none") not in (None, "none"):
+            raise ValueError("finetune.delta freezes the whole pretrained model: leave "
+                             "finetune.freeze at none")
+        model = with_delta(model, OmegaConf.to_container(delta, resolve=True))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        frozen = FreezeSummary(tuple(n for n, p in model.named_parameters()
+                                     if not p.requires_grad), total - trainable, trainable)
+    else:
+        if levels:
+            model = with_levels(model, [str(level) for level in levels])
+        frozen = freeze(model, cfg.finetune.get("freeze"))
     log.info("fine-tuning: %s", frozen)
     return model, frozen

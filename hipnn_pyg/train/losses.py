@@ -77,8 +77,8 @@ def regularized_weights(model: nn.Module) -> list[Tensor]:
     r"""The weights that the L2 penalty acts on: every weight matrix of the
     interaction, on-site and readout layers, but not biases, sensitivity centres and
     widths, or the layer-0 readout (the fitted per-species self-energies)."""
-    head = getattr(model, "energy_head", None)
-    excluded = {id(head.readouts[0].weight)} if head is not None else set()
+    holder = getattr(model, "energy_head", None) or model
+    excluded = {id(w) for w in getattr(holder, "self_energy_weights", lambda: [])()}
     weights = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad or id(parameter) in excluded:

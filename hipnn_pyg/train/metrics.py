@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-from hipnn_pyg.train.targets import DISPLAY_UNITS, Target, num_atoms
+from hipnn_pyg.train.targets import DISPLAY_UNITS, Target, labelled_residual, num_atoms
 
 
 def mae(residual: Tensor) -> float:
@@ -158,10 +158,11 @@ class EpochErrors(ErrorSums):
         atoms = num_atoms(data)
         detached = {name: value.detach() for name, value in prediction.items()}
         for target in (t for t in targets if t.available(detached, data)):
-            for metric, error in target.residuals(detached, data, atoms).items():
+            for metric, (predicted, reference) in target.pairs(detached, data, atoms).items():
                 if keep is not None:  # drop padding duplicates (graph- or atom-level rows)
-                    error = error[keep if error.size(0) == keep.numel() else keep[data.batch]]
-                self.update(metric, error)
+                    rows = keep if predicted.size(0) == keep.numel() else keep[data.batch]
+                    predicted, reference = predicted[rows], reference[rows]
+                self.update(metric, labelled_residual(predicted, reference))
 
     def add_objective(self, value: Tensor, samples: int) -> None:
         r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""

@@ -82,6 +82,10 @@ class HIPNNLightningModule(LightningModule):
         warmup_steps (int): Optimizer steps of linear warm-up to the optimizer's ``lr``.
             (default: :obj:`0`)
         monitor (str): Metric of a plateau schedule. (default: :obj:`"val/loss"`)
+        level_weights (Mapping[str, float], optional): Weight of each level of theory's
+            structures in the loss, for a multi-fidelity model trained on data with a
+            ``level`` (:class:`~hipnn_pyg.data.MultiFidelityDataModule`).
+            (default: :obj:`None`, 1 each)
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class HIPNNLightningModule(LightningModule):
         scheduler: Callable[[Optimizer], Any] | None = None,
         warmup_steps: int = 0,
         monitor: str = "val/loss",
+        level_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if optimizer is not None and not callable(optimizer):
@@ -108,6 +113,13 @@ class HIPNNLightningModule(LightningModule):
         # plain types only (no partials or DictConfig): checkpoints stay weights_only-loadable
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.hparams["loss_weights"] = {name: float(w) for name, w in weights.items()}
+        self.hparams["level_weights"] = (None if level_weights is None else
+                                         {str(k): float(v) for k, v in level_weights.items()})
+        levels = getattr(model, "levels", None)
+        unknown = sorted(set(level_weights or {}) - set(levels or []))
+        if unknown:
+            raise ValueError(f"level_weights name level(s) {unknown} that the model does not "
+                             f"have (its levels: {levels})")
         self.model = model
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
@@ -174,7 +186,8 @@ class HIPNNLightningModule(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         prediction = self._predict(self.model, batch, training=True)
         atoms, size = num_atoms(batch), batch.num_graphs
-        loss = sum(t.weight * mse(t.loss_residual(prediction, batch, atoms))
+        weight = self._graph_weights(batch)
+        loss = sum(t.weight * mse(t.loss_residual(prediction, batch, atoms, weight))
                    for t in self.trained)
         # Step values are this process's batch only; epoch values: _log_epoch_metrics.
         if self.hparams.hierarchicality_weight > 0:
@@ -189,6 +202,15 @@ class HIPNNLightningModule(LightningModule):
         self.errors["train"].add_objective(loss, size)
         self.errors["train"].add_errors(self.targets, prediction, batch)
         return loss
+
+    def _graph_weights(self, batch: Any) -> Tensor | None:
+        # Each structure's weight by its level of theory (level_weights), or none.
+        weights, levels = self.hparams.get("level_weights"), getattr(self.model, "levels", None)
+        if not weights or levels is None or getattr(batch, "level", None) is None:
+            return None
+        table = torch.tensor([weights.get(name, 1.0) for name in levels],
+                             dtype=torch.float64, device=batch.z.device)
+        return table[batch.level.view(-1)]
 
     def on_train_epoch_start(self) -> None:
         self.errors["train"].reset()  # nothing left over from an interrupted epoch

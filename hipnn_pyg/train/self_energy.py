@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,12 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
     Returns:
         Whether the self-energies were fitted.
     """
+    if _levelled(model, train_dataset):
+        fitted = False
+        for name, part in _level_parts(model, train_dataset):
+            with _at_level(model, name):
+                fitted |= initialize_self_energies(model, part)
+        return fitted
     current = getattr(model, "self_energies", None)
     if current is None or bool(current.abs().gt(0).any()):
         return False
@@ -146,6 +153,29 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
     log.info("fitted self-energies (eV) on %d training structures: %s", len(train_dataset),
              dict(zip(model.species, energies.tolist(), strict=True)))
     return True
+
+
+def _levelled(model: torch.nn.Module, dataset: Any) -> bool:
+    return getattr(model, "levels", None) is not None and hasattr(dataset, "parts")
+
+
+def _level_parts(model: torch.nn.Module, dataset: Any) -> list[tuple[str, Any]]:
+    r"""``(level, its structures)`` of a levelled data set, levels with energies only."""
+    return [(name, dataset.parts[name]) for name in model.levels
+            if name in dataset.parts and len(dataset.parts[name])
+            and getattr(dataset.parts[name], "has", lambda key: True)("energy")]
+
+
+@contextmanager
+def _at_level(model: torch.nn.Module, level: str) -> Iterator[None]:
+    r"""``model`` answering (and setting self-energies) at ``level`` for a while."""
+    head = model.heads["energy"]
+    previous = head.default_level
+    head.select(level)
+    try:
+        yield
+    finally:
+        head.select(previous)
 
 
 @torch.no_grad()
@@ -170,6 +200,11 @@ def refit_self_energies(model: torch.nn.Module, train_dataset: Any, batch_size: 
 
     from hipnn_pyg.nn.predict import predict
 
+    if _levelled(model, train_dataset):  # each level's head on its own structures
+        for name, part in _level_parts(model, train_dataset):
+            with _at_level(model, name):
+                refit_self_energies(model, part, batch_size)
+        return model.self_energies
     counts, energy = composition_and_energy(train_dataset, model.species)
     predicted = []
     was_training = model.training

@@ -92,15 +92,53 @@ class Target:
     def residuals(
         self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
     ) -> dict[str, Tensor]:
-        r"""``{metric: prediction - reference}`` of :meth:`pairs`."""
+        r"""``{metric: prediction - reference}`` of :meth:`pairs`, of the labelled values
+        only: a structure may lack a label that others in the batch carry (mixed levels
+        of theory, NaN), and contributes nothing to it, not even a gradient."""
         pairs = self.pairs(prediction, data, num_atoms)
-        return {metric: predicted - reference for metric, (predicted, reference) in pairs.items()}
+        return {metric: labelled_residual(predicted, reference)
+                for metric, (predicted, reference) in pairs.items()}
 
     def loss_residual(
-        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor,
+        graph_weight: Tensor | None = None,
     ) -> Tensor:
-        r"""The residual whose mean square enters the loss."""
-        return self.residuals(prediction, data, num_atoms)[self.loss_metric]
+        r"""The residual whose mean square enters the loss, each structure's values
+        scaled by the square root of its ``graph_weight`` ``[num_graphs]`` when given
+        (per-level loss weights), so the mean square weighs them by it."""
+        if graph_weight is None:
+            return self.residuals(prediction, data, num_atoms)[self.loss_metric]
+        rows = prediction[self.name].size(0)
+        weight = graph_weight.to(torch.float64)
+        if rows != weight.numel():  # per-atom values (forces): each atom's structure
+            weight = weight[data.batch]
+        scaled = {self.name: prediction[self.name].double() * weight.sqrt().view(
+            -1, *[1] * (prediction[self.name].dim() - 1))}
+        reference = getattr(data, self.name, None)
+        if reference is not None:
+            reference = reference.double().view_as(prediction[self.name])
+            root = weight.sqrt().view(-1, *[1] * (reference.dim() - 1))
+            data = _With(data, self.name, reference * root)
+        return self.residuals(scaled, data, num_atoms)[self.loss_metric]
+
+
+def labelled_residual(predicted: Tensor, reference: Tensor) -> Tensor:
+    r"""``predicted - reference`` where the reference is a label (finite), flattened if
+    some is not (NaN marks a structure without it); a NaN prediction stays NaN."""
+    valid = torch.isfinite(reference)
+    if bool(valid.all()):
+        return predicted - reference
+    return predicted[valid] - reference[valid]
+
+
+class _With:
+    r"""``data`` with one attribute replaced (the scaled reference of a weighted loss)."""
+
+    def __init__(self, data: Any, name: str, value: Tensor) -> None:
+        self._data, self._name, self._value = data, name, value
+
+    def __getattr__(self, key: str) -> Any:
+        return self._value if key == self._name else getattr(self._data, key)
 
 
 def num_atoms(data: Any) -> Tensor:
