@@ -13,7 +13,7 @@ Hydra example (``conf/data/ethanol_multifidelity.yaml``)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -33,20 +33,37 @@ class LevelledDataset(Dataset):
     and given NaN for the labels its data set lacks but another has.
 
     Args:
-        parts (Mapping[str, Dataset]): Each level's data set (e.g. an
-            :class:`~hipnn_pyg.data.AtomsDataset` split), in level order.
+        parts (Mapping[str, Dataset] or Sequence[tuple[str, Dataset]]): Each level's
+            data set (e.g. an :class:`~hipnn_pyg.data.AtomsDataset` split), in level
+            order; a level may have several (pairs with a repeated name: CCSD(T)
+            energies and forces in one file, energies only in another).
     """
 
-    def __init__(self, parts: Mapping[str, Dataset]) -> None:
-        self.parts = dict(parts)
-        self.levels = list(self.parts)
-        self._sizes = [len(part) for part in self.parts.values()]
-        self.labels = [key for key in LABELS if any(self._has(part, key)
-                                                    for part in self.parts.values())]
+    def __init__(self, parts: Mapping[str, Dataset] | Sequence[tuple[str, Dataset]],
+                 levels: Sequence[str] | None = None,
+                 labels: Sequence[str] | None = None) -> None:
+        pairs = list(parts.items()) if isinstance(parts, Mapping) else list(parts)
+        self._pairs = [(str(name), part) for name, part in pairs]
+        self.levels = (list(levels) if levels is not None
+                       else list(dict.fromkeys(name for name, _ in self._pairs)))
+        self._sizes = [len(part) for _, part in self._pairs]
+        self.labels = list(labels) if labels is not None else [
+            key for key in LABELS if any(self._has(part, key) for _, part in self._pairs)]
 
     @staticmethod
     def _has(part: Any, key: str) -> bool:
         return bool(part.has(key)) if hasattr(part, "has") else False
+
+    @property
+    def mixed(self) -> bool:
+        r"""Whether its structures come from more than one level."""
+        return len({name for name, _ in self._pairs}) > 1
+
+    @property
+    def parts(self) -> dict[str, LevelledDataset]:
+        r"""Each level's structures alone (with the same level indices and labels)."""
+        return {name: LevelledDataset([pair for pair in self._pairs if pair[0] == name],
+                                      self.levels, self.labels) for name in self.levels}
 
     def __len__(self) -> int:
         return sum(self._sizes)
@@ -55,10 +72,10 @@ class LevelledDataset(Dataset):
         index = int(index)
         if index < 0:
             index += len(self)
-        for level, (part, size) in enumerate(zip(self.parts.values(), self._sizes, strict=True)):
+        for (name, part), size in zip(self._pairs, self._sizes, strict=True):
             if index < size:
                 data = part[index].clone()
-                data.level = torch.tensor([level])
+                data.level = torch.tensor([self.levels.index(name)])
                 for key in self.labels:
                     if getattr(data, key, None) is None:
                         setattr(data, key, self._missing(key, data))
@@ -83,7 +100,7 @@ class LevelledDataset(Dataset):
     def species(self) -> list[int]:
         r"""The elements of every level's structures."""
         found: set[int] = set()
-        for part in self.parts.values():
+        for _, part in self._pairs:
             if len(part) and hasattr(part, "species"):
                 found |= set(part.species())
         return sorted(found)
@@ -94,9 +111,10 @@ class MultiFidelityDataModule(L.LightningDataModule):
     its own data (sizes, seed, test file), and the splits are merged level by level.
 
     Args:
-        levels (Mapping[str, LightningDataModule]): Each level's data module (e.g. a
-            :class:`~hipnn_pyg.data.HIPNNDataModule`), by level name, in the order of
-            the model's :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead` levels.
+        levels (Mapping[str, LightningDataModule or list]): Each level's data module
+            (e.g. a :class:`~hipnn_pyg.data.HIPNNDataModule`) or list of them, by level
+            name, in the order of the model's
+            :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead` levels.
         batch_size (int): Training batch size (structures of every level mixed).
             (default: :obj:`16`)
         val_batch_size (int, optional): Validation and test batch size.
@@ -109,8 +127,10 @@ class MultiFidelityDataModule(L.LightningDataModule):
         super().__init__()
         if not levels:
             raise ValueError("MultiFidelityDataModule needs at least one level")
-        self.level_modules = dict(levels)
-        self.levels = list(self.level_modules)
+        self.level_modules = [(str(name), module) for name, entry in levels.items()
+                              for module in (entry if isinstance(entry, Sequence)
+                                             else [entry])]
+        self.levels = list(levels)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.train_dataset: LevelledDataset | None = None
@@ -120,15 +140,13 @@ class MultiFidelityDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        for module in self.level_modules.values():
+        for _, module in self.level_modules:
             module.setup(stage)
         for split in ("train", "val", "test"):
-            parts = {name: getattr(module, f"{split}_dataset")
-                     for name, module in self.level_modules.items()}
-            parts = {name: part for name, part in parts.items() if part is not None}
             # every level keeps its index, also where one has no structures in a split
-            setattr(self, f"{split}_dataset", LevelledDataset(
-                {name: parts.get(name, []) for name in self.levels}))
+            parts = [(name, getattr(module, f"{split}_dataset") or [])
+                     for name, module in self.level_modules]
+            setattr(self, f"{split}_dataset", LevelledDataset(parts))
 
     def species(self) -> list[int]:
         if self.train_dataset is None:

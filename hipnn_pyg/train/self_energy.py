@@ -156,7 +156,7 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
 
 
 def _levelled(model: torch.nn.Module, dataset: Any) -> bool:
-    return getattr(model, "levels", None) is not None and hasattr(dataset, "parts")
+    return getattr(model, "levels", None) is not None and getattr(dataset, "mixed", False)
 
 
 def _level_parts(model: torch.nn.Module, dataset: Any) -> list[tuple[str, Any]]:
