@@ -134,7 +134,7 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     return model
 
 
-def model_from_state(state: dict[str, Any]) -> nn.Module:
+def model_from_state(state: dict[str, Any], device: torch.device | None = None) -> nn.Module:
     r"""Rebuilds a model from :func:`model_state`'s dictionary (or from one of format 1,
     class path and hyperparameters, through :func:`~hipnn_pyg.nn.spec.upgrade_v1`), in
     the precision it was saved in, so that it predicts bit for bit what the saved
@@ -147,6 +147,8 @@ def model_from_state(state: dict[str, Any]) -> nn.Module:
     dtype = _saved_dtype(state)
     if dtype is not None:  # before loading: weights are copied in without rounding
         model = model.to(dtype)
+    if device is not None:  # on the device asked for, not copied into a CPU model
+        model = model.to(device)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as error:  # missing, unexpected or misshapen weights
@@ -173,8 +175,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
 
     Args:
         path (str or os.PathLike): The ``model.pt`` or ``.ckpt`` file.
-        map_location (str or torch.device): Where to load the weights.
-            (default: :obj:`"cpu"`)
+        map_location (str or torch.device): Where to load the weights and put the
+            model (``"cuda"``, ``"meta"``...). (default: :obj:`"cpu"`)
     """
     path = Path(path)
     if not path.is_file():
@@ -185,8 +187,15 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a hipnn_pyg model")
     try:
-        model = model_from_state(state)
+        model = model_from_state(state, _device(map_location))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
     model.eval()
     return model
+
+
+def _device(map_location: Any) -> torch.device | None:
+    # A device to build the model on; None for torch.load's mappings and callables.
+    if isinstance(map_location, (str, torch.device)):
+        return torch.device(map_location)
+    return None

@@ -163,3 +163,15 @@ def test_every_model_file_answers_the_model_zoo_call_with_energies(tmp_path: Pat
         energy = model(z, pos)
         assert isinstance(energy, torch.Tensor) and energy.shape == (1,), path.name
         torch.testing.assert_close(model.outputs(z, pos)["energy"], energy, rtol=0, atol=0)
+
+
+def test_load_model_builds_the_model_on_the_device_asked_for(tmp_path: Path) -> None:
+    from hipnn_pyg import HIPNN
+
+    save_model(HIPNN(species=(1, 8), hidden_channels=8, num_interactions=1), tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt", map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {b.device.type for b in model.buffers()} == {"meta"}
+    if torch.cuda.is_available():
+        model = load_model(tmp_path / "m.pt", map_location="cuda")
+        assert {p.device.type for p in model.parameters()} == {"cuda"}

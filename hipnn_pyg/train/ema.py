@@ -39,17 +39,27 @@ class ExponentialMovingAverage(nn.Module):
         self.module = copy.deepcopy(model)
         self.module.requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # The count on the host too, so an update never waits to read the device's;
+        # read from the buffer once after construction or a checkpoint load.
+        self._count: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_count())
+
+    def _forget_count(self) -> None:
+        self._count = None
 
     @torch.no_grad()
     def reset(self, model: nn.Module) -> None:
         r"""Copies ``model``'s weights into the average and restarts the warm-up."""
         self.module.load_state_dict(model.state_dict())
         self.num_updates.zero_()
+        self._count = 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         r"""Moves the average one step towards ``model``'s current weights."""
-        n = float(self.num_updates)
+        if self._count is None:
+            self._count = int(self.num_updates)
+        n = float(self._count)
         decay = min(self.decay, (1.0 + n) / (10.0 + n))
         averaged = list(self.module.parameters())
         current = [p.detach() for p in model.parameters()]
@@ -57,6 +67,7 @@ class ExponentialMovingAverage(nn.Module):
         for target, source in zip(self.module.buffers(), model.buffers(), strict=True):
             target.copy_(source)
         self.num_updates += 1
+        self._count += 1
 
     def forward(self, *args: object, **kwargs: object) -> object:
         return self.module(*args, **kwargs)
