@@ -133,6 +133,11 @@ def schnet_step(batch: Batch, cutoff: float) -> Callable[[], None]:
     return step
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time it to completion
+
+
 def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
     r"""Median seconds per call of each contender, interleaved round by round."""
     for run in contenders.values():
@@ -140,8 +145,10 @@ def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, fl
     timings: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
+            _sync()
             start = time.perf_counter()
             run()
+            _sync()
             timings[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in timings.items()}
 
@@ -158,7 +165,7 @@ def frames_of(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 def peer_inference(shape: dict, batch: Batch) -> Callable[[], None]:
     model, run = same_loop.hippynn_model(0, shape)
-    model.requires_grad_(False)
+    model.to(batch.pos.device).requires_grad_(False)
     z, pos = frames_of(batch)
     return lambda: run(z, pos.clone().requires_grad_(True), False)
 
@@ -167,9 +174,10 @@ def peer_step(builder: Callable, tensor_order: int, shape: dict,
               batch: Batch) -> Callable[[], None]:
     r"""One force-training step through ``same_loop``'s loop body."""
     model, run = builder(tensor_order, shape)
+    model.to(batch.pos.device)
     optimiser = torch.optim.Adam(model.parameters())
     z, pos = frames_of(batch)
-    energy = torch.zeros(batch.num_graphs)
+    energy = torch.zeros(batch.num_graphs, device=batch.pos.device)
     forces = torch.zeros_like(pos)
 
     def step() -> None:
@@ -205,17 +213,19 @@ def tensor_orders(args: argparse.Namespace) -> None:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    table = methods()
+    device = torch.device(args.device)
+    table = methods() if device.type == "cpu" else {"envsum (torch)": ("envsum", None),
+                                                    "padded": ("padded", None)}
     for title, size, make, unit, count in [
         ("energy+forces inference", 64, inference, "atoms/s", "atoms"),
         ("force-training step", 32, training_step, "structures/s", "structures"),
     ]:
-        batch = aspirin_batch(size)
+        batch = aspirin_batch(size).to(device)
         contenders = {}
         for label, (method, backend) in table.items():
             torch.manual_seed(0)
-            contenders[label] = make(configure(HIPNN(), method, backend), batch)
-        if make is training_step:
+            contenders[label] = make(configure(HIPNN().to(device), method, backend), batch)
+        if make is training_step and device.type == "cpu":
             torch.manual_seed(0)
             contenders["pyg SchNet (peer)"] = schnet_step(batch, HIPNN().cutoff)
         if same_loop.hippynn_available():
@@ -226,7 +236,7 @@ def throughput(args: argparse.Namespace) -> None:
         seconds = race(contenders, args.rounds)
         amount = batch.num_nodes if count == "atoms" else batch.num_graphs
         print(f"\n{title}, rMD17 aspirin, batch {size} ({batch.num_nodes} atoms), "
-              f"median of {args.rounds}")
+              f"median of {args.rounds}, on {device}")
         reference = seconds.get("hippynn (peer)", seconds["padded"])
         against = "hippynn's" if "hippynn (peer)" in seconds else "the padded path's"
         for label, value in seconds.items():
@@ -311,6 +321,35 @@ def scaling(args: argparse.Namespace) -> None:
                   f"{envsum[atoms]['atoms_per_s'] / entry['atoms_per_s']:.2f}x")
 
 
+def largest_water(args: argparse.Namespace) -> None:
+    r"""Energy+forces on ever larger water boxes (the 192-atom cell repeated 1, 2, 4, ...
+    times per axis) on ``--device`` until one does not fit: atoms/s and peak memory."""
+    device = torch.device(args.device)
+    print(f"\nlargest water box for energy+forces on {device} (width 64, 2 interactions, "
+          "cutoff 5 Å, float32)")
+    torch.manual_seed(0)
+    model = HIPNN(species=(1, 8), cutoff=5.0, soft_max_distance=4.5).to(device)
+    model.requires_grad_(False)
+    repeats = 1
+    while repeats <= args.max_repeats:
+        z, pos, cell = water(repeats)
+        data = Data(z=z, pos=pos, cell=cell[None], pbc=torch.ones(1, 3, dtype=torch.bool))
+        data = data.to(device)
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds = race({"run": lambda data=data: predict(model, data, compute_forces=True)},
+                           1)["run"]
+        except torch.OutOfMemoryError:
+            print(f"  {z.numel():8d} atoms: out of memory")
+            break
+        peak = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
+                else peak_memory_gb())
+        print(f"  {z.numel():8d} atoms: {z.numel() / seconds:9.0f} atoms/s, peak "
+              f"{peak:6.2f} GB", flush=True)
+        repeats *= 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -321,7 +360,11 @@ def main() -> None:
                         help="largest water system for the padded path (9 GB at 98,304)")
     parser.add_argument("--sections", nargs="+",
                         default=["throughput", "tensor", "scaling", "md"],
-                        choices=["throughput", "tensor", "scaling", "md"])
+                        choices=["throughput", "tensor", "scaling", "md", "largest"])
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the throughput and largest sections")
+    parser.add_argument("--max-repeats", type=int, default=64,
+                        help="largest repetition of the water cell per axis (largest)")
     parser.add_argument("--child-atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-method", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -339,8 +382,11 @@ def main() -> None:
         tensor_orders(args)
     if "scaling" in args.sections:
         scaling(args)
+    if "largest" in args.sections:
+        largest_water(args)
     if "md" in args.sections:
-        bench_md.run(argparse.Namespace(steps=100, rounds=5, water_repeats=4, aoti=True))
+        bench_md.run(argparse.Namespace(steps=100, rounds=5, water_repeats=4, aoti=True,
+                                        engines=True))
 
 
 if __name__ == "__main__":

@@ -183,3 +183,20 @@ def test_rmd17_errors_removes_only_the_mean_energy_error(tmp_path: Path) -> None
     assert errors["energy_mae_meV"] == pytest.approx(50.0, rel=0.03)
     assert errors["energy_mae_offset_free_meV"] == pytest.approx(1.0, abs=1e-6)
     assert errors["forces_mae_meV_per_A"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU runs the real check")
+def test_gpu_check_runs_dry_without_a_gpu_and_wires_every_step(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.txt"
+    process = subprocess.run(["bash", "scripts/gpu_check.sh", str(out)], cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stdout[-3000:] + out.read_text()[-3000:]
+    assert "no GPU found" in process.stdout
+    text = out.read_text()
+    assert "DRY RUN" in text and "FAILED" not in text
+    for step in ("CUDA tests", "bench_speed --device cuda", "largest water box",
+                 "trainer=gpu run"):
+        assert f"== {step}" in text, step
+    assert "atoms/s" in text  # the water-box step ran (on the CPU)
+    assert "accelerator: gpu" in text  # the GPU trainer config composes
