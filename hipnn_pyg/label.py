@@ -43,7 +43,7 @@ from hipnn_pyg.extxyz import PathLike, append_frame, read_frames, repair_extxyz
 from hipnn_pyg.nn.checks import check_atoms
 
 #: Calculator names accepted by :func:`make_calculator`.
-CALCULATORS = ("gfn2", "gfn1", "tblite", "pyscf", "emt")
+CALCULATORS = ("gfn2", "gfn1", "tblite", "pyscf", "emt", "stored")
 
 
 def make_calculator(name: str, **options: Any) -> Calculator:
@@ -51,8 +51,10 @@ def make_calculator(name: str, **options: Any) -> Calculator:
 
     Args:
         name (str): ``"gfn2"`` / ``"gfn1"`` (tblite GFN2-/GFN1-xTB), ``"tblite"``
-            (``method`` in ``options``), ``"pyscf"`` (DFT, :class:`PySCFCalculator`)
-            or ``"emt"`` (ASE's effective-medium theory, metals).
+            (``method`` in ``options``), ``"pyscf"`` (DFT, :class:`PySCFCalculator`),
+            ``"emt"`` (ASE's effective-medium theory, metals) or ``"stored"`` (the
+            labels of a data set, :class:`StoredLabels`: pool-based active learning
+            at no QM cost).
         **options: Keyword arguments of the calculator, e.g. ``accuracy`` or
             ``electronic_temperature`` for tblite, ``xc`` and ``basis`` for PySCF.
     """
@@ -77,6 +79,8 @@ def make_calculator(name: str, **options: Any) -> Calculator:
         from ase.calculators.emt import EMT
 
         return EMT(**options)
+    if key == "stored":
+        return StoredLabels(**options)
     raise ValueError(f"unknown calculator '{name}'; choose one of {CALCULATORS}")
 
 
@@ -164,6 +168,75 @@ class PySCFCalculator(Calculator):
             "charges": np.asarray(charges),
             "dipole": np.asarray(dipole),
         }
+
+
+class StoredLabels(Calculator):
+    r"""The labels a data set already holds, as an oracle: a structure is looked up by
+    its elements and positions (to ``decimals`` places, in Å) and gets that frame's
+    energy and forces, so a pool-based active-learning run (QBC against random)
+    costs no QM calls. A structure not in the data set is a per-frame failure.
+
+    Args:
+        path (str): An rMD17/MD17 ``.npz`` (kcal/mol, Å) or any file ASE reads with
+            energies (eV) and optionally forces (eV/Å).
+        decimals (int): Positions are matched after rounding to this many decimals.
+            (default: :obj:`5`)
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, path: str, decimals: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.decimals = str(path), int(decimals)
+        self._labels = {self._key(numbers, positions): (energy, forces)
+                        for numbers, positions, energy, forces in _stored_frames(Path(path))}
+        if not self._labels:
+            raise ValueError(f"stored labels: {path} holds no labelled structure")
+
+    def _key(self, numbers: np.ndarray, positions: np.ndarray) -> bytes:
+        rounded = np.round(np.asarray(positions, dtype=np.float64), self.decimals) + 0.0
+        return np.asarray(numbers, dtype=np.int64).tobytes() + rounded.tobytes()
+
+    def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
+                  system_changes: list[str] = all_changes) -> None:
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        assert self.atoms is not None
+        found = self._labels.get(self._key(self.atoms.numbers, self.atoms.positions))
+        if found is None:
+            raise ValueError(f"structure not among the stored labels of {self.path}")
+        energy, forces = found
+        self.results = {"energy": energy, "free_energy": energy}
+        if forces is not None:
+            self.results["forces"] = forces.copy()
+
+
+def _stored_frames(path: Path) -> list[tuple[np.ndarray, np.ndarray, float, Any]]:
+    from ase.units import kcal, mol
+
+    if not path.is_file():
+        raise FileNotFoundError(f"stored labels: file not found: {path}")
+    if path.suffix == ".npz":
+        with np.load(path) as npz:
+            rmd17 = "coords" in npz
+            numbers = npz["nuclear_charges" if rmd17 else "z"]
+            coords = npz["coords" if rmd17 else "R"]
+            energies = npz["energies" if rmd17 else "E"].reshape(-1)
+            forces = npz["forces" if rmd17 else "F"]
+        scale = kcal / mol  # eV per kcal/mol
+        return [(numbers, coords[k], float(energies[k]) * scale, forces[k] * scale)
+                for k in range(len(coords))]
+    frames = []
+    for atoms in ase.io.read(str(path), index=":"):
+        try:
+            energy = atoms.get_potential_energy()
+        except Exception:  # noqa: BLE001 - a frame without an energy is not a label
+            continue
+        try:
+            forces = atoms.get_forces()
+        except Exception:  # noqa: BLE001 - energies only
+            forces = None
+        frames.append((atoms.numbers, atoms.positions, float(energy), forces))
+    return frames
 
 
 #: Methods of :class:`PySCFCalculator`.

@@ -12,6 +12,12 @@ with the sample (``K - 1``) standard deviation over the ``K`` members, as TorchA
 does by default. The force measure is the largest per-atom spread of the force
 vectors, :math:`\max_i \sqrt{\sum_a \sigma(F_{ia})^2}` (eV/Å), with the same sample
 standard deviation.
+
+Members trained separately carry their own constant energy offsets (their
+self-energies), which ρ counts as disagreement although they shift every structure of a
+composition alike. The offset-free measure ``rho_centred`` first subtracts each member's
+mean deviation from the committee mean over the training set
+(:meth:`Committee.fit_offsets`), so it measures disagreement in how energies *vary*.
 """
 
 from __future__ import annotations
@@ -30,7 +36,18 @@ from torch import nn
 from hipnn_pyg.calculator import HIPNNEnsembleCalculator
 
 #: Disagreement measures of :class:`Committee`: ``info`` key of each.
-MEASURES = {"energy": "rho", "forces": "force_dev"}
+MEASURES = {"energy": "rho", "forces": "force_dev", "energy_centred": "rho_centred"}
+
+
+def member_offsets(energies: np.ndarray) -> np.ndarray:
+    r"""Each member's constant offset ``[num_models]`` (eV): its mean deviation from the
+    committee mean over the structures of ``energies`` ``[num_structures, num_models]``
+    (per-member energies of the training set)."""
+    energies = np.asarray(energies, dtype=np.float64)
+    if energies.ndim != 2 or energies.shape[1] < 2 or energies.shape[0] == 0:
+        raise ValueError(f"expected energies [num_structures >= 1, num_models >= 2], got "
+                         f"{list(energies.shape)}")
+    return (energies - energies.mean(axis=1, keepdims=True)).mean(axis=0)
 
 
 def energy_disagreement(energies: Sequence[float], num_atoms: int) -> float:
@@ -61,6 +78,7 @@ class Prediction:
     forces: np.ndarray
     rho: float
     force_dev: float
+    rho_centred: float = float("nan")
 
     def measure(self, name: str) -> float:
         r"""The disagreement called ``name`` (``"energy"``: ρ, ``"forces"``)."""
@@ -86,6 +104,29 @@ class Committee(HIPNNEnsembleCalculator):
     def __init__(self, models: Sequence[nn.Module | str | os.PathLike[str]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
         super().__init__(models, device=device, dtype=dtype)
+        self.offsets = np.zeros(len(self.models))
+        #: Median of each measure over the training set (:meth:`fit_offsets`).
+        self.training_disagreement: dict[str, float] = {}
+
+    def fit_offsets(self, frames: Sequence[Atoms]) -> np.ndarray:
+        r"""Fits the members' offsets (:func:`member_offsets`) on ``frames`` (the
+        training set), for ``rho_centred``, and records the median of every measure
+        there (:attr:`training_disagreement`, for relative thresholds); returns the
+        offsets."""
+        energies, measures = [], []
+        for atoms in frames:
+            self.calculate(atoms.copy(), ["energy", "forces"])
+            energies.append(self.results["energies_all"])
+            measures.append({name: self.results[key] for name, key in MEASURES.items()
+                             if key != "rho_centred"})
+        self.offsets = member_offsets(np.array(energies))
+        centred = [energy_disagreement(np.asarray(e) - self.offsets, len(a))
+                   for e, a in zip(energies, frames, strict=True)]
+        self.training_disagreement = {
+            **{name: float(np.median([m[name] for m in measures])) for name in measures[0]},
+            "energy_centred": float(np.median(centred))}
+        self.reset()
+        return self.offsets
 
     @property
     def species(self) -> set[int]:
@@ -99,6 +140,8 @@ class Committee(HIPNNEnsembleCalculator):
         assert self.atoms is not None
         num_models = len(self.models)
         self.results["rho"] = energy_disagreement(self.results["energies_all"], len(self.atoms))
+        self.results["rho_centred"] = energy_disagreement(
+            np.asarray(self.results["energies_all"]) - self.offsets, len(self.atoms))
         # the parent's spreads are population ones (ddof=0): rescale to ddof=1
         variance = np.square(self.results["forces_std"]) * num_models / (num_models - 1)
         self.results["force_dev"] = float(np.sqrt(variance.sum(axis=-1).max()))
@@ -109,4 +152,5 @@ class Committee(HIPNNEnsembleCalculator):
         if self.calculation_required(atoms, ["energy", "forces"]):
             self.calculate(atoms, ["energy", "forces"])
         return Prediction(float(self.results["energy"]), np.array(self.results["forces"]),
-                          float(self.results["rho"]), float(self.results["force_dev"]))
+                          float(self.results["rho"]), float(self.results["force_dev"]),
+                          float(self.results["rho_centred"]))

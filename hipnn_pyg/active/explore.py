@@ -54,6 +54,7 @@ def candidate(atoms: Atoms, prediction: Prediction, explorer: str, group: str,
     frame.info.update({
         ID_KEY: f"{group}:{order}", "active_group": group, "active_order": int(order),
         "explorer": explorer, "rho": prediction.rho, "force_dev": prediction.force_dev,
+        "rho_centred": prediction.rho_centred,
         "committee_energy": prediction.energy,
     })
     return frame
@@ -94,8 +95,14 @@ class LangevinExplorer:
             (default: :obj:`0.5`)
         max_temperature_factor (float): A temperature above this multiple of the
             target means an explosion. (default: :obj:`5.0`)
-        max_seeds (int, optional): Use only the first seed geometries.
-            (default: :obj:`None`, all)
+        max_seeds (int, optional): Seed geometries per round: ``max_seeds`` drawn from
+            all of them with the round's seed, so the rounds rotate through the data
+            set. (default: :obj:`None`, all)
+        stop_relative (float, optional): A threshold relative to the committee's own
+            disagreement on its training set: a trajectory stops at its first frame
+            above ``stop_relative`` times the median of ``measure`` there
+            (:meth:`~hipnn_pyg.active.committee.Committee.fit_offsets` records it);
+            with ``stop_threshold`` too, the larger of the two. (default: :obj:`None`)
     """
 
     name = "md"
@@ -104,7 +111,8 @@ class LangevinExplorer:
                  timestep_fs: float = 0.5, check_interval: int = 10, trajectories: int = 1,
                  friction_per_fs: float = 0.01, stop_threshold: float | None = None,
                  measure: str = "energy", min_distance: float = 0.5,
-                 max_temperature_factor: float = 5.0, max_seeds: int | None = None) -> None:
+                 max_temperature_factor: float = 5.0, max_seeds: int | None = None,
+                 stop_relative: float | None = None) -> None:
         if check_interval < 1 or steps < check_interval:
             raise ValueError(f"need 1 <= check_interval <= steps, got check_interval="
                              f"{check_interval}, steps={steps}")
@@ -117,11 +125,25 @@ class LangevinExplorer:
         self.min_distance = float(min_distance)
         self.max_temperature_factor = float(max_temperature_factor)
         self.max_seeds = max_seeds
+        self.stop_relative = stop_relative
+
+    def threshold(self, committee: Committee) -> float | None:
+        r"""The disagreement that ends a trajectory of this committee, or :obj:`None`."""
+        found = [] if self.stop_threshold is None else [float(self.stop_threshold)]
+        reference = getattr(committee, "training_disagreement", {}).get(self.measure)
+        if self.stop_relative is not None and reference is not None:
+            found.append(float(self.stop_relative) * float(reference))
+        return max(found) if found else None
 
     def explore(self, committee: Committee, seeds: Sequence[Atoms], seed: int) -> list[Atoms]:
         r"""Runs every trajectory; returns their candidate frames."""
         frames: list[Atoms] = []
-        for s, start in enumerate(seeds[:self.max_seeds]):
+        chosen = list(range(len(seeds)))
+        if self.max_seeds is not None and self.max_seeds < len(seeds):
+            rng = np.random.default_rng(sub_seed(seed, 7))
+            chosen = sorted(rng.choice(len(seeds), size=self.max_seeds, replace=False).tolist())
+        for s in chosen:
+            start = seeds[s]
             for t, temperature in enumerate(self.temperatures_K):
                 for r in range(self.trajectories):
                     group = f"md:s{s}:T{temperature:g}:r{r}"
@@ -157,8 +179,8 @@ class LangevinExplorer:
             frame = candidate(atoms, prediction, self.name, group, check)
             frame.info["temperature_K"] = temperature_K
             frames.append(frame)
-            if self.stop_threshold is not None and \
-                    prediction.measure(self.measure) > self.stop_threshold:
+            threshold = self.threshold(committee)
+            if threshold is not None and prediction.measure(self.measure) > threshold:
                 break
         return frames
 
@@ -311,6 +333,13 @@ class PoolExplorer:
         check_frames(self.frames, species, f"pool {self.path}")
 
     def explore(self, committee: Committee, seeds: Sequence[Atoms], seed: int) -> list[Atoms]:
-        r"""The pool's frames with the committee's verdict."""
-        return [candidate(atoms, committee.predict(atoms), self.name, "pool", i)
-                for i, atoms in enumerate(self.frames)]
+        r"""The pool's frames with the committee's verdict, each a group of its own (a
+        frame's ``info["active_group"]`` keeps its given group: ``max_per_group`` then
+        limits the picks per group, e.g. per source trajectory)."""
+        frames = []
+        for i, atoms in enumerate(self.frames):
+            frame = candidate(atoms, committee.predict(atoms), self.name,
+                              str(atoms.info.get("active_group", f"pool:{i}")), i)
+            frame.info[ID_KEY] = f"pool:{i}"  # the frame's identity across rounds
+            frames.append(frame)
+        return frames

@@ -243,7 +243,11 @@ class ActiveLearning:
         models = sorted((self.round_dir(round_) / "models").glob("member_*/model.pt"),
                         key=lambda p: int(p.parent.name.split("_")[1]))
         device = str(self.active.ensemble.get("device", "cpu"))
-        return Committee([str(p) for p in models], device=device)
+        committee = Committee([str(p) for p in models], device=device)
+        dataset = self.run_dir / "dataset.extxyz"
+        if dataset.is_file():  # offsets on the training set, for the offset-free measure
+            committee.fit_offsets(read_frames(dataset))
+        return committee
 
     def _selected_before(self, round_: int) -> set[str]:
         ids: set[str] = set()

@@ -45,3 +45,23 @@ def test_committee_reuses_results_of_unchanged_atoms() -> None:
     first = committee.predict(atoms)
     atoms.positions[0, 0] += 0.1
     assert committee.predict(atoms).energy != first.energy
+
+
+def test_offset_free_rho_ignores_a_constant_shift_of_one_member() -> None:
+    import torch
+
+    models = tiny_models(3)
+    frames = [copper(seed=s) for s in range(4)]
+    plain = Committee(models)
+    plain.fit_offsets(frames)
+    shifted_models = [m for m in tiny_models(3)]
+    with torch.no_grad():  # member 1: every self-energy +0.7 eV
+        shifted_models[1].set_self_energies(shifted_models[1].self_energies + 0.7)
+    shifted = Committee(shifted_models)
+    shifted.fit_offsets(frames)
+    probe = copper(seed=9)
+    before, after = plain.predict(probe.copy()), shifted.predict(probe.copy())
+    assert after.rho > before.rho + 0.1  # the plain measure sees the offset
+    assert after.rho_centred == pytest.approx(before.rho_centred, rel=1e-9, abs=1e-12)
+    np.testing.assert_allclose(shifted.offsets - plain.offsets,
+                               np.array([-1, 2, -1]) / 3 * 0.7 * len(probe), atol=1e-9)

@@ -110,3 +110,29 @@ def test_md_cuts_a_trajectory_on_a_geometry_error(caplog) -> None:
     explorer = LangevinExplorer(temperatures_K=[300], steps=10, check_interval=5)
     assert explorer.explore(FailingCommittee(), [copper()], seed=0) == []
     assert "trajectory cut" in caplog.text and "0.1 Å apart" in caplog.text
+
+
+def test_md_runs_past_its_first_check_when_the_committee_is_as_sure_as_on_its_data() -> None:
+    committee = Committee(tiny_models(2))
+    committee.fit_offsets([copper(seed=s) for s in range(3)])
+    assert committee.training_disagreement["energy"] > 0
+    explorer = LangevinExplorer(temperatures_K=[300], steps=60, check_interval=10,
+                                stop_relative=3.0)
+    frames = explorer.explore(committee, [copper()], seed=2)
+    assert len(frames) > 1  # not stopped at the first check
+    rho = rho_of(frames)
+    threshold = explorer.threshold(committee)
+    assert threshold == pytest.approx(3.0 * committee.training_disagreement["energy"])
+    assert (rho[:-1] <= threshold).all()  # it stops only where the committee is unsure
+    explorer.stop_relative = 0.0  # any disagreement at all: the first check ends it
+    assert len(explorer.explore(committee, [copper()], seed=2)) == 1
+
+
+def test_md_seeds_rotate_through_the_data_set() -> None:
+    explorer = LangevinExplorer(temperatures_K=[300], steps=10, check_interval=10,
+                                max_seeds=2)
+    seeds = [copper(seed=s) for s in range(6)]
+    groups = {seed: {a.info["active_group"].split(":")[1] for a in
+                     explorer.explore(EMTCommittee(), seeds, seed=seed)} for seed in range(4)}
+    assert all(len(g) == 2 for g in groups.values())
+    assert len(set().union(*groups.values())) > 2  # other seeds in other rounds

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.calculators.calculator import all_changes
 from ase.calculators.emt import EMT
 
@@ -152,3 +153,30 @@ def test_failures_before_the_first_success_are_recorded_once_it_works(tmp_path) 
     result = label_frames(todo, CountingOracle(), tmp_path / "l.extxyz",
                           tmp_path / "f.jsonl")
     assert [r["id"] for r in result.failed] == ["md:0"] and len(result.labelled) == 3
+
+
+def test_the_stored_label_oracle_returns_the_data_sets_labels(tmp_path) -> None:
+    from ase.units import kcal, mol
+
+    from tests.conftest import REPO
+
+    path = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"
+    raw = np.load(path)
+    todo = []
+    for k in (3, 7):
+        atoms = Atoms(numbers=raw["nuclear_charges"], positions=raw["coords"][k])
+        atoms.info["active_id"] = f"pool:{k}"
+        todo.append(atoms)
+    stranger = todo[0].copy()
+    stranger.positions[0, 0] += 0.1
+    stranger.info["active_id"] = "pool:new"
+    result = label_frames([*todo, stranger], Oracle("stored", {"path": str(path)}),
+                          tmp_path / "l.extxyz", tmp_path / "f.jsonl")
+    assert [a.info["active_id"] for a in result.labelled] == ["pool:3", "pool:7"]
+    for labelled, k in zip(result.labelled, (3, 7), strict=True):
+        assert labelled.get_potential_energy() == pytest.approx(
+            raw["energies"][k] * kcal / mol, abs=1e-9)
+        np.testing.assert_allclose(labelled.get_forces(), raw["forces"][k] * kcal / mol,
+                                   atol=5e-8)
+    assert [r["id"] for r in result.failed] == ["pool:new"]
+    assert "not among the stored labels" in result.failed[0]["error"]

@@ -39,3 +39,26 @@ def test_random_picks_the_same_count_reproducibly() -> None:
     assert len(set(first)) == 7 and first == select_random(frames, 7, seed=3)
     assert first != select_random(frames, 7, seed=4)
     assert len(select_random(frames, 50, seed=0)) == 30
+
+
+def test_pool_selection_takes_as_many_frames_as_asked(tmp_path) -> None:
+    # Every pool frame is a group of its own: max_per_group no longer caps a pool at 1.
+    from ase.io import write
+
+    from hipnn_pyg.active.committee import Prediction
+    from hipnn_pyg.active.explore import PoolExplorer
+    from tests.active.helpers import copper
+
+    write(tmp_path / "pool.extxyz", [copper(seed=s) for s in range(12)])
+
+    class Ranked:
+        calls = 0
+
+        def predict(self, atoms):
+            Ranked.calls += 1
+            return Prediction(0.0, np.zeros((len(atoms), 3)), 0.1 * Ranked.calls, 0.0)
+
+    candidates = PoolExplorer(tmp_path / "pool.extxyz").explore(Ranked(), [], seed=0)
+    picked = select_by_committee(candidates, max_frames=5, max_per_group=1)
+    assert len(picked) == 5
+    assert picked == [11, 10, 9, 8, 7]  # the most uncertain first
