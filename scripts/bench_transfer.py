@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -86,14 +87,15 @@ def level_yaml(path: Path, split: Split, split_file: Path, forces: bool) -> str:
             f"    require_forces: {str(forces).lower()}\n")
 
 
-def write_data_configs(conf: Path, n: int, split_forces: tuple[Split, Path],
+def write_data_configs(conf: Path, n: int, forces_file: Path,
+                       split_forces: tuple[Split, Path],
                        split_energies: tuple[Split, Path]) -> None:
     r"""Data configs of size n: the CCSD(T) frames with forces where they have them
     (one level, two files), alone (``ccsdt_n<n>``) and beside 200 rMD17 PBE frames
     (``multifidelity_n<n>``)."""
     folder = conf / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    ccsdt = ("  ccsdt:\n" + level_yaml(FORCES, *split_forces, True)
+    ccsdt = ("  ccsdt:\n" + level_yaml(forces_file, *split_forces, True)
              + level_yaml(ENERGIES, *split_energies, False))
     head = ("_target_: hipnn_pyg.data.MultiFidelityDataModule\nbatch_size: 8\n"
             "val_batch_size: 50\nlevels:\n")
@@ -183,7 +185,12 @@ def main() -> None:
                                    f"trainer.max_epochs={args.pretrain_epochs}"], log)
     print(f"pretrained on rMD17 ethanol (PBE): {pretrain / 'model.pt'} ({seconds:.0f} s)")
 
-    energies, forces = ASEDataset(ENERGIES), ASEDataset(FORCES)
+    # the forces file grows while its labelling runs: the benchmark keeps the frames it
+    # first saw, so a rerun's splits and data configs match the finished runs
+    forces_file = out / "ccsdt_forces_snapshot.extxyz"
+    if not forces_file.is_file():
+        shutil.copyfile(FORCES, forces_file)
+    energies, forces = ASEDataset(ENERGIES), ASEDataset(forces_file)
     num_forces = len(forces)  # frames 0 .. K-1 of the energy file, with forces
     if num_forces <= args.force_test + FORCE_VAL:
         raise SystemExit(f"{FORCES} has {num_forces} frames: not more than --force-test "
@@ -231,7 +238,8 @@ def main() -> None:
                  "energies": (Split(from_energies, val, val), len(energies))}
         for name, (split, size) in parts.items():
             save_split(splits / f"n{n}_{name}.npz", split, size, args.seed)
-        write_data_configs(conf, n, (parts["forces"][0], splits / f"n{n}_forces.npz"),
+        write_data_configs(conf, n, forces_file,
+                           (parts["forces"][0], splits / f"n{n}_forces.npz"),
                            (parts["energies"][0], splits / f"n{n}_energies.npz"))
         energy_only = ["experiment=ethanol_ccsdt_finetune", f"data.path={ENERGIES}",
                        f"data.split_file={splits / f'n{n}_energies_only.npz'}",
