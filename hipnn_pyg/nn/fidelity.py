@@ -53,8 +53,7 @@ class MultiFidelityHead(Configurable, nn.Module):
 
     def select(self, level: str) -> None:
         r"""Answers at ``level`` where structures carry none; raises naming the levels."""
-        if level not in self.levels:
-            raise ValueError(f"unknown level '{level}': this model has {self.levels}")
+        self.level_index(level)  # checks the name
         self.default_level = level
         config = self.__dict__.get("_config")
         if config is not None:  # a saved model answers at the level selected last
