@@ -189,7 +189,8 @@ class HIPNNEnsembleCalculator(_ModelsCalculator):
     ``forces``, ``stress``, and ``charges``/``dipole`` when every model has a charge
     head) and the standard deviations over models (population, ``ddof=0``):
     ``energy_std`` (eV), ``forces_std`` ``[num_atoms, 3]`` (eV/Å), ``stress_std``,
-    ``dipole_std``; plus ``energies_all`` ``[num_models]``, the members' energies.
+    ``dipole_std``; plus ``energies_all`` ``[num_models]``, the members' energies, and
+    ``forces_all`` ``[num_models, num_atoms, 3]``, their forces.
 
     Args:
         models (Sequence[nn.Module or str]): The members, or paths of saved models;
@@ -230,6 +231,8 @@ class HIPNNEnsembleCalculator(_ModelsCalculator):
                 std = stack.std(axis=0)
                 results[f"{key}_std"] = float(std) if stack.ndim == 1 else std
         results["energies_all"] = np.array([member["energy"] for member in members])
+        if "forces" in results:
+            results["forces_all"] = np.stack([member["forces"] for member in members])
         self.results = results
 
 

@@ -26,6 +26,7 @@ Units and conventions:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -188,26 +189,41 @@ class StoredLabels(Calculator):
     def __init__(self, path: str, decimals: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path, self.decimals = str(path), int(decimals)
-        self._labels = {self._key(numbers, positions): (energy, forces)
-                        for numbers, positions, energy, forces in _stored_frames(Path(path))}
+        self._labels = _stored_table(str(Path(path).resolve()), _modified(Path(path)),
+                                     self.decimals)
         if not self._labels:
             raise ValueError(f"stored labels: {path} holds no labelled structure")
-
-    def _key(self, numbers: np.ndarray, positions: np.ndarray) -> bytes:
-        rounded = np.round(np.asarray(positions, dtype=np.float64), self.decimals) + 0.0
-        return np.asarray(numbers, dtype=np.int64).tobytes() + rounded.tobytes()
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
                   system_changes: list[str] = all_changes) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         assert self.atoms is not None
-        found = self._labels.get(self._key(self.atoms.numbers, self.atoms.positions))
+        found = self._labels.get(_label_key(self.atoms.numbers, self.atoms.positions,
+                                            self.decimals))
         if found is None:
             raise ValueError(f"structure not among the stored labels of {self.path}")
         energy, forces = found
         self.results = {"energy": energy, "free_energy": energy}
         if forces is not None:
             self.results["forces"] = forces.copy()
+
+
+def _label_key(numbers: np.ndarray, positions: np.ndarray, decimals: int) -> bytes:
+    rounded = np.round(np.asarray(positions, dtype=np.float64), decimals) + 0.0
+    return np.asarray(numbers, dtype=np.int64).tobytes() + rounded.tobytes()
+
+
+def _modified(path: Path) -> float:
+    return path.stat().st_mtime if path.is_file() else -1.0
+
+
+@functools.lru_cache(maxsize=4)
+def _stored_table(path: str, modified: float,
+                  decimals: int) -> dict[bytes, tuple[float, Any]]:
+    r"""Labels of ``path`` by structure key, read once per file version (the active
+    loop makes a fresh calculator for every frame)."""
+    return {_label_key(numbers, positions, decimals): (energy, forces)
+            for numbers, positions, energy, forces in _stored_frames(Path(path))}
 
 
 def _stored_frames(path: Path) -> list[tuple[np.ndarray, np.ndarray, float, Any]]:

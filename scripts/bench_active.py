@@ -1,262 +1,402 @@
-r"""Active-learning benchmark (not a test): query by committee against random selection
-on ethanol with GFN2-xTB (tblite) as the oracle.
+r"""Active-learning benchmark (not a test): query by committee (QBC) against random
+selection at equal labels, over seeds, on ethanol with GFN2-xTB (tblite) labels.
 
-Both runs start from the same 20 labelled frames (``active=ethanol_gfn2``), explore the
-same way (committee-driven Langevin MD at 300/600/900 K and normal-mode sampling) and
-label the same number of frames per round; they differ only in ``selection``: the
-``--per-round`` candidates of highest ρ = σ(E)/√N (spread over trajectories; the
-selection threshold is 0 so both always take ``--per-round`` frames, while MD stops
-at ρ > ``--stop-rho``) against as many drawn at random. Test sets are fixed GFN2-xTB
-Langevin MD frames at 300 K and at 600 K that the script makes once (in
-``<output>/test_sets``).
+Two modes:
 
-Prints, per round and run, the training-set size and the committee's test energy and
-force MAE; the frame count at which random first matches AL's final error (or that it
-never does within the run); oracle time and total wall time. Writes
-``<output>/bench_active.json`` and the learning-curve figure (``--figure``).
+* ``--mode oracle``: the committee explores (Langevin MD at 300-1200 K stopped where it
+  is 3x as uncertain as on its training set, normal modes around several minima; with
+  ``--udd`` also uncertainty-driven dynamics) and GFN2-xTB labels what is selected.
+* ``--mode pool``: the candidates are a fixed pool of GFN2-xTB MD frames (300-1500 K,
+  other start geometries than the test sets) whose labels are stored; the oracle reads
+  them (``calculator=stored``), so the loop makes no QM call.
+
+Every seed draws its 20 start frames from the shipped set (frames 0-199 of
+``data/ethanol_gfn2``; 200-249 are the committees' fixed validation set); both arms of
+a seed start from them and label ``--per-round`` frames a round. Everything else is
+``conf/active/ethanol_gfn2.yaml`` (the defaults a user gets).
+
+Test sets, made once with GFN2-xTB (``<output>/test_sets``, shared by both modes):
+``mixed`` (Langevin MD at 300/600/900/1200 K from rMD17 test-split geometries),
+``hot`` (1500 K), ``torsion_oh`` and ``torsion_ch3`` (relaxed scans of the hydroxyl
+and methyl torsions, 15-degree steps). Per round, arm and test set: force MAE, RMSE,
+95th percentile and maximum of the per-frame force RMSE, offset-free energy MAE, and
+the rank correlation of each disagreement measure with the per-frame error; mean and
+spread (min-max) over seeds. Also: the labels each arm needs to reach random's final
+error, and where the selected frames came from.
 
 Examples::
 
-    python scripts/bench_active.py                       # 6 rounds of 10 frames
-    python scripts/bench_active.py --rounds 8 --per-round 20 \
-        --figure docs/figures/active_learning.png
-    python scripts/bench_active.py --output /tmp/smoke --rounds 2 --per-round 3 \
-        --test-frames 5 --md-steps 200 --members 2 --max-epochs 5 \
-        active.explorers.md.steps=100 active.explorers.normal_modes.samples=3
+    python scripts/bench_active.py --mode pool --jobs 2
+    python scripts/bench_active.py --mode oracle --jobs 2 \
+        --figure docs/figures/active_learning_oracle.png \
+        --record docs/benchmarks/active_oracle.json
+    python scripts/bench_active.py --mode pool --seeds 0 --rounds 2 --per-round 4 \
+        --output /tmp/smoke --test-frames 4 --pool-frames 40 active.ensemble.size=2 \
+        active.ensemble.steps=50
 
-Extra ``key=value`` arguments are Hydra overrides of ``conf/active.yaml`` for both runs.
-Rerunning the same command continues killed runs (and reuses the test sets).
+Extra ``key=value`` arguments are Hydra overrides of ``conf/active.yaml`` for every
+run. Rerunning the same command continues killed runs and reuses the sets.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
+import multiprocessing
+import subprocess
+import sys
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from omegaconf import open_dict
+import numpy as np
 
-from hipnn_pyg.active.loop import run_active
-from hipnn_pyg.active.report import log_axes
-from hipnn_pyg.active.structures import read, write_frames
-from hipnn_pyg.active.training import compose
 from hipnn_pyg.train.resolvers import repo_root
 
-METHODS = {"qbc": "active learning (QBC)", "random": "random"}
-TEMPERATURES = (300, 600)
+ARMS = {"qbc": "query by committee", "random": "random"}
+TEST_SETS = ("mixed", "hot", "torsion_oh", "torsion_ch3")
+MIXED_K = (300, 600, 900, 1200)
+HOT_K = 1500
+POOL_K = (300, 600, 900, 1200, 1500)
+SHIPPED = "data/ethanol_gfn2/ethanol_gfn2.extxyz"
+START_RANGE = 200  # frames 0-199 of SHIPPED: start frames; 200-249: validation
+KEYS = ("forces_mae", "forces_rmse", "frame_forces_rmse_p95", "frame_forces_rmse_max",
+        "energy_mae_offset_free")
+MEASURES = ("rho", "rho_centred", "force_dev")
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=repo_root() / "logs" / "bench_active")
+    parser.add_argument("--mode", choices=("oracle", "pool"), default="pool")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: logs/bench_active/<mode>")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--per-round", type=int, default=10)
-    parser.add_argument("--stop-rho", type=float, default=0.002,
-                        help="ρ (eV/atom^0.5) that ends an exploration trajectory")
-    parser.add_argument("--test-frames", type=int, default=100,
-                        help="test frames per temperature")
-    parser.add_argument("--md-steps", type=int, default=4000,
-                        help="GFN2 MD steps per temperature for the test sets (0.5 fs)")
-    parser.add_argument("--members", type=int, default=None,
-                        help="committee size (default: the config's, 4)")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help="training epochs per member and round (default: the config's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--figure", type=Path, default=None,
-                        help="also copy the figure here (e.g. docs/figures/active_learning.png)")
-    parser.add_argument("--only", choices=list(METHODS), default=None,
-                        help="run this selection alone and stop: two such calls can run side "
-                             "by side (after the test sets exist); a call without --only then "
-                             "reports")
+    parser.add_argument("--initial", type=int, default=20, help="start frames per seed")
+    parser.add_argument("--test-frames", type=int, default=50,
+                        help="MD test frames per temperature (hot: twice as many)")
+    parser.add_argument("--pool-frames", type=int, default=2000)
+    parser.add_argument("--udd", action="store_true",
+                        help="oracle mode: add the uncertainty-driven dynamics explorer")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
+    parser.add_argument("--figure", type=Path, default=None, help="also copy the figure here")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also copy the JSON record here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/active.yaml")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.output = args.output or repo_root() / "logs" / "bench_active" / args.mode
+    return args
 
 
-def make_test_sets(folder: Path, frames: int, steps: int, seed: int) -> dict[str, Path]:
-    r"""GFN2-xTB Langevin MD of ethanol at each temperature (made once): the last
-    ``frames`` frames, evenly spaced over the second half of the run."""
-    from hipnn_pyg.extxyz import read_frames
+# ---------------------------------------------------------------- reference sets
+def gfn2() -> Any:
     from hipnn_pyg.label import make_calculator
-    from hipnn_pyg.md.dynamics import run_md
 
-    start = read(repo_root() / "data" / "ethanol_gfn2" / "ethanol_gfn2.extxyz", "-1:")[0]
-    paths = {}
-    for temperature in TEMPERATURES:
-        path = folder / f"md{temperature}.extxyz"
-        paths[f"md{temperature}"] = path
-        if path.exists():
-            continue
-        interval = max(steps // (2 * frames), 1)
-        trajectory = folder / f"gfn2_md_{temperature}K.extxyz"
-        atoms = start.copy()
-        atoms.info.clear()
-        run_md(atoms, make_calculator("gfn2"), ensemble="nvt_langevin", steps=steps,
-               temperature_K=temperature, trajectory=trajectory,
-               log=folder / f"gfn2_md_{temperature}K.csv", traj_interval=interval,
-               log_interval=interval, seed=seed + temperature, progress=True)
-        write_frames(path, read_frames(trajectory)[-frames:])
+    return make_calculator("gfn2")
+
+
+def ethanol_dihedrals(atoms: Any) -> dict[str, list[int]]:
+    r"""The hydroxyl (H-O-C-C) and methyl (H-C-C-O) dihedrals of an ethanol."""
+    from hipnn_pyg.active.reference_sets import bonds
+
+    pairs = bonds(atoms)
+    linked = {i: {j for p in pairs for j in p if i in p and j != i} for i in range(len(atoms))}
+    (oxygen,) = np.flatnonzero(atoms.numbers == 8)
+    (alpha,) = [j for j in linked[oxygen] if atoms.numbers[j] == 6]
+    (hydroxyl,) = [j for j in linked[oxygen] if atoms.numbers[j] == 1]
+    (beta,) = [j for j in linked[alpha] if atoms.numbers[j] == 6]
+    methyl = sorted(j for j in linked[beta] if atoms.numbers[j] == 1)
+    return {"torsion_oh": [hydroxyl, oxygen, alpha, beta],
+            "torsion_ch3": [methyl[0], beta, alpha, oxygen]}
+
+
+def make_test_sets(folder: Path, frames: int) -> dict[str, Path]:
+    r"""The GFN2-xTB test sets (see module docs), made once."""
+    from ase.optimize import BFGS
+
+    from hipnn_pyg.active.reference_sets import md_frames, torsion_scan
+    from hipnn_pyg.active.structures import plain_copy, read, write_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / f"{name}.extxyz" for name in TEST_SETS}
+    starts = read(repo_root() / "data/rmd17_ethanol/rmd17_ethanol_test_01.npz", "::100")
+    if not paths["mixed"].exists():
+        found = []
+        for k, temperature in enumerate(MIXED_K):
+            found += md_frames(starts[k], gfn2(), temperature, frames, 40, 1000, seed=100 + k)
+        write_frames(paths["mixed"], found)
+    if not paths["hot"].exists():
+        found = []
+        for k in range(2):
+            found += md_frames(starts[4 + k], gfn2(), HOT_K, frames, 40, 1000, seed=200 + k)
+        write_frames(paths["hot"], found)
+    if not all(paths[name].exists() for name in ("torsion_oh", "torsion_ch3")):
+        minimum = plain_copy(starts[6])
+        minimum.calc = gfn2()
+        BFGS(minimum, logfile=None).run(fmax=0.01, steps=500)
+        for name, dihedral in ethanol_dihedrals(minimum).items():
+            write_frames(paths[name], torsion_scan(plain_copy(minimum), gfn2(), dihedral,
+                                                   np.arange(0.0, 360.0, 15.0)))
     return paths
 
 
-def run(method: str, args: argparse.Namespace, tests: dict[str, Path]) -> float:
-    r"""One loop (resumed if its folder exists); returns its wall seconds, summed over
-    every call that worked on it."""
+def make_pool(folder: Path, count: int) -> Path:
+    r"""The labelled pool of the pool mode: GFN2-xTB Langevin MD at :data:`POOL_K` from
+    four start geometries each (rMD17 training-split frames), after 200 fs, frames
+    10 fs apart."""
+    from hipnn_pyg.active.reference_sets import md_frames
+    from hipnn_pyg.active.structures import read, write_frames
+
+    path = folder / "pool.extxyz"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    starts = read(repo_root() / "data/rmd17_ethanol/rmd17_ethanol_train_01.npz", "::50")
+    per_run = max(count // (4 * len(POOL_K)), 1)
+    found = []
+    for t, temperature in enumerate(POOL_K):
+        for k in range(4):
+            found += md_frames(starts[4 * t + k], gfn2(), temperature, per_run, 20, 400,
+                               seed=300 + 4 * t + k)
+    write_frames(path, found)
+    return path
+
+
+def start_frames(folder: Path, seed: int, count: int) -> Path:
+    r"""``count`` frames of the shipped set's first :data:`START_RANGE`, drawn by
+    ``seed`` (shared by both arms of the seed)."""
+    from hipnn_pyg.active.structures import read, write_frames
+
+    path = folder / f"initial_seed{seed}.extxyz"
+    if not path.exists():
+        frames = read(repo_root() / SHIPPED, f":{START_RANGE}")
+        picked = np.random.default_rng(seed).choice(len(frames), size=count, replace=False)
+        write_frames(path, [frames[i] for i in sorted(picked)])
+    return path
+
+
+# ---------------------------------------------------------------- runs
+def run_overrides(args: argparse.Namespace, arm: str, seed: int, tests: dict[str, Path],
+                  initial: Path, pool: Path | None) -> list[str]:
     overrides = [
-        "active=ethanol_gfn2", f"selection={method}", f"seed={args.seed}",
-        f"run_dir={args.output / method}", f"active.max_rounds={args.rounds}",
-        f"active.max_selected={args.per_round}", "active.threshold=0.0",
-        f"active.explorers.md.stop_threshold={args.stop_rho}",
+        "active=ethanol_gfn2", f"selection={arm}", f"seed={seed}", "progress=false",
+        f"run_dir={args.output / f'{arm}_seed{seed}'}", f"active.max_rounds={args.rounds}",
+        f"active.max_selected={args.per_round}", f"active.initial.path={initial}",
+        "active.initial.index=':'",
         *(f"+active.test_sets.{name}={path}" for name, path in tests.items()),
-        *args.overrides,
     ]
-    cfg = compose("active", overrides)
-    with open_dict(cfg):
-        if args.members is not None:
-            cfg.active.ensemble.size = args.members
-        if args.max_epochs is not None:
-            cfg.active.ensemble.train_overrides.append(f"trainer.max_epochs={args.max_epochs}")
-    start = time.perf_counter()
-    run_active(cfg)
-    # wall time summed over the calls that worked on this run (a resumed run included)
-    ledger = args.output / method / "bench_wall_seconds.json"
-    total = json.loads(ledger.read_text())["seconds"] if ledger.exists() else 0.0
-    total += time.perf_counter() - start
-    ledger.write_text(json.dumps({"seconds": total}))
-    return total
+    if pool is not None:
+        overrides += ["active.explorers.md=null", "active.explorers.normal_modes=null",
+                      "active.oracle.name=stored", f"+active.oracle.options.path={pool}",
+                      "active.explorers.pool={_target_: hipnn_pyg.active.explore."
+                      f"PoolExplorer, path: '{pool}'}}"]
+    elif args.udd:
+        overrides.append("active.explorers.udd={_target_: hipnn_pyg.active.udd."
+                         "UncertaintyDrivenExplorer, temperatures_K: [300], steps: 600, "
+                         "check_interval: 20, stop_relative: 3.0, measure: energy_centred, "
+                         "max_seeds: 2}")
+    return [*overrides, *args.overrides]
 
 
-def curve(folder: Path) -> list[dict[str, Any]]:
-    with open(folder / "summary.csv") as stream:
-        rows = list(csv.DictReader(stream))
-    numeric = []
-    for row in rows:
-        numeric.append({k: (float(v) if v not in ("", None) and k != "stop_reason" else v)
-                        for k, v in row.items()})
-    return numeric
-
-
-def add_offset_free_energies(folder: Path, rows: list[dict[str, Any]],
-                             tests: dict[str, Path]) -> None:
-    r"""Adds ``test_md<T>_energy_mae_offset_free`` to each round's row: the committee-mean
-    energy MAE after removing its mean error over the test set. A constant offset moves
-    no force and no MD trajectory, but with few frames it can dominate the plain MAE."""
+def run_one(overrides: list[str]) -> float:
+    r"""One loop in this (worker) process; returns its wall seconds."""
     import torch
 
-    from hipnn_pyg.data import ASEDataset
-    from hipnn_pyg.nn.predict import predict
-    from hipnn_pyg.serialization import load_model
+    from hipnn_pyg.active.loop import run_active
+    from hipnn_pyg.active.training import compose
 
-    batches = {name: ASEDataset(path).gather(range(len(ASEDataset(path))))
-               for name, path in tests.items()}
-    for row in rows:
-        members = sorted((folder / f"round_{int(row['round']):03d}" / "models").glob("*/model.pt"))
-        if not members:
-            continue
-        models = [load_model(path) for path in members]
-        for name, batch in batches.items():
-            with torch.no_grad():
-                energy = torch.stack([predict(m, batch, compute_forces=False)["energy"].double()
-                                      for m in models]).mean(0)
-            error = energy - batch.energy.double()
-            row[f"test_{name}_energy_mae_offset_free"] = float((error - error.mean()).abs().mean())
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    run_active(compose("active", overrides))
+    return time.perf_counter() - start
 
 
-def first_match(reference: float, rows: list[dict[str, Any]], key: str) -> int | None:
-    for row in rows:
-        value = row.get(key)
-        if isinstance(value, float) and value <= reference:
-            return int(row["train_size"])
+def rounds(folder: Path) -> list[dict[str, Any]]:
+    r"""Each round's ``metrics.json`` of one run."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("round_*/metrics.json"))]
+
+
+def sources(folder: Path) -> Counter[str]:
+    r"""Where a run's selected frames came from: explorer and temperature."""
+    from hipnn_pyg.extxyz import read_frames
+
+    found: Counter[str] = Counter()
+    for path in sorted(folder.glob("round_*/selected.extxyz")):
+        for atoms in read_frames(path):
+            explorer = str(atoms.info.get("explorer", "?"))
+            temperature = atoms.info.get("temperature_K")
+            found[f"{explorer} {float(temperature):g} K" if temperature is not None
+                  else explorer] += 1
+    return found
+
+
+# ---------------------------------------------------------------- statistics
+def aggregate(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    r"""Per round: training size and, per test set and metric, mean/min/max over
+    seeds (rounds every seed reached)."""
+    count = min(len(r) for r in runs.values())
+    table = []
+    for k in range(count):
+        row: dict[str, Any] = {"round": k, "train_size": [runs[s][k]["train_size"]
+                                                          for s in sorted(runs)]}
+        for name in TEST_SETS:
+            for key in (*KEYS, *(f"spearman_{m}" for m in MEASURES)):
+                values = [runs[s][k].get("errors", {}).get(f"test_{name}", {}).get(key)
+                          for s in sorted(runs)]
+                values = [float(v) for v in values if v is not None]
+                if values:
+                    row[f"{name}/{key}"] = {"mean": float(np.mean(values)),
+                                            "min": float(np.min(values)),
+                                            "max": float(np.max(values)), "n": len(values)}
+        table.append(row)
+    return table
+
+
+def labels_to_reach(table: list[dict[str, Any]], key: str, target: float) -> int | None:
+    r"""The first mean training size whose mean ``key`` is at or below ``target``."""
+    for row in table:
+        if key in row and row[key]["mean"] <= target:
+            return int(np.mean(row["train_size"]))
     return None
 
 
-def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]],
+         title: str, path: Path) -> None:
     from hipnn_pyg.plotting import pyplot, save_figure
 
     plt = pyplot()
-    fig, axes = plt.subplots(3, 2, figsize=(9, 10), sharex=True)
-    for row_axes, key, unit in zip(axes, ("energy_mae", "energy_mae_offset_free", "forces_mae"),
-                                   ("meV", "meV", "meV/Å"), strict=True):
-        for axis, temperature in zip(row_axes, TEMPERATURES, strict=True):
-            for method, rows in curves.items():
-                points = [(r["train_size"], 1000 * r[f"test_md{temperature}_{key}"])
-                          for r in rows if isinstance(r.get(f"test_md{temperature}_{key}"), float)]
-                if points:
-                    x, y = zip(*points, strict=True)
-                    axis.plot(x, y, "o-", label=METHODS[method])
-            axis.set_title(f"GFN2-xTB MD at {temperature} K")
-            label = "energy MAE, offset removed" if key.endswith("offset_free") else \
-                f"{key.split('_')[0]} MAE"
-            axis.set_ylabel(f"test {label} ({unit})")
-            log_axes(axis, [r["train_size"] for rows in curves.values() for r in rows])
-            axis.legend()
-    for axis in axes[-1]:
-        axis.set_xlabel("training-set size (frames)")
-    fig.suptitle("Ethanol, HIP-NN committee: active learning vs random selection")
+    fig, axes = plt.subplots(3, len(TEST_SETS), figsize=(4 * len(TEST_SETS), 10))
+    for column, name in enumerate(TEST_SETS):
+        for axis, key, label in ((axes[0, column], "forces_mae", "force MAE"),
+                                 (axes[1, column], "frame_forces_rmse_max",
+                                  "largest frame force RMSE")):
+            for arm, table in tables.items():
+                rows = [r for r in table if f"{name}/{key}" in r]
+                x = [np.mean(r["train_size"]) for r in rows]
+                mean = [1000 * r[f"{name}/{key}"]["mean"] for r in rows]
+                low = [1000 * r[f"{name}/{key}"]["min"] for r in rows]
+                high = [1000 * r[f"{name}/{key}"]["max"] for r in rows]
+                line, = axis.plot(x, mean, "o-", label=ARMS[arm])
+                axis.fill_between(x, low, high, alpha=0.2, color=line.get_color())
+            axis.set_title(name)
+            axis.set_ylabel(f"{label} (meV/Å)")
+            axis.set_xlabel("labelled frames")
+            axis.set_yscale("log")
+            axis.grid(alpha=0.3, which="both")
+            axis.legend(fontsize=8)
+    for axis in axes[2, 1:]:
+        axis.remove()
+    axis = axes[2, 0]
+    labels = sorted(set().union(*found.values()))
+    width = 0.8 / max(len(found), 1)
+    for k, (arm, counts) in enumerate(found.items()):
+        axis.bar(np.arange(len(labels)) + k * width, [counts[name] for name in labels],
+                 width, label=ARMS[arm])
+    axis.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=60,
+                    ha="right", fontsize=8)
+    axis.set_ylabel("selected frames (all seeds)")
+    axis.legend(fontsize=8)
+    fig.suptitle(title + " (line: mean over seeds, band: min-max)")
     save_figure(fig, path)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main() -> None:
     args = arguments()
     wall = time.perf_counter()
-    args.output.mkdir(parents=True, exist_ok=True)
-    tests = make_test_sets(args.output / "test_sets", args.test_frames, args.md_steps,
-                           args.seed)
-    seconds = {method: run(method, args, tests)
-               for method in ([args.only] if args.only else METHODS)}
-    if args.only:
-        return
-    curves = {method: curve(args.output / method) for method in METHODS}
-    for method, rows in curves.items():
-        add_offset_free_energies(args.output / method, rows, tests)
+    sets = args.output.parent / "test_sets"
+    tests = make_test_sets(sets, args.test_frames)
+    pool = make_pool(args.output, args.pool_frames) if args.mode == "pool" else None
+    setup_seconds = time.perf_counter() - wall
+    jobs = [(arm, seed, run_overrides(args, arm, seed, tests,
+                                      start_frames(args.output, seed, args.initial), pool))
+            for seed in args.seeds for arm in ARMS]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as executor:
+        seconds = dict(zip([(arm, seed) for arm, seed, _ in jobs],
+                           executor.map(run_one, [o for _, _, o in jobs]), strict=True))
 
-    print("\ntest MAE of the committee mean: energy / energy with its mean offset removed "
-          "(meV per molecule) / forces (meV/Å)")
-    for method, rows in curves.items():
-        print(f"{METHODS[method]}:")
-        print(f"{'round':>5} {'frames':>6} " + " ".join(f"{'md' + str(t) + ' E / E-offset / F':>28}"
-                                                    for t in TEMPERATURES))
-        for r in rows:
-            cells = [f"{1000 * r[f'test_md{t}_energy_mae']:>8.2f} / "
-                     f"{1000 * r.get(f'test_md{t}_energy_mae_offset_free', float('nan')):>7.2f} / "
-                     f"{1000 * r[f'test_md{t}_forces_mae']:>7.1f}" for t in TEMPERATURES]
-            print(f"{int(r['round']):>5} {int(r['train_size']):>6} " + " ".join(cells))
-
-    results: dict[str, Any] = {"rounds": args.rounds, "per_round": args.per_round,
-                               "overrides": args.overrides, "curves": curves}
-    matches = {}
-    for t in TEMPERATURES:
-        for key in ("energy_mae", "energy_mae_offset_free", "forces_mae"):
-            name = f"test_md{t}_{key}"
-            al_final = curves["qbc"][-1]
-            target = al_final[name]
-            size = first_match(target, curves["random"], name)
-            matches[name] = size
-            verdict = (f"random first matches it at {size} frames" if size is not None
-                       else f"random never matches it (up to "
-                            f"{int(curves['random'][-1]['train_size'])} frames)")
-            print(f"md{t} {key}: AL final {1000 * target:.2f} at "
-                  f"{int(al_final['train_size'])} frames; {verdict}")
-    results["random_matches_al_final_at"] = matches
-    for method in METHODS:
-        oracle = sum(r["oracle_seconds"] for r in curves[method]
-                     if isinstance(r.get("oracle_seconds"), float))
-        results[f"{method}_oracle_seconds"] = oracle
-        results[f"{method}_wall_seconds"] = seconds[method]
-        print(f"{METHODS[method]}: oracle {oracle:.1f} s, loop wall time {seconds[method]:.0f} s")
+    tables = {arm: aggregate({s: rounds(args.output / f"{arm}_seed{s}") for s in args.seeds})
+              for arm in ARMS}
+    found = {arm: sum((sources(args.output / f"{arm}_seed{s}") for s in args.seeds),
+                      Counter()) for arm in ARMS}
+    print(f"\n{args.mode} mode, seeds {args.seeds}: mean over seeds [min, max]; forces meV/Å,"
+          " energy meV (offset-free)")
+    for name in TEST_SETS:
+        print(f"\n{name}: {'frames':>6} " + " ".join(f"{k:>28}" for k in KEYS))
+        for arm, table in tables.items():
+            for row in table:
+                cells = [f"{1000 * row[f'{name}/{k}']['mean']:8.1f} "
+                         f"[{1000 * row[f'{name}/{k}']['min']:7.1f},"
+                         f"{1000 * row[f'{name}/{k}']['max']:7.1f}]"
+                         if f"{name}/{k}" in row else f"{'-':>28}" for k in KEYS]
+                print(f"{arm:>6} {np.mean(row['train_size']):6.0f} " + " ".join(cells))
+    reach = {}
+    for name in TEST_SETS:
+        for key in ("forces_mae", "frame_forces_rmse_max", "energy_mae_offset_free"):
+            target = tables["random"][-1][f"{name}/{key}"]["mean"]
+            reach[f"{name}/{key}"] = {"target": target, **{
+                arm: labels_to_reach(tables[arm], f"{name}/{key}", target) for arm in ARMS}}
+    print("\nlabelled frames each arm needs (mean over seeds) to reach random's final error:")
+    for key, value in reach.items():
+        print(f"  {key:>40}: target {1000 * value['target']:.1f}; "
+              + ", ".join(f"{arm} {value[arm]}" for arm in ARMS))
+    correlation = {name: {m: float(np.mean([r[f"{name}/spearman_{m}"]["mean"]
+                                            for r in tables["qbc"]
+                                            if f"{name}/spearman_{m}" in r]))
+                          for m in MEASURES} for name in TEST_SETS}
+    print("\nrank correlation of disagreement with per-frame force error (QBC committees, "
+          "mean over rounds and seeds):")
+    for name, values in correlation.items():
+        print(f"  {name:>12}: " + ", ".join(f"{m} {v:+.2f}" for m, v in values.items()))
+    print("\nselected frames by source (all seeds and rounds):")
+    for arm, counts in found.items():
+        print(f"  {arm:>6}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     total = time.perf_counter() - wall
-    results["total_wall_seconds_this_call"] = total
-    print(f"total wall time of this call {total:.0f} s (test-set MD included when made)")
+    print(f"\nwall time {total:.0f} s (sets {setup_seconds:.0f} s, runs "
+          f"{sum(seconds.values()):.0f} s over {args.jobs} job(s))")
+
+    record = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "commit": commit(), "date": datetime.date.today().isoformat(), "mode": args.mode,
+        "seeds": args.seeds, "rounds": args.rounds, "per_round": args.per_round,
+        "initial": args.initial, "overrides": args.overrides, "udd": args.udd,
+        "test_sets": {name: str(path) for name, path in tests.items()},
+        "table": tables, "labels_to_reach_random_final": reach,
+        "spearman_qbc_mean": correlation,
+        "selected_sources": {arm: dict(c) for arm, c in found.items()},
+        "run_seconds": {f"{arm}_seed{seed}": s for (arm, seed), s in seconds.items()},
+        "wall_seconds": total,
+    }
+    out = args.output / "bench_active.json"
+    out.write_text(json.dumps(record, indent=1))
     figure = args.output / "bench_active.png"
-    plot(curves, figure)
-    if args.figure is not None:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        args.figure.write_bytes(figure.read_bytes())
-    (args.output / "bench_active.json").write_text(json.dumps(results, indent=2))
-    print(f"figure {figure}; numbers {args.output / 'bench_active.json'}")
+    plot(tables, found, f"Ethanol, GFN2-xTB, {args.mode} mode: QBC vs random", figure)
+    for source, target in ((figure, args.figure), (out, args.record)):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    with open(args.output / "summary.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["arm", "round", "frames", *[f"{n}/{k}" for n in TEST_SETS for k in KEYS]])
+        for arm, table in tables.items():
+            for row in table:
+                writer.writerow([arm, row["round"], np.mean(row["train_size"]), *[
+                    row.get(f"{n}/{k}", {}).get("mean", "") for n in TEST_SETS for k in KEYS]])
+    print(f"figure {figure}; record {out}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ All randomness comes from ``seed``, so a rerun proposes the same candidates.
 * :class:`NormalModeExplorer`: ANI-1x normal-mode sampling around geometries minimised
   on the committee mean, from its finite-difference Hessian.
 * :class:`PoolExplorer`: a user-given file of unlabelled structures.
+* :class:`~hipnn_pyg.active.udd.UncertaintyDrivenExplorer`: Langevin MD biased towards
+  the committee's disagreement.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import Calculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.neighborlist import neighbor_list
 
@@ -63,6 +66,16 @@ def candidate(atoms: Atoms, prediction: Prediction, explorer: str, group: str,
 def sub_seed(*keys: int) -> int:
     r"""A 32-bit seed derived from ``keys`` (run seed, round, member, ...)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def choose_seeds(count: int, max_seeds: int | None, seed: int) -> list[int]:
+    r"""Indices of the seed geometries an explorer starts from this round: all of the
+    ``count``, or ``max_seeds`` of them drawn with ``seed`` (the round's), so the rounds
+    rotate through the data set."""
+    if max_seeds is None or max_seeds >= count:
+        return list(range(count))
+    rng = np.random.default_rng(sub_seed(seed, 7))
+    return sorted(rng.choice(count, size=max_seeds, replace=False).tolist())
 
 
 def _too_close(atoms: Atoms, min_distance: float) -> bool:
@@ -138,15 +151,11 @@ class LangevinExplorer:
     def explore(self, committee: Committee, seeds: Sequence[Atoms], seed: int) -> list[Atoms]:
         r"""Runs every trajectory; returns their candidate frames."""
         frames: list[Atoms] = []
-        chosen = list(range(len(seeds)))
-        if self.max_seeds is not None and self.max_seeds < len(seeds):
-            rng = np.random.default_rng(sub_seed(seed, 7))
-            chosen = sorted(rng.choice(len(seeds), size=self.max_seeds, replace=False).tolist())
-        for s in chosen:
+        for s in choose_seeds(len(seeds), self.max_seeds, seed):
             start = seeds[s]
             for t, temperature in enumerate(self.temperatures_K):
                 for r in range(self.trajectories):
-                    group = f"md:s{s}:T{temperature:g}:r{r}"
+                    group = f"{self.name}:s{s}:T{temperature:g}:r{r}"
                     frames += self.trajectory(committee, start, temperature,
                                               sub_seed(seed, s, t, r), group)
         return frames
@@ -161,7 +170,7 @@ class LangevinExplorer:
         Stationary(atoms)
         if not atoms.pbc.any() and len(atoms) > 2:
             ZeroRotation(atoms)
-        atoms.calc = committee
+        atoms.calc = self.dynamics_calculator(committee)
         dynamics = make_dynamics(atoms, "nvt_langevin", self.timestep_fs, temperature_K,
                                  friction_per_fs=self.friction_per_fs, seed=seed)
         frames: list[Atoms] = []
@@ -183,6 +192,10 @@ class LangevinExplorer:
             if threshold is not None and prediction.measure(self.measure) > threshold:
                 break
         return frames
+
+    def dynamics_calculator(self, committee: Committee) -> Calculator:
+        r"""What drives the dynamics: the committee's mean (a biased explorer adds to it)."""
+        return committee
 
     def _problem(self, atoms: Atoms, temperature_K: float) -> str | None:
         if not np.isfinite(atoms.positions).all():
@@ -216,7 +229,8 @@ class NormalModeExplorer:
         delta (float): Finite-difference step, Å. (default: :obj:`0.005`)
         min_eigenvalue (float): Smallest kept mass-weighted Hessian eigenvalue,
             eV/(Å² amu). (default: :obj:`1e-3`)
-        max_seeds (int, optional): Use only the first seed geometries.
+        max_seeds (int, optional): Seed geometries per round, drawn from all of them
+            with the round's seed (minima around several of them over the rounds).
             (default: :obj:`None`, all)
     """
 
@@ -233,7 +247,8 @@ class NormalModeExplorer:
     def explore(self, committee: Committee, seeds: Sequence[Atoms], seed: int) -> list[Atoms]:
         r"""Minimises every seed and samples around it; returns the candidates."""
         frames: list[Atoms] = []
-        for s, start in enumerate(seeds[:self.max_seeds]):
+        for s in choose_seeds(len(seeds), self.max_seeds, seed):
+            start = seeds[s]
             try:
                 minimum = self.minimise(committee, start)
                 directions, constants = self.modes(committee, minimum)
@@ -337,8 +352,9 @@ class PoolExplorer:
         frame's ``info["active_group"]`` keeps its given group: ``max_per_group`` then
         limits the picks per group, e.g. per source trajectory)."""
         frames = []
-        for i, atoms in enumerate(self.frames):
-            frame = candidate(atoms, committee.predict(atoms), self.name,
+        predictions = committee.predict_many(self.frames)
+        for i, (atoms, prediction) in enumerate(zip(self.frames, predictions, strict=True)):
+            frame = candidate(atoms, prediction, self.name,
                               str(atoms.info.get("active_group", f"pool:{i}")), i)
             frame.info[ID_KEY] = f"pool:{i}"  # the frame's identity across rounds
             frames.append(frame)

@@ -12,6 +12,7 @@ Everything lives in one run folder::
     config.yaml          the active config of the run (a resume must match it)
     state.json           round and stage reached (written atomically)
     initial.extxyz       the start data; initial_labelled.extxyz: those the oracle labelled
+    validation.extxyz    the committee's fixed validation frames (``ensemble.validation``)
     dataset.extxyz       the growing training set
     summary.csv          one row per round; learning_curve.png
     round_000/           train.extxyz, models/member_<k>/ (model.pt, ...), candidates,
@@ -55,7 +56,7 @@ from hipnn_pyg.active.structures import (
     read,
     write_frames,
 )
-from hipnn_pyg.active.training import member_config, train_member
+from hipnn_pyg.active.training import StepBudget, member_config, train_member
 from hipnn_pyg.atomic import atomic_write_text
 from hipnn_pyg.extxyz import read_frames
 
@@ -149,20 +150,28 @@ class ActiveLearning:
             raise ValueError(f"{self.run_dir} holds a run with other settings ({different}); "
                              f"continue it with the same config or choose a new run_dir")
 
-    def _member_config(self, round_: int, member: int, data_path: Path) -> DictConfig:
+    def _member_config(self, round_: int, member: int, data_path: Path,
+                       num_frames: int | None = None) -> DictConfig:
         ensemble = self.active.ensemble
         warm = None
         if ensemble.get("warm_start", False) and round_ > 0:
             warm = self.round_dir(round_ - 1) / "models" / f"member_{member}" / "model.pt"
+        steps = ensemble.get("steps")
+        budget = None if steps is None else StepBudget(
+            int(steps), int(ensemble.get("validations", 10)),
+            float(ensemble.get("final_lr_fraction", 0.01)))
+        validation = self.run_dir / "validation.extxyz"
         return member_config(
             list(ensemble.get("train_overrides") or []), data_path,
             self.round_dir(round_) / "models" / f"member_{member}",
             sub_seed(self.seed, round_, member) % 2**31,
-            float(ensemble.get("val_fraction", 0.1)), warm, self.cfg.get("num_threads"))
+            float(ensemble.get("val_fraction", 0.1)), warm, self.cfg.get("num_threads"),
+            budget, validation if ensemble.get("validation") is not None else None,
+            num_frames)
 
     def species(self) -> list[int]:
         r"""The atomic numbers the committee's model config knows."""
-        cfg = self._member_config(0, 0, self.run_dir / "dataset.extxyz")
+        cfg = self._member_config(0, 0, self.run_dir / "dataset.extxyz", num_frames=1)
         return [int(z) for z in cfg.model.representation.species]
 
     def _check_inputs(self) -> None:
@@ -171,6 +180,7 @@ class ActiveLearning:
         species = self.species()
         check_frames(self.initial_frames(), species, "active.initial")
         check_frames(self.seed_frames(), species, "active.seeds")
+        check_frames(self.validation_frames(), species, "active.ensemble.validation")
         for explorer in self.explorers.values():
             if hasattr(explorer, "check_frames"):
                 explorer.check_frames(species)
@@ -186,6 +196,20 @@ class ActiveLearning:
                 atoms.info[ID_KEY] = f"initial:{i}"
             self._initial: list[Atoms] = list(frames)
         return self._initial
+
+    def validation_frames(self) -> list[Atoms]:
+        r"""The committee's fixed validation frames (``ensemble.validation``; none:
+        each member holds out ``val_fraction`` of its data)."""
+        node = self.active.ensemble.get("validation")
+        if node is None:
+            return []
+        if not hasattr(self, "_validation"):
+            frames = list(instantiate(node))
+            if not frames or not all(has_labels(a) for a in frames):
+                raise ValueError("active.ensemble.validation: give labelled frames (energy "
+                                 "and forces), at least one")
+            self._validation = frames
+        return self._validation
 
     def seed_frames(self) -> list[Atoms]:
         if self.active.get("seeds") is None:
@@ -217,6 +241,8 @@ class ActiveLearning:
                              f"{self.run_dir / 'initial_failures.jsonl'}")
         write_frames(self.run_dir / "initial.extxyz", data)
         write_frames(self.run_dir / "dataset.extxyz", data)
+        if self.validation_frames():
+            write_frames(self.run_dir / "validation.extxyz", self.validation_frames())
 
     def _train(self, round_: int) -> Committee:
         folder = self.round_dir(round_)
@@ -231,7 +257,7 @@ class ActiveLearning:
                 rng = np.random.default_rng(sub_seed(self.seed, round_, member, 1))
                 path = folder / "models" / f"member_{member}" / "bootstrap.extxyz"
                 write_frames(path, [data[i] for i in rng.integers(0, len(data), len(data))])
-            results.append(train_member(self._member_config(round_, member, path)))
+            results.append(train_member(self._member_config(round_, member, path, len(data))))
         committee = self.committee(round_)
         errors = {"val": member_validation(results)}
         for name, frames in self.test_sets().items():
@@ -295,7 +321,8 @@ class ActiveLearning:
         else:
             picked = select_by_committee(
                 candidates, str(active.measure), float(active.threshold), count,
-                active.get("max_per_group"), int(active.get("min_separation", 0)))
+                active.get("max_per_group"), int(active.get("min_separation", 0)),
+                active.get("diversity"), int(active.get("shortlist_factor", 3)))
         selected = [plain_copy(candidates[i]) for i in picked]
         write_frames(self.round_dir(round_) / "selected.extxyz", selected)
         return len(selected)

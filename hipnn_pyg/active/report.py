@@ -19,6 +19,8 @@ from hipnn_pyg.atomic import atomic_write_text
 #: Leading columns of ``summary.csv``; error columns (eV, eV/Å) and ``stop_reason`` follow.
 SUMMARY_COLUMNS = ["round", "train_size", "labelled", "failed", "oracle_seconds",
                    "candidates", "rho_mean", "rho_max", "force_dev_max"]
+#: The disagreement measures whose rank correlation with the error is reported.
+MEASURE_KEYS = ("rho", "rho_centred", "force_dev")
 #: Error columns per split (``val`` and ``test_<name>``).
 ERROR_KEYS = ["energy_mae", "energy_rmse", "forces_mae", "forces_rmse"]
 
@@ -28,23 +30,46 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def committee_errors(committee: Committee, frames: Sequence[Atoms]) -> dict[str, float]:
-    r"""MAE and RMSE of the committee mean's energies (eV per structure) and force
-    components (eV/Å) against the frames' labels."""
-    energy, forces = [], []
-    for atoms in frames:
+    r"""The committee mean's errors on labelled ``frames`` and how well its disagreement
+    ranks them.
+
+    Energies (eV per structure): ``energy_mae``, ``energy_rmse`` and
+    ``energy_mae_offset_free`` (after removing the mean error over the frames, which
+    moves no force). Forces (eV/Å, components): ``forces_mae``, ``forces_rmse``, and over
+    the frames' own force RMSEs their 95th percentile ``frame_forces_rmse_p95`` and
+    maximum ``frame_forces_rmse_max``. ``spearman_<measure>``: the rank correlation of
+    each disagreement measure (``rho``, ``rho_centred``, ``force_dev``) with the frames'
+    force RMSE (with the offset-free absolute energy error without forces).
+    """
+    from scipy.stats import spearmanr
+
+    energy, forces, measures = [], [], []
+    for atoms, prediction in zip(frames, committee.predict_many(frames), strict=True):
         reference = atoms.calc.results if atoms.calc is not None else {}
         if "energy" not in reference:
             raise ValueError(f"test frame {len(energy)} has no energy label")
-        prediction = committee.predict(atoms)
         energy.append(prediction.energy - float(reference["energy"]))
+        measures.append({key: getattr(prediction, key) for key in MEASURE_KEYS})
         if "forces" in reference:
-            forces.append((prediction.forces - np.asarray(reference["forces"])).reshape(-1))
-    errors = {"energy_mae": float(np.mean(np.abs(energy))),
-              "energy_rmse": float(np.sqrt(np.mean(np.square(energy))))}
-    if forces:
-        flat = np.concatenate(forces)
+            forces.append(prediction.forces - np.asarray(reference["forces"]))
+    energy_error = np.array(energy)
+    offset_free = energy_error - energy_error.mean()
+    errors = {"energy_mae": float(np.mean(np.abs(energy_error))),
+              "energy_rmse": float(np.sqrt(np.mean(np.square(energy_error)))),
+              "energy_mae_offset_free": float(np.mean(np.abs(offset_free)))}
+    per_frame = np.abs(offset_free)
+    if len(forces) == len(frames):
+        flat = np.concatenate([f.reshape(-1) for f in forces])
+        per_frame = np.array([np.sqrt(np.mean(np.square(f))) for f in forces])
         errors.update(forces_mae=float(np.mean(np.abs(flat))),
-                      forces_rmse=float(np.sqrt(np.mean(np.square(flat)))))
+                      forces_rmse=float(np.sqrt(np.mean(np.square(flat)))),
+                      frame_forces_rmse_p95=float(np.percentile(per_frame, 95)),
+                      frame_forces_rmse_max=float(per_frame.max()))
+    if len(frames) > 2:
+        for key in MEASURE_KEYS:
+            values = np.array([m[key] for m in measures])
+            if np.ptp(values) > 0 and np.ptp(per_frame) > 0:
+                errors[f"spearman_{key}"] = float(spearmanr(values, per_frame)[0])
     return errors
 
 

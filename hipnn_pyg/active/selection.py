@@ -3,7 +3,10 @@ r"""Choosing which candidates the oracle labels.
 * :func:`select_by_committee`: query by committee. Candidates whose disagreement
   passes the threshold, highest first, at most ``max_frames``, spread out: at most
   ``max_per_group`` from one trajectory (or pool) and none closer than
-  ``min_separation`` frames along it to one already taken.
+  ``min_separation`` frames along it to one already taken. With ``diversity="fps"``
+  a shortlist of ``shortlist_factor`` times as many is made that way, and the picks
+  are thinned from it by farthest-point sampling (starting from the most uncertain),
+  so a batch does not spend its labels on near-copies of one uncertain structure.
 * :func:`select_random`: the baseline. The same number of frames drawn uniformly
   from the same candidates.
 """
@@ -19,6 +22,39 @@ from hipnn_pyg.active.committee import MEASURES
 
 #: Selection methods of the loop (``selection=...``).
 METHODS = ("qbc", "random")
+#: Batch diversity rules of :func:`select_by_committee`.
+DIVERSITY = (None, "fps")
+
+
+def inverse_distances(atoms: Atoms) -> np.ndarray:
+    r"""The structure's descriptor for diversity: inverse interatomic distances
+    ``1/r_ij`` (1/Å) over atom pairs ``i < j`` (minimum image where periodic), invariant
+    to rotation and translation."""
+    distances = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+    upper = np.triu_indices(len(atoms), k=1)
+    return 1.0 / np.maximum(distances[upper], 1e-6)
+
+
+def farthest_points(candidates: Sequence[Atoms], order: Sequence[int], count: int) -> list[int]:
+    r"""``count`` of the candidate indices in ``order``, by farthest-point sampling on
+    :func:`inverse_distances` (root-mean-square difference), starting from ``order[0]``.
+    Structures of other atom sequences are infinitely far apart."""
+    order = list(order)
+    if len(order) <= count:
+        return order
+    descriptors = [inverse_distances(candidates[i]) for i in order]
+    keys = [tuple(candidates[i].numbers) for i in order]
+    nearest = np.full(len(order), np.inf)
+    chosen = [0]
+    for _ in range(count - 1):
+        last = chosen[-1]
+        for k in range(len(order)):
+            if keys[k] == keys[last]:
+                rms = float(np.sqrt(np.mean((descriptors[k] - descriptors[last]) ** 2)))
+                nearest[k] = min(nearest[k], rms)
+        nearest[chosen] = -1.0
+        chosen.append(int(np.argmax(nearest)))  # ties: the more uncertain (earlier)
+    return [order[k] for k in chosen]
 
 
 def disagreement(atoms: Atoms, measure: str) -> float:
@@ -31,7 +67,8 @@ def disagreement(atoms: Atoms, measure: str) -> float:
 
 def select_by_committee(candidates: Sequence[Atoms], measure: str = "energy",
                         threshold: float = 0.0, max_frames: int = 10,
-                        max_per_group: int | None = None, min_separation: int = 0) -> list[int]:
+                        max_per_group: int | None = None, min_separation: int = 0,
+                        diversity: str | None = None, shortlist_factor: int = 3) -> list[int]:
     r"""Indices of the candidates to label, by query by committee (see module docs),
     in decreasing disagreement.
 
@@ -45,7 +82,18 @@ def select_by_committee(candidates: Sequence[Atoms], measure: str = "energy",
             :obj:`None`, no limit)
         min_separation (int): Smallest distance in ``active_order`` between two picks
             of one group. (default: :obj:`0`)
+        diversity (str, optional): ``"fps"``: thin a shortlist by farthest-point
+            sampling (see module docs). (default: :obj:`None`)
+        shortlist_factor (int): The shortlist's size in multiples of ``max_frames``.
+            (default: :obj:`3`)
     """
+    if diversity not in DIVERSITY:
+        raise ValueError(f"unknown diversity rule {diversity!r}; choose one of {DIVERSITY}")
+    if diversity is not None:
+        shortlist = select_by_committee(candidates, measure, threshold,
+                                        max_frames * max(int(shortlist_factor), 1),
+                                        max_per_group, min_separation)
+        return farthest_points(candidates, shortlist, max_frames)
     values = np.array([disagreement(atoms, measure) for atoms in candidates])
     order = np.argsort(-values, kind="stable")
     picked: list[int] = []

@@ -14,7 +14,9 @@ import copy
 import functools
 import json
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,61 @@ def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
     return _resolved(_composed(config_name, tuple(overrides)))
 
 
+@dataclass(frozen=True)
+class StepBudget:
+    r"""Every member trains for ``steps`` optimiser steps (see module docs).
+
+    Args:
+        steps (int): Optimiser steps per member and round (rounded up to whole
+            epochs between validations, see :meth:`apply`).
+        validations (int): About this many validations over the budget (each may keep
+            a checkpoint). (default: :obj:`10`)
+        final_lr_fraction (float): The cosine decay ends at this fraction of the
+            optimiser's learning rate. (default: :obj:`0.01`)
+    """
+
+    steps: int
+    validations: int = 10
+    final_lr_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.validations < 1 or not 0 <= self.final_lr_fraction <= 1:
+            raise ValueError(f"a step budget needs steps >= 1, validations >= 1 and "
+                             f"0 <= final_lr_fraction <= 1, got {self}")
+
+    def apply(self, cfg: DictConfig, num_train_frames: int) -> None:
+        r"""Sets the trainer, schedule and callbacks of the resolved member ``cfg``.
+
+        Training runs whole epochs, the last one validated (so the final, fully decayed
+        weights can be the checkpoint kept): the step count is ``steps`` rounded up to
+        a whole number of validation intervals, at most ``steps / validations`` more."""
+        steps_per_epoch = max(math.ceil(num_train_frames / int(cfg.data.batch_size)), 1)
+        epochs = math.ceil(self.steps / steps_per_epoch)
+        every = max(round(epochs / self.validations), 1)
+        epochs = math.ceil(epochs / every) * every
+        with open_dict(cfg):
+            cfg.trainer.max_steps = -1
+            cfg.trainer.max_epochs = epochs
+            cfg.trainer.check_val_every_n_epoch = every
+            cfg.module.scheduler = {
+                "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True,
+                "T_max": epochs * steps_per_epoch,
+                "eta_min": float(cfg.module.optimizer.lr) * self.final_lr_fraction}
+            cfg.module.scheduler_interval = "step"
+            cfg.module.warmup_steps = 0  # the cosine schedule owns the learning rate
+            if cfg.get("callbacks"):
+                cfg.callbacks.pop("early_stopping", None)
+
+
 def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: Path,
                   seed: int, val_fraction: float, warm_start: Path | None = None,
-                  num_threads: int | None = None) -> DictConfig:
-    r"""The training config of one committee member (see module docs)."""
+                  num_threads: int | None = None, budget: StepBudget | None = None,
+                  val_path: Path | None = None, num_train_frames: int | None = None
+                  ) -> DictConfig:
+    r"""The training config of one committee member (see module docs): with a
+    ``budget`` (and the training frames it divides into epochs), a fixed number of
+    steps; with ``val_path``, that fixed validation file instead of ``val_fraction`` of
+    the member's data."""
     overrides = [
         "data=ase", "data.path=???", "data.num_train=null",
         f"data.num_val={float(val_fraction)}", "data.num_test=0", "test=false",
@@ -116,7 +169,12 @@ def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: P
     cfg = _resolved(_composed("train", tuple(overrides)), {
         "paths.output_dir": str(output_dir), "paths.log_dir": str(output_dir / "logs"),
         "data.path": str(data_path), "data.seed": seed, "seed": seed,
+        **({} if val_path is None else {"data.val_path": str(val_path)}),
     })
+    if budget is not None:
+        if num_train_frames is None:
+            raise ValueError("a step budget needs the number of training frames")
+        budget.apply(cfg, num_train_frames)
     with open_dict(cfg):
         # a killed member continues from its last.ckpt
         cfg.resume = (output_dir / "checkpoints" / "last.ckpt").is_file()

@@ -29,6 +29,10 @@ class HIPNNDataModule(L.LightningDataModule):
     ``seed``. Without it, ``num_test`` configurations of ``path`` are held out (``None``:
     all that train and validation leave).
 
+    With ``val_path``, the validation set is that file (all of it, fixed: active
+    learning's committees validate on one external set however small their training
+    set is) and ``path`` gives no validation frames (``num_val`` is not used).
+
     After :meth:`setup`, :attr:`train_dataset`, :attr:`val_dataset` and
     :attr:`test_dataset` hold the parts (fit self-energies on :attr:`train_dataset`
     only), :attr:`split` the indices into :attr:`dataset`.
@@ -37,6 +41,7 @@ class HIPNNDataModule(L.LightningDataModule):
         path: data file.
         format: file format, ``"auto"`` to detect.
         test_path: optional separate test file (same format).
+        val_path: optional separate validation file (same format).
         num_train: training configurations: count (int) or fraction (float).
         num_val: validation configurations: count or fraction.
         num_test: test configurations: count, fraction or ``None`` (the rest / all).
@@ -71,6 +76,7 @@ class HIPNNDataModule(L.LightningDataModule):
         require_energy: bool = True,
         pin_memory: bool = False,
         fast_loader: bool = True,
+        val_path: PathLike | None = None,
         **dataset_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -78,6 +84,9 @@ class HIPNNDataModule(L.LightningDataModule):
         self.path = Path(path)
         self.format = format
         self.test_path = None if test_path in (None, "") else Path(test_path)
+        self.val_path = None if val_path in (None, "") else Path(val_path)
+        if self.val_path is not None:
+            num_val = 0
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -128,7 +137,8 @@ class HIPNNDataModule(L.LightningDataModule):
                 chosen = split_indices(test_dataset, self.num_test, 0, 0, self.seed).train
                 test_dataset = test_dataset[torch.as_tensor(chosen)]
         self.train_dataset = self.dataset[torch.as_tensor(self.split.train)]
-        self.val_dataset = self.dataset[torch.as_tensor(self.split.val)]
+        self.val_dataset = (self._load(self.val_path) if self.val_path is not None
+                            else self.dataset[torch.as_tensor(self.split.val)])
         self.test_dataset = test_dataset
 
     @property

@@ -76,9 +76,13 @@ class HIPNNLightningModule(LightningModule):
         optimizer (Callable, optional): Builds the optimizer from
             :func:`~hipnn_pyg.train.optim.parameter_groups`, e.g. ``partial(torch.optim.
             AdamW, lr=1e-3, weight_decay=1e-4)``. (default: :obj:`partial(Adam, lr=1e-3)`)
-        scheduler (Callable, optional): Builds the per-epoch learning-rate schedule from
-            the optimizer, e.g. ``partial(ReduceLROnPlateau, factor=0.5)`` (stepped on
-            ``monitor``). (default: :obj:`None`, a constant rate)
+        scheduler (Callable, optional): Builds the learning-rate schedule from the
+            optimizer, e.g. ``partial(ReduceLROnPlateau, factor=0.5)`` (stepped on
+            ``monitor``) or ``partial(CosineAnnealingLR, T_max=2000)``.
+            (default: :obj:`None`, a constant rate)
+        scheduler_interval (str): Step the schedule every ``"epoch"`` or every optimizer
+            ``"step"`` (a decay over a fixed step budget; not a plateau schedule).
+            (default: :obj:`"epoch"`)
         warmup_steps (int): Optimizer steps of linear warm-up to the optimizer's ``lr``.
             (default: :obj:`0`)
         monitor (str): Metric of a plateau schedule. (default: :obj:`"val/loss"`)
@@ -100,6 +104,7 @@ class HIPNNLightningModule(LightningModule):
         warmup_steps: int = 0,
         monitor: str = "val/loss",
         level_weights: Mapping[str, float] | None = None,
+        scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
         if optimizer is not None and not callable(optimizer):
@@ -250,7 +255,8 @@ class HIPNNLightningModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_optimization(self.model, self.optimizer_factory,
-                                      self.scheduler_factory, self.hparams.monitor)
+                                      self.scheduler_factory, self.hparams.monitor,
+                                      self.hparams.get("scheduler_interval", "epoch"))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets hipnn_pyg.serialization.load_model read the (EMA) model straight from a checkpoint.

@@ -33,15 +33,22 @@ def configure_optimization(
     optimizer: Callable[..., Optimizer],
     scheduler: Callable[[Optimizer], Any] | None,
     monitor: str,
+    interval: str = "epoch",
 ) -> dict[str, Any]:
     r"""What :meth:`~lightning.pytorch.LightningModule.configure_optimizers` returns: the
     optimizer over :func:`parameter_groups` and, if given, the schedule stepped once per
-    epoch (a plateau schedule on ``monitor``)."""
+    ``interval`` (``"epoch"`` or ``"step"``; a plateau schedule per epoch on ``monitor``)."""
+    if interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval={interval!r}: choose 'epoch' or 'step'")
     built = optimizer(parameter_groups(model))
     if scheduler is None:
         return {"optimizer": built}
+    schedule = scheduler(built)
+    if interval == "step" and isinstance(schedule, ReduceLROnPlateau):
+        raise ValueError("a plateau schedule follows an epoch metric: use "
+                         "scheduler_interval='epoch' with ReduceLROnPlateau")
     return {"optimizer": built, "lr_scheduler": {
-        "scheduler": scheduler(built), "interval": "epoch", "frequency": 1, "monitor": monitor}}
+        "scheduler": schedule, "interval": interval, "frequency": 1, "monitor": monitor}}
 
 
 def warm_up(optimizer: Any, step: int, warmup_steps: int) -> None:

@@ -65,3 +65,17 @@ def test_offset_free_rho_ignores_a_constant_shift_of_one_member() -> None:
     assert after.rho_centred == pytest.approx(before.rho_centred, rel=1e-9, abs=1e-12)
     np.testing.assert_allclose(shifted.offsets - plain.offsets,
                                np.array([-1, 2, -1]) / 3 * 0.7 * len(probe), atol=1e-9)
+
+
+def test_batched_predictions_equal_one_at_a_time() -> None:
+    committee = Committee(tiny_models(3))
+    frames = [copper(seed) for seed in range(5)]
+    committee.fit_offsets(frames[:3])
+    batched = committee.predict_many(frames, batch_size=2)
+    for atoms, prediction in zip(frames, batched, strict=True):
+        single = committee.predict(atoms)
+        assert prediction.energy == pytest.approx(single.energy, rel=1e-12)
+        np.testing.assert_allclose(prediction.forces, single.forces, atol=1e-10)
+        for key in ("rho", "rho_centred", "force_dev"):
+            assert getattr(prediction, key) == pytest.approx(getattr(single, key), rel=1e-9)
+        np.testing.assert_allclose(prediction.energies, single.energies, rtol=1e-12)

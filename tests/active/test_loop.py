@@ -168,3 +168,48 @@ def test_a_pool_is_labelled_once_across_rounds(tmp_path: Path) -> None:
               read_frames(tmp_path / "run" / f"round_{r:03d}" / "selected.extxyz")]
     assert sorted(picked) == [f"pool:{i}" for i in range(6)]
     assert len(read_frames(tmp_path / "run" / "round_001" / "candidates.extxyz")) == 3
+
+
+def test_a_step_budget_trains_each_member_the_same_steps_on_a_fixed_validation_set(
+        tmp_path: Path) -> None:
+    import ase.io
+    import torch
+
+    labelled = []
+    for seed in range(20, 24):
+        atoms = copper(seed)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        labelled.append(atoms)
+    ase.io.write(tmp_path / "validation.extxyz", labelled)
+    state = run_active(active_config(tmp_path / "run", [
+        *NO_SPREAD, "active.max_rounds=1", "active.final_training=false",
+        "active.ensemble.steps=7", "active.ensemble.validations=2",
+        "active.ensemble.validation={_target_:hipnn_pyg.active.structures.read,"
+        f"path:'{tmp_path / 'validation.extxyz'}'}}"]))
+    assert state["stage"] == "done"
+    run = tmp_path / "run"
+    assert len(read_frames(run / "validation.extxyz")) == 4
+    for member in (0, 1):
+        folder = run / "round_000" / "models" / f"member_{member}"
+        checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+        # 8 frames in batches of 4: 7 steps are 3.5 epochs, rounded up to 2 validations
+        # of 2 epochs each, the last one at the end
+        assert (checkpoint["global_step"], checkpoint["epoch"]) == (8, 3)
+        hparams = checkpoint["hyper_parameters"]
+        assert hparams["scheduler_interval"] == "step"
+        # the cosine decay ends at the floor (1% of the rate) with the last step
+        assert checkpoint["lr_schedulers"][0]["last_epoch"] == 8
+        final = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
+        assert final == pytest.approx(0.01 * 1e-3)
+
+
+def test_unlabelled_validation_frames_are_refused(tmp_path: Path) -> None:
+    import ase.io
+
+    ase.io.write(tmp_path / "validation.extxyz", [copper(30)])
+    cfg = active_config(tmp_path / "run", [
+        "active.ensemble.validation={_target_:hipnn_pyg.active.structures.read,"
+        f"path:'{tmp_path / 'validation.extxyz'}'}}"])
+    with pytest.raises(ValueError, match="active.ensemble.validation: give labelled frames"):
+        run_active(cfg)

@@ -70,6 +70,22 @@ def test_rmd17_official_test_file(shared_data):
     assert len(subset.test_dataset) == 10
 
 
+def test_fixed_validation_file(tmp_path):
+    # active learning's committees validate on one fixed external file: all of it,
+    # and the training file then gives every frame to training
+    from hipnn_pyg.active.structures import read, write_frames
+
+    frames = read("data/ethanol_gfn2/ethanol_gfn2.extxyz", ":30")
+    write_frames(tmp_path / "train.extxyz", frames[:20])
+    write_frames(tmp_path / "val.extxyz", frames[20:])
+    module = HIPNNDataModule(tmp_path / "train.extxyz", val_path=tmp_path / "val.extxyz",
+                             num_train=None, num_val=0.5, num_test=0)
+    module.setup()
+    assert (len(module.train_dataset), len(module.val_dataset)) == (20, 10)
+    np.testing.assert_allclose(module.val_dataset[0].energy.numpy(),
+                               [frames[20].get_potential_energy()])
+
+
 def test_molecules_and_crystals_batch_together(shared_data):
     molecules = ASEDataset(
         require(shared_data / "botnet" / "dataset_ethanol" / "train.xyz"), index=":2"

@@ -75,3 +75,24 @@ def test_step_plateau_needs_the_monitor() -> None:
     assert optimizer.param_groups[0]["lr"] == 0.5
     with pytest.raises(KeyError, match="scheduler monitor 'val/x'"):
         step_plateau(trainer, {"val/loss": 1.0}, "val/x")  # type: ignore[arg-type]
+
+
+def test_a_step_schedule_steps_every_optimizer_step(tmp_path: Path) -> None:
+    from hipnn_pyg.train.optim import configure_optimization
+
+    def cosine(optimizer):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+
+    def adam(groups):
+        return torch.optim.Adam(groups, lr=1e-3)
+
+    configured = configure_optimization(_model(), adam, cosine, "val/loss", "step")
+    assert configured["lr_scheduler"]["interval"] == "step"
+    with pytest.raises(ValueError, match="plateau schedule follows an epoch metric"):
+        configure_optimization(_model(), adam, torch.optim.lr_scheduler.ReduceLROnPlateau,
+                               "val/loss", "step")
+    with pytest.raises(ValueError, match="choose 'epoch' or 'step'"):
+        configure_optimization(_model(), adam, cosine, "val/loss", "batch")
+    configured = _configured(tmp_path, ["module.scheduler_interval=step",
+                                        "module.scheduler=null"])
+    assert "lr_scheduler" not in configured
