@@ -51,6 +51,7 @@ from hipnn_pyg.active.selection import METHODS, select_by_committee, select_rand
 from hipnn_pyg.active.structures import (
     ID_KEY,
     check_frames,
+    common_labels,
     has_labels,
     plain_copy,
     read,
@@ -246,7 +247,8 @@ class ActiveLearning:
 
     def _train(self, round_: int) -> Committee:
         folder = self.round_dir(round_)
-        data = read_frames(self.run_dir / "dataset.extxyz")
+        # the labels every frame has: start frames may carry more than the oracle gives
+        data = common_labels(read_frames(self.run_dir / "dataset.extxyz"))
         train_path = folder / "train.extxyz"
         write_frames(train_path, data)
         ensemble = self.active.ensemble

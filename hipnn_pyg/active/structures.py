@@ -106,6 +106,27 @@ def write_frames(path: PathLike, frames: Sequence[Atoms]) -> Path:
     return path
 
 
+def common_labels(frames: Sequence[Atoms]) -> list[Atoms]:
+    r"""``frames`` with only the labels every one of them has: a data set mixing the
+    start frames' extra results (GFN2's charges, say) with an oracle's energies and
+    forces alone would be refused by the loader ("present in some configurations").
+    Frames that lose nothing are returned as they are."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    keys = [set(a.calc.results) if a.calc is not None else set() for a in frames]
+    common = set.intersection(*keys) if keys else set()
+    out = []
+    for atoms, own in zip(frames, keys, strict=True):
+        if own == common:
+            out.append(atoms)
+            continue
+        copy = plain_copy(atoms)
+        assert atoms.calc is not None
+        copy.calc = SinglePointCalculator(copy, **{k: atoms.calc.results[k] for k in common})
+        out.append(copy)
+    return out
+
+
 def has_labels(atoms: Atoms) -> bool:
     r"""Whether ``atoms`` carries an energy (from its calculator or ``info``)."""
     if atoms.calc is not None and "energy" in atoms.calc.results:
