@@ -266,8 +266,15 @@ def labels_to_reach(table: list[dict[str, Any]], key: str, target: float) -> int
     return None
 
 
+def _source_order(label: str) -> tuple[str, float]:
+    explorer, _, temperature = label.partition(" ")
+    return explorer, float(temperature.removesuffix(" K") or 0.0)
+
+
 def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]],
          title: str, path: Path) -> None:
+    from matplotlib.ticker import FormatStrFormatter
+
     from hipnn_pyg.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -288,12 +295,24 @@ def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]]
             axis.set_ylabel(f"{label} (meV/Å)")
             axis.set_xlabel("labelled frames")
             axis.set_yscale("log")
+            axis.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
             axis.grid(alpha=0.3, which="both")
             axis.legend(fontsize=8)
-    for axis in axes[2, 1:]:
-        axis.remove()
+    for axis, name in zip(axes[2, 1:3], ("mixed", "hot"), strict=True):
+        for measure in MEASURES:
+            rows = [r for r in tables["qbc"] if f"{name}/spearman_{measure}" in r]
+            axis.plot([np.mean(r["train_size"]) for r in rows],
+                      [r[f"{name}/spearman_{measure}"]["mean"] for r in rows], "o-",
+                      label=measure)
+        axis.axhline(0.0, color="grey", lw=0.8)
+        axis.set_title(f"{name}: disagreement vs error (QBC)")
+        axis.set_ylabel("rank correlation with frame force RMSE")
+        axis.set_xlabel("labelled frames")
+        axis.legend(fontsize=8)
+    axes[2, 3].remove()
     axis = axes[2, 0]
-    labels = sorted(set().union(*found.values()))
+    labels = sorted(set().union(*found.values()), key=_source_order)
     width = 0.8 / max(len(found), 1)
     for k, (arm, counts) in enumerate(found.items()):
         axis.bar(np.arange(len(labels)) + k * width, [counts[name] for name in labels],
