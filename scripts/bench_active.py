@@ -336,6 +336,7 @@ def commit() -> str:
 def main() -> None:
     args = arguments()
     wall = time.perf_counter()
+    code = commit()  # the code the runs start from (the tree may move while they run)
     sets = args.output.parent / "test_sets"
     tests = make_test_sets(sets, args.test_frames)
     pool = make_pool(args.output, args.pool_frames) if args.mode == "pool" else None
@@ -390,7 +391,7 @@ def main() -> None:
 
     record = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "commit": commit(), "date": datetime.date.today().isoformat(), "mode": args.mode,
+        "commit": code, "date": datetime.date.today().isoformat(), "mode": args.mode,
         "seeds": args.seeds, "rounds": args.rounds, "per_round": args.per_round,
         "initial": args.initial, "overrides": args.overrides, "udd": args.udd,
         "test_sets": {name: str(path) for name, path in tests.items()},
