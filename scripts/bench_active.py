@@ -57,7 +57,11 @@ import numpy as np
 
 from hipnn_pyg.train.resolvers import repo_root
 
-ARMS = {"qbc": "query by committee", "random": "random"}
+#: arm -> (label, selection, extra overrides). ``qbc`` uses the config's measure
+#: (offset-free ρ); ``qbc_forces`` the largest per-atom force spread.
+ARMS = {"qbc": ("QBC (offset-free ρ)", "qbc", []),
+        "qbc_forces": ("QBC (force spread)", "qbc", ["active.measure=forces"]),
+        "random": ("random", "random", [])}
 TEST_SETS = ("mixed", "hot", "torsion_oh", "torsion_ch3")
 MIXED_K = (300, 600, 900, 1200)
 HOT_K = 1500
@@ -84,6 +88,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--pool-frames", type=int, default=2000)
     parser.add_argument("--udd", action="store_true",
                         help="oracle mode: add the uncertainty-driven dynamics explorer")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=["qbc", "random"],
+                        help="selection arms (random is the baseline and always runs; a "
+                             "finished run in the output folder is reused)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
     parser.add_argument("--figure", type=Path, default=None, help="also copy the figure here")
     parser.add_argument("--record", type=Path, default=None,
@@ -91,6 +98,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/active.yaml")
     args = parser.parse_args()
     args.output = args.output or repo_root() / "logs" / "bench_active" / args.mode
+    args.arms = [arm for arm in ARMS if arm in args.arms or arm == "random"]
     return args
 
 
@@ -185,7 +193,7 @@ def start_frames(folder: Path, seed: int, count: int) -> Path:
 def run_overrides(args: argparse.Namespace, arm: str, seed: int, tests: dict[str, Path],
                   initial: Path, pool: Path | None) -> list[str]:
     overrides = [
-        "active=ethanol_gfn2", f"selection={arm}", f"seed={seed}", "progress=false",
+        "active=ethanol_gfn2", f"selection={ARMS[arm][1]}", f"seed={seed}", "progress=false",
         f"run_dir={args.output / f'{arm}_seed{seed}'}", f"active.max_rounds={args.rounds}",
         f"active.max_selected={args.per_round}", f"active.initial.path={initial}",
         "active.initial.index=':'",
@@ -201,7 +209,7 @@ def run_overrides(args: argparse.Namespace, arm: str, seed: int, tests: dict[str
                          "UncertaintyDrivenExplorer, temperatures_K: [300], steps: 600, "
                          "check_interval: 20, stop_relative: 3.0, measure: energy_centred, "
                          "max_seeds: 2}")
-    return [*overrides, *args.overrides]
+    return [*overrides, *ARMS[arm][2], *args.overrides]
 
 
 def run_one(overrides: list[str]) -> float:
@@ -289,7 +297,7 @@ def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]]
                 mean = [1000 * r[f"{name}/{key}"]["mean"] for r in rows]
                 low = [1000 * r[f"{name}/{key}"]["min"] for r in rows]
                 high = [1000 * r[f"{name}/{key}"]["max"] for r in rows]
-                line, = axis.plot(x, mean, "o-", label=ARMS[arm])
+                line, = axis.plot(x, mean, "o-", label=ARMS[arm][0])
                 axis.fill_between(x, low, high, alpha=0.2, color=line.get_color())
             axis.set_title(name)
             axis.set_ylabel(f"{label} (meV/Å)")
@@ -301,12 +309,12 @@ def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]]
             axis.legend(fontsize=8)
     for axis, name in zip(axes[2, 1:3], ("mixed", "hot"), strict=True):
         for measure in MEASURES:
-            rows = [r for r in tables["qbc"] if f"{name}/spearman_{measure}" in r]
+            rows = [r for r in tables["random"] if f"{name}/spearman_{measure}" in r]
             axis.plot([np.mean(r["train_size"]) for r in rows],
                       [r[f"{name}/spearman_{measure}"]["mean"] for r in rows], "o-",
                       label=measure)
         axis.axhline(0.0, color="grey", lw=0.8)
-        axis.set_title(f"{name}: disagreement vs error (QBC)")
+        axis.set_title(f"{name}: disagreement vs error (random arm)")
         axis.set_ylabel("rank correlation with frame force RMSE")
         axis.set_xlabel("labelled frames")
         axis.legend(fontsize=8)
@@ -316,7 +324,7 @@ def plot(tables: dict[str, list[dict[str, Any]]], found: dict[str, Counter[str]]
     width = 0.8 / max(len(found), 1)
     for k, (arm, counts) in enumerate(found.items()):
         axis.bar(np.arange(len(labels)) + k * width, [counts[name] for name in labels],
-                 width, label=ARMS[arm])
+                 width, label=ARMS[arm][0])
     axis.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=60,
                     ha="right", fontsize=8)
     axis.set_ylabel("selected frames (all seeds)")
@@ -343,16 +351,16 @@ def main() -> None:
     setup_seconds = time.perf_counter() - wall
     jobs = [(arm, seed, run_overrides(args, arm, seed, tests,
                                       start_frames(args.output, seed, args.initial), pool))
-            for seed in args.seeds for arm in ARMS]
+            for seed in args.seeds for arm in args.arms]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as executor:
         seconds = dict(zip([(arm, seed) for arm, seed, _ in jobs],
                            executor.map(run_one, [o for _, _, o in jobs]), strict=True))
 
     tables = {arm: aggregate({s: rounds(args.output / f"{arm}_seed{s}") for s in args.seeds})
-              for arm in ARMS}
+              for arm in args.arms}
     found = {arm: sum((sources(args.output / f"{arm}_seed{s}") for s in args.seeds),
-                      Counter()) for arm in ARMS}
+                      Counter()) for arm in args.arms}
     print(f"\n{args.mode} mode, seeds {args.seeds}: mean over seeds [min, max]; forces meV/Å,"
           " energy meV (offset-free)")
     for name in TEST_SETS:
@@ -363,28 +371,31 @@ def main() -> None:
                          f"[{1000 * row[f'{name}/{k}']['min']:7.1f},"
                          f"{1000 * row[f'{name}/{k}']['max']:7.1f}]"
                          if f"{name}/{k}" in row else f"{'-':>28}" for k in KEYS]
-                print(f"{arm:>6} {np.mean(row['train_size']):6.0f} " + " ".join(cells))
+                print(f"{arm:>10} {np.mean(row['train_size']):6.0f} " + " ".join(cells))
     reach = {}
     for name in TEST_SETS:
         for key in ("forces_mae", "frame_forces_rmse_max", "energy_mae_offset_free"):
             target = tables["random"][-1][f"{name}/{key}"]["mean"]
             reach[f"{name}/{key}"] = {"target": target, **{
-                arm: labels_to_reach(tables[arm], f"{name}/{key}", target) for arm in ARMS}}
+                arm: labels_to_reach(tables[arm], f"{name}/{key}", target) for arm in args.arms}}
     print("\nlabelled frames each arm needs (mean over seeds) to reach random's final error:")
     for key, value in reach.items():
         print(f"  {key:>40}: target {1000 * value['target']:.1f}; "
-              + ", ".join(f"{arm} {value[arm]}" for arm in ARMS))
-    correlation = {name: {m: float(np.mean([r[f"{name}/spearman_{m}"]["mean"]
-                                            for r in tables["qbc"]
-                                            if f"{name}/spearman_{m}" in r]))
-                          for m in MEASURES} for name in TEST_SETS}
-    print("\nrank correlation of disagreement with per-frame force error (QBC committees, "
-          "mean over rounds and seeds):")
-    for name, values in correlation.items():
-        print(f"  {name:>12}: " + ", ".join(f"{m} {v:+.2f}" for m, v in values.items()))
+              + ", ".join(f"{arm} {value[arm]}" for arm in args.arms))
+    correlation = {arm: {name: {m: float(np.mean([r[f"{name}/spearman_{m}"]["mean"]
+                                                  for r in tables[arm]
+                                                  if f"{name}/spearman_{m}" in r]))
+                                for m in MEASURES} for name in TEST_SETS}
+                   for arm in args.arms}
+    print("\nrank correlation of disagreement with per-frame force error (each arm's "
+          "committees, mean over rounds and seeds):")
+    for arm, by_set in correlation.items():
+        for name, values in by_set.items():
+            print(f"  {arm:>10} {name:>12}: "
+                  + ", ".join(f"{m} {v:+.2f}" for m, v in values.items()))
     print("\nselected frames by source (all seeds and rounds):")
     for arm, counts in found.items():
-        print(f"  {arm:>6}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"  {arm:>10}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     total = time.perf_counter() - wall
     print(f"\nwall time {total:.0f} s (sets {setup_seconds:.0f} s, runs "
           f"{sum(seconds.values()):.0f} s over {args.jobs} job(s))")
@@ -396,7 +407,7 @@ def main() -> None:
         "initial": args.initial, "overrides": args.overrides, "udd": args.udd,
         "test_sets": {name: str(path) for name, path in tests.items()},
         "table": tables, "labels_to_reach_random_final": reach,
-        "spearman_qbc_mean": correlation,
+        "spearman_mean": correlation,
         "selected_sources": {arm: dict(c) for arm, c in found.items()},
         "run_seconds": {f"{arm}_seed{seed}": s for (arm, seed), s in seconds.items()},
         "wall_seconds": total,
@@ -411,7 +422,8 @@ def main() -> None:
             target.write_bytes(source.read_bytes())
     with open(args.output / "summary.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["arm", "round", "frames", *[f"{n}/{k}" for n in TEST_SETS for k in KEYS]])
+        writer.writerow(["arm", "round", "frames",
+                         *[f"{n}/{k}" for n in TEST_SETS for k in KEYS]])
         for arm, table in tables.items():
             for row in table:
                 writer.writerow([arm, row["round"], np.mean(row["train_size"]), *[
