@@ -22,6 +22,15 @@ Memory grows with the number of pairs, not with the number of atoms squared: wit
 ``max_num_neighbors`` the search asks torch-cluster for a per-atom cap estimated from
 the density, and grows it while any atom reaches it (torch-cluster's CUDA search
 allocates ``num_atoms × cap`` indices, so a cap of ``num_atoms`` would be ``N²``).
+
+The search is where a model's forward still waits on the device (host
+synchronisations), by its nature: the number of pairs decides every later size. It
+reads whether any graph is periodic (when a cell is given), each search's largest
+neighbour count (the cap check), and whether every pair found lies within the cutoff
+(then keeps those that do); torch-cluster syncs inside its own search, and periodic
+cells add the image bookkeeping (which images each graph needs, the cell checks). The
+checks of :func:`_check_arguments` read the positions too; the model skips them
+(``validate=False``), having checked its inputs already.
 """
 
 from __future__ import annotations

@@ -214,8 +214,11 @@ def tensor_orders(args: argparse.Namespace) -> None:
 
 def throughput(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
-    table = methods() if device.type == "cpu" else {"envsum (torch)": ("envsum", None),
-                                                    "padded": ("padded", None)}
+    # On a GPU: every envsum backend there (torch, and triton where it is installed).
+    table = methods() if device.type == "cpu" else {
+        **{f"envsum ({backend})": ("envsum", backend)
+           for backend in available_backends(device)},
+        "padded": ("padded", None)}
     for title, size, make, unit, count in [
         ("energy+forces inference", 64, inference, "atoms/s", "atoms"),
         ("force-training step", 32, training_step, "structures/s", "structures"),

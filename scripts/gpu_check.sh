@@ -30,14 +30,16 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
   [ "$DRY" = 1 ] && echo "DRY RUN: no GPU found, every step is checked for wiring only"
 } > "$OUT"
 if [ "$DRY" = 1 ]; then
-  step "CUDA tests (collected)" "$PY" -m pytest -q --collect-only tests/test_devices.py
+  step "CUDA tests (collected)" "$PY" -m pytest -q --collect-only tests/test_devices.py \
+    tests/nn/test_triton_kernels.py
   step "bench_speed --device cuda (arguments)" "$PY" scripts/bench_speed.py --help
   step "largest water box (one small box on CPU)" "$PY" scripts/bench_speed.py \
     --sections largest --device cpu --max-repeats 1
   step "trainer=gpu run (config)" "$PY" scripts/train.py experiment=rmd17_ethanol_quick \
     trainer=gpu --cfg job
 else
-  step "CUDA tests" "$PY" -m pytest -q tests/test_devices.py tests/nn/test_envsum.py
+  step "CUDA tests" "$PY" -m pytest -q tests/test_devices.py tests/nn/test_envsum.py \
+    tests/nn/test_triton_kernels.py
   step "bench_speed --device cuda" "$PY" scripts/bench_speed.py --device cuda \
     --sections throughput --rounds 5
   step "largest water box" "$PY" scripts/bench_speed.py --device cuda --sections largest

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a CPU development environment from nothing: .venv with torch (CPU),
 # torch-cluster (compiled from source, 15-22 min on 2 cores, unless pip's wheel cache
-# holds a build from an earlier setup), and hipnn_pyg in editable mode with its test tools.
+# holds a build from an earlier setup), and hipnn_pyg in editable mode with its test tools
+# (and triton, for the Triton kernels' tests in its interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -24,5 +25,6 @@ if ! python -c "import torch_cluster" 2>/dev/null; then
   fi
   MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation torch-cluster==1.6.3
 fi
-python -m pip install -q -c scripts/constraints-cpu.txt --no-build-isolation -e '.[test,label,md]'
+# gpu: triton, whose interpreter runs the Triton kernels' tests on the CPU.
+python -m pip install -q -c scripts/constraints-cpu.txt --no-build-isolation -e '.[test,label,md,gpu]'
 python -c "import hipnn_pyg, torch, torch_cluster; print('hipnn_pyg', hipnn_pyg.__version__, 'torch', torch.__version__)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,30 @@ import torch
 from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_triton_for_its_interpreter() -> None:
+    # Triton's interpreter (TRITON_INTERPRET=1) covers triton.language's own helpers
+    # (tl.sum...) only when it is set as triton is first imported, and torch_geometric
+    # imports triton while the test modules are collected. Without a GPU (nothing to
+    # compile for), import it here under the interpreter and put the environment back:
+    # tests/nn/test_triton_kernels.py sets TRITON_INTERPRET again for its own tests only.
+    if importlib.util.find_spec("triton") is None or torch.cuda.is_available():
+        return
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except ImportError:  # a broken install: the Triton tests skip or say why
+        pass
+    finally:
+        if before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+
+
+_import_triton_for_its_interpreter()
 
 # Property-based tests: the same draws on every run by default ("ci"), so that CI is
 # reproducible; HYPOTHESIS_PROFILE=explore draws new ones on every run.

@@ -3,6 +3,11 @@ count into a few degree classes (counts within 25% of each other), each class la
 as a ``[rows, width]`` block of edge slots, so one batched matrix product per block does
 the work. Padding stays within 25% of the edge count whatever the batch mixes (a crystal
 beside molecules pads only its own class), unlike one block padded to the largest count.
+
+Laying out the blocks reads their sizes back to the host (:func:`degree_blocks`, once
+per grouping and forward): a synchronisation intrinsic to this backend, whose batched
+products need concrete shapes. The ``"triton"`` backend reads nothing back
+(:mod:`~hipnn_pyg.nn.triton_kernels`).
 """
 
 from __future__ import annotations

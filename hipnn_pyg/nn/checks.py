@@ -1,7 +1,13 @@
 r"""Input checks with messages that name the problem: of the model's tensors
 (:func:`check_inputs`, :func:`species_index`, :func:`check_min_distance`) and, with
 the same messages, of an ASE structure before MD, labelling or active learning
-(:func:`check_atoms`)."""
+(:func:`check_atoms`).
+
+Shapes and types are host-side facts (:func:`check_shapes`, free). Values live on the
+device: :func:`check_values` computes every flag there and reads them back in one
+synchronisation, before the pair search (which must not see bad inputs); the closest
+pair (:func:`check_min_distance`) is a second one, after it. A model forward with
+``validate=False`` skips both (:meth:`~hipnn_pyg.nn.HIPNNRepresentation.forward`)."""
 
 from __future__ import annotations
 
@@ -25,15 +31,15 @@ def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
 
 
-@torch.compiler.disable  # value checks run eagerly, outside compiled graphs
-def check_inputs(
+def check_shapes(
     z: Tensor,
     pos: Tensor,
     batch: Tensor | None,
     cell: Tensor | None,
     pbc: Tensor | None,
 ) -> None:
-    r"""Raises :obj:`ValueError` for inputs of the wrong shape, type or value."""
+    r"""Raises :obj:`ValueError` for inputs of the wrong shape or type: host-side facts
+    only, no value is read (nothing to skip; :func:`check_values` reads the values)."""
     if z.dim() != 1 or z.dtype.is_floating_point or z.dtype == torch.bool:
         raise ValueError(
             f"z must hold integer atomic numbers of shape [num_atoms], got {z.dtype} "
@@ -45,33 +51,98 @@ def check_inputs(
         )
     if not pos.dtype.is_floating_point:
         raise ValueError(f"pos must be a floating-point tensor (Å), got {pos.dtype}")
-    bad = ~torch.isfinite(pos).all(dim=1)
-    if bool(bad.any()):
-        atoms = bad.nonzero().view(-1)[:10].tolist()
-        raise GeometryError(f"positions contain NaN or inf (atoms {atoms})")
-    if batch is not None:
-        if batch.shape != z.shape:
-            raise ValueError(
-                f"batch must have shape [num_atoms] = [{z.size(0)}], got {list(batch.shape)}"
-            )
-        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError("batch must be sorted (atoms of each graph contiguous)")
+    if batch is not None and batch.shape != z.shape:
+        raise ValueError(
+            f"batch must have shape [num_atoms] = [{z.size(0)}], got {list(batch.shape)}"
+        )
     if (cell is None) != (pbc is None):
         raise ValueError("cell and pbc must be given together")
     if cell is not None and pbc is not None:
-        num_graphs = 1 if batch is None or batch.numel() == 0 else int(batch.max()) + 1
         if cell.dim() == 2:
             raise ValueError("cell must have shape [num_graphs, 3, 3]; add a batch dim")
-        if cell.dim() != 3 or cell.shape[1:] != (3, 3) or cell.size(0) < num_graphs:
-            raise ValueError(
-                f"cell must have shape [num_graphs, 3, 3] = [{num_graphs}, 3, 3], "
-                f"got {list(cell.shape)}"
-            )
+        if cell.dim() != 3 or cell.shape[1:] != (3, 3):
+            _wrong_cell(cell, _graph_count(batch))  # (reads the batch: an error already)
         if pbc.shape != (cell.size(0), 3):
             raise ValueError(
                 f"pbc must have shape [num_graphs, 3] = [{cell.size(0)}, 3], "
                 f"got {list(pbc.shape)}"
             )
+
+
+def _graph_count(batch: Tensor | None) -> int:
+    # Graphs that batch names (one read-back), for messages.
+    return 1 if batch is None or batch.numel() == 0 else int(batch.max()) + 1
+
+
+def _wrong_cell(cell: Tensor, num_graphs: int) -> None:
+    raise ValueError(
+        f"cell must have shape [num_graphs, 3, 3] = [{num_graphs}, 3, 3], "
+        f"got {list(cell.shape)}"
+    )
+
+
+@torch.compiler.disable  # value checks run eagerly, outside compiled graphs
+def check_values(
+    z: Tensor,
+    pos: Tensor,
+    batch: Tensor | None,
+    cell: Tensor | None,
+    lookup: Tensor | None = None,
+    species: list[int] | None = None,
+) -> int:
+    r"""Raises for inputs of a wrong value: positions that are not finite, an unsorted
+    ``batch``, fewer cells than graphs and, given ``lookup`` and ``species``, elements
+    the model does not know (:func:`species_index`'s message). Every flag is computed on
+    the device and read back to the host in one go (one synchronisation); the messages
+    read more, only once a check failed. Takes inputs that passed :func:`check_shapes`.
+
+    Returns:
+        int: The number of graphs ``batch`` names, its largest index + 1 (1 without
+        atoms or without ``batch``), from that same read-back.
+    """
+    bad = ~torch.isfinite(pos).all(dim=1)
+    no = torch.zeros((), dtype=torch.long, device=pos.device)
+    unsorted = last = no
+    if batch is not None and batch.numel():
+        last = batch.max()
+        if batch.numel() > 1:
+            unsorted = (batch[1:] < batch[:-1]).any()
+    unknown = no if lookup is None else _unknown(z, lookup).any()
+    flags = [bad.any(), unsorted, unknown, last]
+    any_bad, any_unsorted, any_unknown, last_graph = torch.stack(
+        [flag.to(device=pos.device, dtype=torch.long) for flag in flags]).tolist()
+    if any_bad:
+        atoms = bad.nonzero().view(-1)[:10].tolist()
+        raise GeometryError(f"positions contain NaN or inf (atoms {atoms})")
+    if any_unsorted:
+        raise ValueError("batch must be sorted (atoms of each graph contiguous)")
+    num_graphs = last_graph + 1 if batch is not None and batch.numel() else 1
+    if cell is not None and cell.size(0) < num_graphs:
+        _wrong_cell(cell, num_graphs)
+    if any_unknown:
+        assert lookup is not None and species is not None, "species names the known elements"
+        _unknown_species(z, lookup, species)
+    return num_graphs
+
+
+def check_inputs(
+    z: Tensor,
+    pos: Tensor,
+    batch: Tensor | None,
+    cell: Tensor | None,
+    pbc: Tensor | None,
+    lookup: Tensor | None = None,
+    species: list[int] | None = None,
+) -> int:
+    r"""Raises :obj:`ValueError` for inputs of the wrong shape, type or value:
+    :func:`check_shapes`, then :func:`check_values` (one read-back; it also checks the
+    elements when ``lookup`` and ``species`` are given, as :func:`species_index` does).
+
+    Returns:
+        int: The number of graphs ``batch`` names (see :func:`check_values`).
+    """
+    check_shapes(z, pos, batch, cell, pbc)
+    return check_values(z, pos, batch, cell, lookup, species)
 
 
 @torch.compiler.disable
@@ -83,18 +154,41 @@ def species_lookup(species: list[int]) -> Tensor:
     return lookup
 
 
-def species_index(z: Tensor, lookup: Tensor, species: list[int]) -> Tensor:
-    r"""Maps atomic numbers to rows of the one-hot table; unknown elements raise."""
-    valid = (z >= 0) & (z < lookup.numel())
-    index = lookup[z.clamp(0, lookup.numel() - 1)]
-    unknown = (index < 0) | ~valid
-    if bool(unknown.any()):
-        elements = sorted(set(z[unknown].tolist()))
-        names = ", ".join(f"{_symbol(e)} (Z={e})" for e in elements)
-        known = ", ".join(_symbol(e) for e in species)
-        raise ValueError(
-            f"element(s) {names} not among the species this model was built for: {known}"
-        )
+def _rows(z: Tensor, lookup: Tensor) -> Tensor:
+    # The one-hot row of each atom, -1 for an element not in the table (on the device).
+    rows = lookup[z.clamp(0, lookup.numel() - 1)]
+    return rows.masked_fill((z < 0) | (z >= lookup.numel()), -1)
+
+
+def _unknown(z: Tensor, lookup: Tensor) -> Tensor:
+    return _rows(z, lookup) < 0
+
+
+def _unknown_species(z: Tensor, lookup: Tensor, species: list[int]) -> None:
+    elements = sorted(set(z[_unknown(z, lookup)].tolist()))
+    names = ", ".join(f"{_symbol(e)} (Z={e})" for e in elements)
+    known = ", ".join(_symbol(e) for e in species)
+    raise ValueError(
+        f"element(s) {names} not among the species this model was built for: {known}"
+    )
+
+
+def species_index(z: Tensor, lookup: Tensor, species: list[int], validate: bool = True
+                  ) -> Tensor:
+    r"""Maps atomic numbers to rows of the one-hot table; unknown elements raise.
+
+    Args:
+        z (torch.Tensor): Atomic numbers ``[num_atoms]``.
+        lookup (torch.Tensor): :func:`species_lookup` of ``species``.
+        species (list[int]): The known atomic numbers.
+        validate (bool): Check for unknown elements (one host synchronisation); callers
+            that checked them already (:func:`check_values`) skip it. Unchecked, an
+            unknown element maps to -1, which the one-hot encoding refuses (on a GPU,
+            by a device-side assertion). (default: :obj:`True`)
+    """
+    index = _rows(z, lookup)
+    if validate and bool((index < 0).any()):
+        _unknown_species(z, lookup, species)
     return index
 
 
@@ -104,7 +198,8 @@ def check_min_distance(
     limit: str = "the model's lower limit",
 ) -> None:
     r"""Raises if two atoms are closer than ``min_distance`` (a broken geometry);
-    ``limit`` names where the bound comes from in the message."""
+    ``limit`` names where the bound comes from in the message. One host
+    synchronisation (the closest distance), after the pair search that it needs."""
     if distances.numel() == 0:
         return
     shortest = distances.detach().min()

@@ -17,9 +17,12 @@ order never build a ``[num_edges, S, F]`` tensor. The plain HIP-NN environment i
 Backends: ``"cpp"``, the compiled CPU operators ``torch.ops.hipnn.*``
 (:mod:`~hipnn_pyg.nn.csrc`), which ``torch.compile``, ``torch.export`` and
 AOTInductor keep as single operators (their shape functions are registered here);
+``"triton"``, Triton kernels for CUDA tensors registered as the operators
+``torch.ops.hipnn_triton.*`` (:mod:`~hipnn_pyg.nn.triton_kernels`; CPU tensors only
+under ``TRITON_INTERPRET=1``), which read nothing back to the host;
 ``"torch"``, batched matrix products over degree blocks of rows
-(:mod:`~hipnn_pyg.nn.blocks`; chunks of edges where each edge is a row), on any device. A GPU kernel
-plugs in as another implementation of the same operators.
+(:mod:`~hipnn_pyg.nn.blocks`; chunks of edges where each edge is a row), on any device,
+at the cost of one host synchronisation per grouping (the blocks' sizes).
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from hipnn_pyg.nn import triton_kernels
 from hipnn_pyg.nn.blocks import DegreeBlock, degree_blocks
 
 OPS = ("envsum", "sensesum", "featsum")
 #: Backends by name (:func:`available_backends` says which work here).
-BACKENDS = ("torch", "cpp")
+BACKENDS = ("torch", "cpp", "triton")
 # Elements of the largest transient a "torch" chunk builds ([chunk, S, F]): 8 MB in float64.
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -80,26 +84,35 @@ class EdgeGrouping:
         return _counts(self.scatter, self.num_scatter_rows)
 
     @functools.cached_property
+    def scatter_segments(self) -> tuple[Tensor, Tensor]:
+        r"""``(offsets, edges)`` by scatter row, for the Triton envsum: edges sorted
+        (stably) by row, built on the device without reading any value back."""
+        return _offsets(self.scatter_degree), torch.argsort(self.scatter, stable=True)
+
+    @functools.cached_property
     def scatter_csr(self) -> tuple[Tensor, Tensor, Tensor]:
         r"""``(row order, offsets, edges)`` by scatter row, for the compiled envsum:
         edges sorted by row (none to sort when they already are, as pair lists of
-        :func:`~hipnn_pyg.graph.radius_graph` are), rows in their own order."""
+        :func:`~hipnn_pyg.graph.radius_graph` are: a check that reads the CPU values),
+        rows in their own order."""
         device = self.scatter.device
         rows = torch.arange(self.num_scatter_rows, device=device)
-        start = _offsets(self.scatter_degree)
         scatter = self.scatter
         if _concrete(scatter) and bool((scatter[1:] >= scatter[:-1]).all()):
-            return rows, start, torch.arange(self.num_edges, device=device)
-        return rows, start, torch.argsort(scatter, stable=True)
+            return (rows, _offsets(self.scatter_degree),
+                    torch.arange(self.num_edges, device=device))
+        return (rows, *self.scatter_segments)
 
     @functools.cached_property
     def blocks(self) -> tuple[DegreeBlock, ...]:
-        r"""The ``"torch"`` backend's degree blocks (:mod:`~hipnn_pyg.nn.blocks`)."""
+        r"""The ``"torch"`` backend's degree blocks (:mod:`~hipnn_pyg.nn.blocks`): one
+        host synchronisation per grouping, for the blocks' sizes."""
         return degree_blocks(self.gather, self.scatter, self.scatter_degree)
 
     @functools.cached_property
     def gather_csr(self) -> tuple[Tensor, Tensor]:
-        r"""``(offsets, edges)`` by gather row, for the compiled featsum."""
+        r"""``(offsets, edges)`` by gather row, for the compiled and Triton featsums;
+        built on the device without reading any value back."""
         device = self.gather.device
         if self.gather_is_identity:
             return (torch.arange(self.num_edges + 1, device=device),
@@ -189,10 +202,31 @@ def _ops():
     return load_extension()
 
 
+# --- "triton": the Triton operators over the grouping's CSR orders, no host reads -----
+
+
+def _envsum_triton(s: Tensor, x: Tensor, grouping: EdgeGrouping) -> Tensor:
+    return triton_kernels.envsum(s.contiguous(), x.contiguous(), *grouping.scatter_segments,
+                                 grouping.gather, grouping.num_scatter_rows)
+
+
+def _sensesum_triton(env: Tensor, x: Tensor, grouping: EdgeGrouping) -> Tensor:
+    return triton_kernels.sensesum(env.contiguous(), x.contiguous(), grouping.gather,
+                                   grouping.scatter)
+
+
+def _featsum_triton(env: Tensor, s: Tensor, grouping: EdgeGrouping) -> Tensor:
+    return triton_kernels.featsum(env.contiguous(), s.contiguous(), *grouping.gather_csr,
+                                  grouping.scatter, grouping.num_gather_rows,
+                                  grouping.gather_is_identity)
+
+
 _Kernel = Callable[[Tensor, Tensor, EdgeGrouping], Tensor]
 KERNELS: dict[str, dict[str, _Kernel]] = {
     "torch": {"envsum": _envsum_torch, "sensesum": _sensesum_torch, "featsum": _featsum_torch},
     "cpp": {"envsum": _envsum_cpp, "sensesum": _sensesum_cpp, "featsum": _featsum_cpp},
+    "triton": {"envsum": _envsum_triton, "sensesum": _sensesum_triton,
+               "featsum": _featsum_triton},
 }
 
 
@@ -252,31 +286,69 @@ def contract(op: str, a: Tensor, b: Tensor, grouping: EdgeGrouping, backend: str
 # --- backends: which exist, which one a call takes --------------------------------------
 
 
-def available_backends() -> list[str]:
-    r"""Backends usable here: ``"torch"`` always, ``"cpp"`` once it compiles."""
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    r"""Backends usable here for tensors on ``device``: ``"torch"`` always; on the CPU
+    ``"cpp"`` once it compiles and ``"triton"`` under ``TRITON_INTERPRET=1``; on CUDA
+    ``"triton"`` where triton imports and a GPU is present.
+
+    Args:
+        device (torch.device or str): Where the tensors are. (default: :obj:`"cpu"`)
+    """
     from hipnn_pyg.nn.csrc import extension_available
 
-    return ["torch"] + (["cpp"] if extension_available() else [])
+    kind = torch.device(device).type
+    backends = ["torch"]
+    if kind == "cpu" and extension_available():
+        backends.append("cpp")
+    if _triton_serves(kind):
+        backends.append("triton")
+    return backends
+
+
+def _triton_serves(kind: str) -> bool:
+    if not triton_kernels.triton_available():
+        return False
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    return kind == "cpu" and triton_kernels.interpreting()
 
 
 def resolve_backend(features: Tensor, backend: str | None) -> str:
     r"""``backend``, checked; or, when :obj:`None`, the compiled CPU kernel for CPU
-    tensors when it is available, else ``"torch"``.
+    tensors when it is available, the Triton kernels for CUDA tensors when triton
+    imports, else ``"torch"``.
 
     Raises:
-        ValueError: an unknown backend, or ``"cpp"`` for tensors not on the CPU.
+        ValueError: an unknown backend, ``"cpp"`` for tensors not on the CPU, or
+            ``"triton"`` without triton, or for CPU tensors outside
+            ``TRITON_INTERPRET=1``, or for tensors on neither.
         KernelBuildError: ``"cpp"`` asked for where the kernels did not build (why).
     """
+    kind = features.device.type
     if backend is None:
-        return "cpp" if features.device.type == "cpu" and "cpp" in available_backends() \
-            else "torch"
+        if kind == "cpu":
+            return "cpp" if "cpp" in available_backends() else "torch"
+        return "triton" if kind == "cuda" and triton_kernels.triton_available() else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown envsum backend {backend!r}; choose from {list(BACKENDS)}")
     if backend == "cpp":
-        if features.device.type != "cpu":
+        if kind != "cpu":
             raise ValueError(f"envsum backend 'cpp' runs on the CPU only, but the tensors are "
                              f"on {features.device}; use backend='torch' (or None)")
         _ops()  # raises with the build's error when there is no kernel
+    if backend == "triton":
+        if not triton_kernels.triton_available():
+            raise ValueError(f"envsum backend 'triton' needs triton, which does not import "
+                             f"here: {triton_kernels.HOW_TO_INSTALL}; or use "
+                             f"backend='torch' (or None)")
+        if kind == "cpu" and not triton_kernels.interpreting():
+            raise ValueError("envsum backend 'triton' runs CUDA tensors, but the tensors are "
+                             "on cpu; set TRITON_INTERPRET=1 to run it in Triton's "
+                             "interpreter (slow: for tests), or use backend='cpp' or "
+                             "'torch' (or None) on the CPU")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"envsum backend 'triton' runs CUDA tensors, but the tensors "
+                             f"are on {features.device}; use backend='torch' (or None)")
     return backend
 
 

@@ -17,7 +17,8 @@ neighbour for the plain sum, by either endpoint alone for the factorised HIP-NN-
 (:meth:`NeighbourLayout.memo`).
 
 Backends: ``"cpp"`` (compiled CPU operators; the default for CPU tensors when a
-compiler is available) and ``"torch"`` (any device); see
+compiler is available), ``"triton"`` (Triton kernels; the default for CUDA tensors when
+triton is installed) and ``"torch"`` (any device); see
 :func:`~hipnn_pyg.nn.contraction.resolve_backend`.
 """
 
@@ -119,8 +120,9 @@ def environment_sum(
         features (torch.Tensor): Atom features ``[num_atoms, in_channels]``.
         sensitivities (torch.Tensor): Edge sensitivities ``[num_edges, num_sensitivities]``.
         layout (NeighbourLayout): From :func:`neighbour_layout` on the same pairs.
-        backend (str, optional): ``"torch"`` or ``"cpp"``. (default: :obj:`None`, the
-            compiled CPU kernel for CPU tensors when it is available, else ``"torch"``)
+        backend (str, optional): ``"torch"``, ``"cpp"`` or ``"triton"``. (default:
+            :obj:`None`, the compiled CPU kernel for CPU tensors when it is available,
+            the Triton kernels for CUDA tensors when triton is, else ``"torch"``)
 
     Returns:
         torch.Tensor: ``[num_atoms, num_sensitivities, in_channels]``.

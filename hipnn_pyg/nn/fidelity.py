@@ -174,20 +174,24 @@ class DeltaPotential(Configurable, nn.Module):
     def outputs(self, z: Tensor, pos: Tensor, batch: Tensor | None = None,
                 cell: Tensor | None = None, pbc: Tensor | None = None,
                 total_charge: Tensor | None = None, num_graphs: int | None = None,
-                level: Tensor | None = None) -> dict[str, Tensor]:
+                level: Tensor | None = None, validate: bool = True) -> dict[str, Tensor]:
         r"""``energy``, ``atom_energy`` (base + delta) and ``layer_energy`` (the base's
-        layers, then the delta's)."""
-        low = self.base.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs)
-        high = self.delta.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs)
+        layers, then the delta's); ``validate`` as in
+        :meth:`~hipnn_pyg.nn.Potential.forward`."""
+        low = self.base.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs,
+                                validate=validate)
+        high = self.delta.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs,
+                                  validate=validate)
         return {"energy": low["energy"] + high["energy"],
                 "atom_energy": low["atom_energy"] + high["atom_energy"],
                 "layer_energy": torch.cat([low["layer_energy"], high["layer_energy"]], -1)}
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None,
                 cell: Tensor | None = None, pbc: Tensor | None = None,
-                num_graphs: int | None = None) -> Tensor:
+                num_graphs: int | None = None, validate: bool = True) -> Tensor:
         r"""The model-zoo call: energies ``[num_graphs]`` (float64)."""
-        return self.outputs(z, pos, batch, cell, pbc, None, num_graphs)["energy"]
+        return self.outputs(z, pos, batch, cell, pbc, None, num_graphs,
+                            validate=validate)["energy"]
 
 
 __all__ = ["DeltaPotential", "MultiFidelityHead"]

@@ -22,6 +22,7 @@ def energy_forces_stress(
     total_charge: Tensor | None = None,
     num_graphs: int | None = None,
     level: Tensor | None = None,
+    validate: bool = True,
 ) -> dict[str, Tensor]:
     r"""Every output of ``model`` plus forces :math:`-\partial E/\partial x` and stress
     :math:`V^{-1}\,\partial E/\partial \varepsilon` of its ``energy``, by autograd.
@@ -41,6 +42,11 @@ def energy_forces_stress(
             periodic ``cell``. (default: :obj:`False`)
         create_graph (bool): Keep the graph of the derivatives, for training on
             forces. (default: :obj:`False`)
+        validate (bool): Check the inputs' values (see
+            :meth:`~hipnn_pyg.nn.Potential.forward`) and that periodic cells have a
+            volume for the stress; :obj:`False` skips them, so that nothing is read back
+            to the host outside the pair search (give ``num_graphs`` too).
+            (default: :obj:`True`)
 
     Returns:
         dict with the model's outputs (``energy``, ``atom_energy``, ``layer_energy``,
@@ -61,7 +67,9 @@ def energy_forces_stress(
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             pos = pos + torch.einsum("nd,nde->ne", pos, symmetric[batch])
             cell = cell + torch.bmm(cell, symmetric)
-        extra = {} if level is None else {"level": level}
+        extra: dict[str, object] = {} if level is None else {"level": level}
+        if not validate:  # only when asked: other potentials' outputs may not take it
+            extra["validate"] = False
         result = model.outputs(z, pos, batch, cell, pbc, total_charge, num_graphs, **extra)
         inputs = ([pos] if compute_forces else []) + ([strain] if strain is not None else [])
         if inputs:
@@ -76,11 +84,12 @@ def energy_forces_stress(
                 result["forces"] = -grads[0]
             if strain is not None:
                 assert cell is not None
-                result["stress"] = _stress(grads[-1], cell.detach(), pbc)
+                result["stress"] = _stress(grads[-1], cell.detach(), pbc, validate)
     return result
 
 
-def _stress(strain_gradient: Tensor, cell: Tensor, pbc: Tensor | None) -> Tensor:
+def _stress(strain_gradient: Tensor, cell: Tensor, pbc: Tensor | None,
+            validate: bool = True) -> Tensor:
     r"""``∂E/∂ε / V`` for graphs periodic in some direction (their cell's volume, as ASE
     does for slabs and wires); zero for free graphs, whatever cell they carry: a free
     molecule has no stress (its ``∂E/∂ε`` is its virial, not a stress)."""
@@ -90,7 +99,7 @@ def _stress(strain_gradient: Tensor, cell: Tensor, pbc: Tensor | None) -> Tensor
     # As the pair search judges a cell singular: its volume against its edge lengths.
     lengths = cell.norm(dim=-1).prod(dim=-1)
     no_volume = periodic & ~(volume > 1e-8 * lengths)
-    if bool(no_volume.any()):
+    if validate and bool(no_volume.any()):  # (one host synchronisation)
         graph = int(no_volume.nonzero()[0])
         raise ValueError(f"graph {graph} is periodic but its cell has no volume: stress "
                          "needs three lattice vectors (give the vacuum direction one)")

@@ -218,7 +218,8 @@ class ChargeHead(HierarchicalReadout):
         """
         r = representation
         if self.representation is not None:
-            r = self.representation(r.z, r.pos, r.batch, r.cell, r.pbc, r.num_graphs)
+            r = self.representation(r.z, r.pos, r.batch, r.cell, r.pbc, r.num_graphs,
+                                    validate=r.validate)
         layer_charges = self.layer_values(r.features)
         charges = neutralize(layer_charges.sum(-1), r.batch, r.num_graphs, total_charge)
         origin = multipole_origin(r.z, r.pos, r.batch, r.num_graphs, self.origin)

@@ -105,7 +105,8 @@ class HIPNNInteraction(MessagePassing):
     * ``"envsum"``: :func:`~hipnn_pyg.nn.envsum.environment_sum`, custom kernels for
       the sum and its derivatives of every order that keep only the edge
       sensitivities and the atom features, never a per-edge feature tensor
-      (a compiled CPU kernel when a C++ compiler is available, else pure torch).
+      (a compiled CPU kernel when a C++ compiler is available, Triton kernels on CUDA
+      when triton is installed, else pure torch).
     * ``"padded"``: each atom's neighbours gathered into a block padded to the
       largest neighbour count, contracted by one batched matrix product; autograd
       keeps the ``[num_atoms, max_neighbours, in_channels]`` gather.
@@ -130,8 +131,8 @@ class HIPNNInteraction(MessagePassing):
             :class:`~hipnn_pyg.nn.InverseGaussianSensitivity`.
         method (str): ``"envsum"``, ``"padded"``, ``"message_passing"`` or
             ``"scatter"``. (default: :obj:`"envsum"`)
-        envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"`` or
-            ``"cpp"``. (default: :obj:`None`, see
+        envsum_backend (str, optional): Kernel of ``method="envsum"``, ``"torch"``,
+            ``"cpp"`` or ``"triton"``. (default: :obj:`None`, see
             :func:`~hipnn_pyg.nn.envsum.environment_sum`)
         tensor_order (int): Highest angular order of the sensitivities, 0 (plain
             HIP-NN), 1 or 2 (HIP-NN-TS). (default: :obj:`0`)

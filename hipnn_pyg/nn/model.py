@@ -159,9 +159,12 @@ class HIPNNPotential(Potential):
         pbc: Tensor | None = None,
         total_charge: Tensor | None = None,
         num_graphs: int | None = None,
+        validate: bool = True,
     ) -> dict[str, Tensor]:
         r"""The charge head's outputs alone (``charges``, ``layer_charges``, ``dipole``,
         ``dipole_magnitude``, ``quadrupole``); :meth:`outputs` gives them with the
-        energy from one pass of the representation."""
-        representation = self.representation(z, pos, batch, cell, pbc, num_graphs)
+        energy from one pass of the representation; ``validate`` as in
+        :meth:`~hipnn_pyg.nn.Potential.forward`."""
+        representation = self.representation(z, pos, batch, cell, pbc, num_graphs,
+                                             validate=validate)
         return self.heads["charges"](representation, total_charge)

@@ -18,7 +18,7 @@ Both steps are contractions of :mod:`~hipnn_pyg.nn.contraction` over edges taken
 rows of their own (:meth:`~hipnn_pyg.nn.envsum.NeighbourLayout.edges`): the message
 :math:`m` is a ``featsum`` with one edge per group, reading :math:`q` at the neighbour,
 and :math:`t` an ``envsum`` of the angular factors and :math:`m` into the centre. Their
-derivatives are the other contractions of the same groupings, on either backend.
+derivatives are the other contractions of the same groupings, on every backend.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def factorised_environment_sum(
         angular (torch.Tensor): Angular factors ``[num_edges, C]``.
         weight (torch.Tensor): Interaction weights ``[S * in_channels, out_channels]``.
         layout (NeighbourLayout): From :func:`~hipnn_pyg.nn.envsum.neighbour_layout`.
-        backend (str, optional): ``"torch"`` or ``"cpp"``, as for
+        backend (str, optional): ``"torch"``, ``"cpp"`` or ``"triton"``, as for
             :func:`~hipnn_pyg.nn.envsum.environment_sum`.
 
     Returns:

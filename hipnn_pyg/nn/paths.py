@@ -25,7 +25,7 @@ from hipnn_pyg.nn.contraction import resolve_backend
 
 class KernelPath(NamedTuple):
     r"""A layer's path: ``name`` (see the module docs) and the contraction backend
-    (``"cpp"`` or ``"torch"``; :obj:`None` for the reference methods)."""
+    (``"cpp"``, ``"triton"`` or ``"torch"``; :obj:`None` for the reference methods)."""
 
     name: str
     backend: str | None

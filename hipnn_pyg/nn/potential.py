@@ -128,6 +128,7 @@ class Potential(Configurable, nn.Module):
         total_charge: Tensor | None = None,
         num_graphs: int | None = None,
         level: Tensor | None = None,
+        validate: bool = True,
     ) -> dict[str, Tensor]:
         r"""Every head's outputs, e.g. ``energy``, ``atom_energy``, ``layer_energy``
         and, with a :class:`~hipnn_pyg.nn.ChargeHead`, ``charges``, ``dipole``...
@@ -140,8 +141,11 @@ class Potential(Configurable, nn.Module):
             level (torch.Tensor, optional): Each structure's level of theory
                 ``[num_graphs]``, for a :class:`~hipnn_pyg.nn.fidelity.MultiFidelityHead`.
                 (default: :obj:`None`, its default level)
+            validate (bool): As in :meth:`HIPNNRepresentation.forward`: :obj:`False`
+                skips the value checks. (default: :obj:`True`)
         """
-        representation = self.representation(z, pos, batch, cell, pbc, num_graphs)
+        representation = self.representation(z, pos, batch, cell, pbc, num_graphs,
+                                             validate=validate)
         result: dict[str, Tensor] = {}
         for head in self.heads.values():
             if getattr(head, "takes_level", False):
@@ -173,6 +177,7 @@ class Potential(Configurable, nn.Module):
         pbc: Tensor | None = None,
         return_details: bool = False,
         num_graphs: int | None = None,
+        validate: bool = True,
     ) -> Tensor | HIPNNOutput:
         r"""The model-zoo call ``model(z, pos, batch)``, the same for every potential (a
         :class:`~hipnn_pyg.HIPNN`, one with charges, one composed from a config, any file
@@ -194,12 +199,18 @@ class Potential(Configurable, nn.Module):
                 (default: :obj:`False`)
             num_graphs (int, optional): Number of graphs, for batches whose last graphs
                 have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
+            validate (bool): Check the inputs' values (finite positions, a sorted
+                batch, known elements, no overlapping atoms...; see
+                :meth:`HIPNNRepresentation.forward`). :obj:`False` skips them, so that
+                nothing is read back to the host outside the pair search (give
+                ``num_graphs`` too): for a training loop on checked data.
+                (default: :obj:`True`)
 
         Energies come back in float64 whatever the model's precision: total energies
         of 10^4 eV lose meV resolution in float32. Gradients (forces) keep the
         precision of ``pos``.
         """
-        return self.energy(z, pos, batch, cell, pbc, return_details, num_graphs)
+        return self.energy(z, pos, batch, cell, pbc, return_details, num_graphs, validate)
 
     def energy(
         self,
@@ -210,12 +221,15 @@ class Potential(Configurable, nn.Module):
         pbc: Tensor | None = None,
         return_details: bool = False,
         num_graphs: int | None = None,
+        validate: bool = True,
     ) -> Tensor | HIPNNOutput:
         r"""The energy head alone, the model-zoo call ``model(z, pos, batch)``: energies
         ``[num_graphs]`` in float64 (whatever the model's precision), or with
-        ``return_details`` a :class:`HIPNNOutput`. Gradients keep ``pos``'s precision.
+        ``return_details`` a :class:`HIPNNOutput`. Gradients keep ``pos``'s precision;
+        ``validate`` as in :meth:`forward`.
         """
-        representation = self.representation(z, pos, batch, cell, pbc, num_graphs)
+        representation = self.representation(z, pos, batch, cell, pbc, num_graphs,
+                                             validate=validate)
         head = self.energy_head
         values = head(representation)
         if not return_details:

@@ -16,6 +16,7 @@ def predict(
     compute_forces: bool = True,
     compute_stress: bool = False,
     create_graph: bool = False,
+    validate: bool = True,
 ) -> dict[str, Tensor]:
     r"""Runs ``model`` on a PyG :class:`~torch_geometric.data.Batch` (or ``Data``) with
     fields ``z``, ``pos`` and optionally ``batch``, ``cell``, ``pbc``.
@@ -27,6 +28,11 @@ def predict(
     ``[num_graphs, 3, 3]`` (e·Å²), for which the total charge of each structure is read
     from ``data.charge`` (0 where absent); and, as asked, ``forces`` ``[num_atoms, 3]``
     and ``stress`` ``[num_graphs, 3, 3]``. Units follow the data: eV, Å.
+
+    ``validate=False`` skips the checks of the inputs' values (see
+    :meth:`~hipnn_pyg.nn.Potential.forward`): for a training loop on checked data, it
+    leaves no read-back to the host but the pair search's own and, for batches with a
+    ``cell``, whether any structure is periodic.
 
     Raises:
         ValueError: ``compute_stress`` for a batch without a periodic structure.
@@ -57,6 +63,7 @@ def predict(
         compute_forces=compute_forces,
         compute_stress=compute_stress,
         create_graph=create_graph,
+        validate=validate,
         total_charge=getattr(data, "charge", None),
         num_graphs=num_graphs,
         level=getattr(data, "level", None) if getattr(model, "levels", None) else None,

@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from hipnn_pyg.graph import Graph, radius_graph
 from hipnn_pyg.nn.checks import (
-    check_inputs,
     check_min_distance,
+    check_shapes,
+    check_values,
     species_index,
     species_lookup,
 )
@@ -36,6 +37,8 @@ class RepresentationOutput(NamedTuple):
         num_graphs: Number of graphs.
         cell: Cells ``[num_graphs, 3, 3]`` or :obj:`None`.
         pbc: Periodic directions ``[num_graphs, 3]`` or :obj:`None`.
+        validate: Whether the inputs' values were checked (a head that runs a
+            representation of its own checks them as this one did).
     """
 
     features: list[Tensor]
@@ -46,6 +49,7 @@ class RepresentationOutput(NamedTuple):
     num_graphs: int
     cell: Tensor | None
     pbc: Tensor | None
+    validate: bool = True
 
 
 class HIPNNRepresentation(Configurable, nn.Module):
@@ -133,7 +137,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         the ``[edges, sensitivities]`` values are recomputed in the backward instead of
         kept, for MD and large systems; exact to every order, but it gives the
         sensitivities' parameters no gradient, so a forward that could train them
-        raises. Where it cannot serve (HIP-NN-TS, the pure-torch backend) the layers
+        raises. Where it cannot serve (HIP-NN-TS, the torch and Triton backends) the layers
         take their usual path (:func:`~hipnn_pyg.nn.paths.layer_path`)."""
         for interaction in self.interactions:
             interaction.lean = bool(enabled)
@@ -146,6 +150,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         cell: Tensor | None = None,
         pbc: Tensor | None = None,
         num_graphs: int | None = None,
+        validate: bool = True,
     ) -> RepresentationOutput:
         r"""Computes the features of every layer.
 
@@ -160,8 +165,18 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 (default: :obj:`None`)
             num_graphs (int, optional): Number of graphs, for batches whose last graphs
                 have no atoms. (default: :obj:`None`, from ``cell`` or ``batch``)
+            validate (bool): Check the inputs' values: finite positions, a sorted batch,
+                a cell per graph, known elements (one host synchronisation before the
+                pair search) and no overlapping atoms (one after it). With
+                :obj:`False` nothing is read back but the pair search's own and, without
+                ``num_graphs`` or ``cell``, the graph count; inputs that would fail a
+                check then give wrong results or device-side errors instead of a
+                message. Shapes and types are checked either way (free).
+                (default: :obj:`True`)
         """
-        check_inputs(z, pos, batch, cell, pbc)
+        check_shapes(z, pos, batch, cell, pbc)
+        counted = (check_values(z, pos, batch, cell, self.species_lookup, self.species)
+                   if validate else None)
         like = next(self.parameters(), None)
         if like is not None and pos.dtype != like.dtype:
             raise ValueError(f"pos is {pos.dtype} but the model is {like.dtype}: convert one "
@@ -169,15 +184,20 @@ class HIPNNRepresentation(Configurable, nn.Module):
         if batch is None:
             batch = torch.zeros_like(z)
         if num_graphs is None:
-            num_graphs = (
-                cell.size(0) if cell is not None else (int(batch.max()) + 1 if z.numel() else 1)
-            )
-        index = species_index(z, self.species_lookup, self.species)
+            if cell is not None:
+                num_graphs = cell.size(0)
+            elif counted is not None:  # read with the checks' flags
+                num_graphs = counted
+            else:  # a host sync, intrinsic (an output size): pass num_graphs to avoid it
+                num_graphs = int(batch.max()) + 1 if z.numel() else 1
+        index = species_index(z, self.species_lookup, self.species, validate=False)
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors,
                              validate=False)
-        check_min_distance(graph.distances, graph.edge_index, self.min_distance)
+        if validate:
+            check_min_distance(graph.distances, graph.edge_index, self.min_distance)
         features = self.layer_features(index, graph)
-        return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc)
+        return RepresentationOutput(features, graph, z, pos, batch, num_graphs, cell, pbc,
+                                    validate)
 
     def layer_features(self, species: Tensor, graph: Graph,
                        layer_graphs: list[Graph] | None = None,

@@ -79,6 +79,20 @@ def test_stress_loss_on_molecules_names_the_cause_and_fix() -> None:
         predict(small_model(), batch, compute_stress=True)
 
 
+def test_validate_false_skips_the_value_checks_only() -> None:
+    # The checks' one read-back (and the closest pair's) go; shapes are still checked.
+    model = small_model()
+    z, pos = ethanol()
+    torch.testing.assert_close(model(z, pos, validate=False), model(z, pos), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"pos must have shape \[num_atoms, 3\]"):
+        model(z, pos[:, :2], validate=False)
+    nitrogen = z.clone()
+    nitrogen[0] = 7
+    with pytest.raises(RuntimeError) as error:  # unchecked: the one-hot refuses its -1 row
+        model(nitrogen, pos, validate=False)
+    assert "not among the species" not in str(error.value)
+
+
 def test_a_lone_atom_works_and_adds_its_own_energy() -> None:
     model = small_model()
     z, pos = ethanol()
