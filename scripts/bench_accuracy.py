@@ -20,14 +20,22 @@ Examples::
 
 Extra ``key=value`` arguments are Hydra overrides applied to every molecule.
 
+``--budget-schedule`` (with a CPU-time budget) replaces the experiments' plateau
+schedule by a cosine decay over the budget (``conf/callbacks/budget_schedule.yaml``).
+
 ``--same-loop VARIANT ...`` instead trains each variant (``hipnn_pyg``,
-``hipnn_pyg_ts1``, ``hipnn_pyg_ts2``, ``hippynn``, ``hippynn_quad``; see
-``scripts/same_loop.py``) through one plain loop, same split, loss, optimiser, schedule
-and wall budget, two at a time on one thread each, and prints the test errors side by
-side with their ratio to hippynn's; writes ``same_loop.json`` and ``same_loop.md``::
+``hipnn_pyg_ts1``, ``hipnn_pyg_ts2``, ``hippynn``, ``hippynn_quad``, ``mace``,
+``mace_small``; see ``scripts/same_loop.py``) through one loop, same split, budget and
+evaluation, ``--parallel`` at a time on one thread each, with one recipe for all
+(``--recipe plain``) or each model's own (``--recipe own``), over ``--seeds``, and
+prints the test errors side by side with their ratio to ``--reference``'s (hippynn by
+default) and, over several seeds, their mean and spread; writes ``same_loop.json`` and
+``same_loop.md`` (a reused ``--output`` keeps its finished runs)::
 
     python scripts/bench_accuracy.py --same-loop hipnn_pyg hippynn hipnn_pyg_ts1 \
         hipnn_pyg_ts2 --max-minutes 10 --output docs/benchmarks/same_loop
+    python scripts/bench_accuracy.py --same-loop hipnn_pyg_ts2 mace --recipe own \
+        --seeds 1 2 3 --reference mace --max-minutes 10 --output logs/bench/mace_own
 """
 
 from __future__ import annotations
@@ -93,6 +101,14 @@ def _config(molecule: str, output_dir: Path, args: argparse.Namespace) -> DictCo
         if args.max_minutes > 0 and args.clock == "cpu":
             cfg.callbacks.cpu_time_limit = {"_target_": "hipnn_pyg.train.CpuTimeLimit",
                                             "minutes": args.max_minutes}
+            if args.budget_schedule:  # the budget's cosine instead of the plateau
+                plateau = cfg.module.get("scheduler") or {}
+                cfg.callbacks.budget_schedule = {"_target_": "hipnn_pyg.train.BudgetSchedule",
+                                                 "min_lr": plateau.get("min_lr", 1.0e-5)}
+                cfg.module.scheduler = None
+        elif args.budget_schedule:
+            raise SystemExit("--budget-schedule needs a CPU-time budget (--max-minutes, "
+                             "--clock cpu)")
         elif args.max_minutes > 0:
             seconds = int(args.max_minutes * 60)
             hours, rest = divmod(seconds, 3600)
@@ -110,64 +126,99 @@ def _epochs(output_dir: Path) -> int | None:
     return int(torch_load(last)["epoch"]) + 1
 
 
+def _job_name(molecule: str, variant: str, recipe: str, seed: int, seeds: list[int],
+              width: int | None, decay: float | None = None) -> str:
+    # the plain recipe's single-seed names are those of earlier records (kept on resume)
+    name = f"{molecule}_{variant}" + (f"_w{width}" if width else "")
+    name += f"_decay{decay}" if decay is not None else ""
+    name += "" if recipe == "plain" else f"_{recipe}"
+    return name + ("" if len(seeds) == 1 else f"_s{seed}")
+
+
+def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespace) -> str:
+    r"""One row per run, its ratios to ``reference``'s run of the same molecule and seed,
+    then (several seeds) the mean and standard deviation of each model's errors."""
+    keys = ("test_energy_mae_meV", "test_energy_mae_offset_free_meV",
+            "test_forces_mae_meV_per_A")
+    lines = [
+        f"rMD17 split 01, one loop for every model, recipe {args.recipe}, "
+        f"{args.max_minutes:g} {args.clock} min each on one thread, {args.parallel} runs "
+        f"at a time. Test MAE: energy meV (and without its mean offset) / forces meV/Å; "
+        f"ratio: the row's / {reference}'s (below 1 is better).",
+        "",
+        "| molecule | variant | recipe | seed | params | steps | epochs | steps/s | energy MAE "
+        "| offset-free | force MAE | E ratio | offset-free ratio | F ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results:
+        peer = next((r for r in results if r["molecule"] == row["molecule"]
+                     and r["variant"] == reference and r.get("seed") == row.get("seed")), None)
+        ratios = ["-"] * 3 if peer is None else [f"{row[k] / peer[k]:.2f}" for k in keys]
+        variant = row["variant"] + (f" (readout decay {row['readout_decay']:g})"
+                                    if row.get("readout_decay") is not None else "")
+        lines.append(
+            f"| {row['molecule']} | {variant} | {row.get('recipe', 'plain')} | "
+            f"{row.get('seed', '-')} | {row['parameters']} | {row['steps']} | {row['epochs']} | "
+            f"{row['steps_per_s']:.1f} | {row[keys[0]]:.2f} | {row[keys[1]]:.2f} | "
+            f"{row[keys[2]]:.2f} | {' | '.join(ratios)} |")
+    if len(args.seeds) > 1:
+        import statistics
+
+        lines += ["", f"Over seeds {args.seeds}: mean ± standard deviation.", "",
+                  "| molecule | variant | runs | energy MAE | offset-free | force MAE |",
+                  "|---|---|---|---|---|---|"]
+        for molecule in args.molecules:
+            for variant in args.same_loop:
+                rows = [r for r in results if r["molecule"] == molecule
+                        and r["variant"] == variant]
+                cells = [f"{statistics.mean(r[k] for r in rows):.2f} ± "
+                         f"{statistics.stdev(r[k] for r in rows):.2f}" for k in keys]
+                lines.append(f"| {molecule} | {variant} | {len(rows)} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def same_loop(args: argparse.Namespace, root: Path) -> None:
-    r"""Runs the ``--same-loop`` variants in pairs and writes the side-by-side table."""
+    r"""Runs the ``--same-loop`` variants ``--parallel`` at a time and writes the
+    side-by-side table."""
     script = Path(__file__).with_name("same_loop.py")
-    jobs = [(molecule, variant) for molecule in args.molecules for variant in args.same_loop]
+    jobs = [(molecule, variant, seed) for seed in args.seeds for molecule in args.molecules
+            for variant in args.same_loop]
+    names = {job: _job_name(job[0], job[1], args.recipe, job[2], args.seeds, args.width,
+                            args.readout_decay) for job in jobs}
     # Finished runs in a reused --output are kept (a killed benchmark resumes).
-    done = {job: root / f"{job[0]}_{job[1]}.json" for job in jobs}
-    done = {job: path for job, path in done.items() if path.is_file()}
+    done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:
-        print(f"kept {done[job]}")
-    jobs = [job for job in jobs if job not in done]
+        print(f"kept {root / names[job]}.json")
+    todo = [job for job in jobs if job not in done]
     root.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for first in range(0, len(jobs), args.parallel):
+    for first in range(0, len(todo), args.parallel):
         running = []
-        for molecule, variant in jobs[first:first + args.parallel]:
-            output = root / f"{molecule}_{variant}.json"
+        for molecule, variant, seed in todo[first:first + args.parallel]:
+            output = root / f"{names[molecule, variant, seed]}.json"
             command = [sys.executable, str(script), "--variant", variant, "--molecule", molecule,
-                       "--minutes", str(args.max_minutes), "--seed", str(args.seed),
-                       "--output", str(output), "--clock", args.clock]
-            if args.data_dir:
-                command += ["--data-dir", args.data_dir]
-            log = open(root / f"{molecule}_{variant}.log", "w")  # noqa: SIM115 - closed below
+                       "--minutes", str(args.max_minutes), "--seed", str(seed),
+                       "--output", str(output), "--clock", args.clock, "--recipe", args.recipe]
+            for flag, value in (("--schedule", args.schedule), ("--width", args.width),
+                                ("--readout-decay", args.readout_decay),
+                                ("--data-dir", args.data_dir)):
+                if value is not None:
+                    command += [flag, str(value)]
+            log = open(output.with_suffix(".log"), "w")  # noqa: SIM115 - closed below
             running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              env=environment), log, output))
         for process, log, output in running:
             if process.wait() != 0:
                 raise SystemExit(f"{output.stem} failed: see {log.name}")
             log.close()
-    results = [json.loads((root / f"{m}_{v}.json").read_text())
-               for m in args.molecules for v in args.same_loop]
-    lines = [
-        f"rMD17 split 01, one plain loop for every model, {args.max_minutes:g} "
-        f"{args.clock} min each on one thread, two runs at a time. Test MAE: energy meV "
-        "(and without its mean offset) / forces meV/Å; ratio: ours / hippynn's HIP-NN "
-        "(below 1 is better).",
-        "",
-        "| molecule | variant | steps | epochs | steps/s | energy MAE | offset-free | "
-        "force MAE | E ratio | offset-free ratio | F ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results:
-        peer = next((r for r in results if r["molecule"] == row["molecule"]
-                     and r["variant"] == "hippynn"), None)
-        ratios = ["-"] * 3 if peer is None else [
-            f"{row[key] / peer[key]:.2f}"
-            for key in ("test_energy_mae_meV", "test_energy_mae_offset_free_meV",
-                        "test_forces_mae_meV_per_A")]
-        lines.append(
-            f"| {row['molecule']} | {row['variant']} | {row['steps']} | {row['epochs']} | "
-            f"{row['steps_per_s']:.1f} | {row['test_energy_mae_meV']:.2f} | "
-            f"{row['test_energy_mae_offset_free_meV']:.2f} | "
-            f"{row['test_forces_mae_meV_per_A']:.2f} | {' | '.join(ratios)} |")
-    table = "\n".join(lines)
+    results = [json.loads((root / f"{names[job]}.json").read_text()) for job in jobs]
+    table = _same_loop_table(results, args.reference, args)
     print("\n" + table)
     (root / "same_loop.md").write_text(table + "\n")
     (root / "same_loop.json").write_text(json.dumps(
         {"date": datetime.now().isoformat(timespec="minutes"), "rows": results,
-         "max_minutes": args.max_minutes, "clock": args.clock}, indent=2))
+         "max_minutes": args.max_minutes, "clock": args.clock, "recipe": args.recipe,
+         "command": " ".join([Path(sys.executable).name, *sys.argv])}, indent=2))
 
 
 def main() -> None:
@@ -192,6 +243,21 @@ def main() -> None:
                         help="compare these variants in one plain loop (see same_loop.py)")
     parser.add_argument("--parallel", type=int, default=2,
                         help="--same-loop runs at a time (default: 2)")
+    parser.add_argument("--recipe", choices=["plain", "own"], default="plain",
+                        help="--same-loop: one recipe for all, or each model's own")
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
+                        help="--same-loop: replace the recipes' schedule")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="--same-loop: one run per seed (default: --seed)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="--same-loop: features of ours and hippynn's (default 64)")
+    parser.add_argument("--readout-decay", type=float, default=None,
+                        help="--same-loop: ours' higher energy readouts scaled at the start "
+                        "(hippynn's decay, e.g. 0.01)")
+    parser.add_argument("--reference", default="hippynn",
+                        help="--same-loop: the variant the ratios divide by")
+    parser.add_argument("--budget-schedule", action="store_true",
+                        help="cosine decay over the CPU-time budget instead of the plateau")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. model.representation.hidden_channels=64")
     args = parser.parse_args()
@@ -199,6 +265,7 @@ def main() -> None:
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     root = args.output or repo_root() / "logs" / "bench" / stamp
+    args.seeds = args.seeds or [args.seed]
     if args.same_loop:
         same_loop(args, root)
         return

@@ -1,55 +1,80 @@
-r"""One model on rMD17 through a plain training loop shared by every model, for the
-side-by-side comparison of ``bench_accuracy.py --same-loop`` (not a test).
+r"""One model on rMD17 through a training loop shared by every model, for the side-by-side
+comparisons of ``bench_accuracy.py --same-loop`` (not a test).
 
-The loop is the same for hipnn_pyg and for LANL's hippynn (the reference HIP-NN,
-``pip install hippynn``): official split 01 (950 training / 50 validation frames of the
-training file, in a seeded order, 1000 test frames), float32, one thread, batch 16,
-loss :math:`((\hat E - E)/N)^2 + 100\,|\hat F - F|^2` in eV and Å (energies less the
-training mean), Adam at 3e-3 halved after 10 epochs without a better validation loss
-(down to 1e-5), no warm-up, clipping or EMA, a budget of CPU time (``--clock cpu``, the
-default: runs sharing cores stay comparable) or of wall time; the test errors are
-those of the best validation epoch. Both models are HIP-NN of the same shape (64
-features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å,
-cutoff 5.5 Å), hippynn's as ``Hipnn``/``HipnnQuad``, ours as ``HIPNN(tensor_order=...)``
-(hippynn's ``HipnnVec`` for order 1).
+The loop is the same for hipnn_pyg, LANL's hippynn (the reference HIP-NN,
+``pip install hippynn``) and MACE (``pip install mace-torch``, the ``peers`` extra):
+official split 01 (950 training / 50 validation frames of the training file, in a
+seeded order, 1000 test frames), float32, one thread, energies less the training mean,
+a budget of CPU time (``--clock cpu``, the default: runs sharing cores stay comparable)
+or of wall time, validation once per epoch, and the test errors of the best validation
+epoch. Each model starts from its implementation's standard initialisation from the
+training split (``same_loop_models.py``: our self-energies and the untrained network's
+offset fitted, MACE's E0s and force scale).
+
+``--recipe plain`` (the default) trains every model the same way (Adam 3e-3, energy :
+force 1 : 100, batch 16, plateau schedule, no EMA); ``--recipe own`` gives each model
+its own published recipe within the same budget (ours: ``rmd17_ethanol``'s, with a
+cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.py``.
+``--schedule`` swaps the schedule of either. Our models are HIP-NN of ``SHAPE`` (64
+features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
+5.5 Å; ``--width`` changes the features), hippynn's of the same shape, MACE of the sizes
+in ``MACE_SIZES``.
 
 Example::
 
-    python scripts/same_loop.py --variant hippynn --molecule ethanol --minutes 10 \
-        --output ethanol_hippynn.json
+    python scripts/same_loop.py --variant mace --molecule ethanol --minutes 10 \
+        --output ethanol_mace.json
+
+writes the results (``.json``) and the best weights (``.weights.pt``, with the model's
+config in the JSON for ``bench_pareto.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
-import logging
+import subprocess
+import sys
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-#: variant -> (implementation, tensor order)
-VARIANTS = {
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from same_loop_models import (  # noqa: E402, F401 - siblings; re-exported for bench_*.py
+    SHAPE,
+    SPECIES,
+    EnergyForces,
+    fit_initial_energy,
+    hippynn_available,
+    hippynn_initialize,
+    hippynn_model,
+    mace_available,
+    mace_model,
+    ours,
+    refit_energy,
+)
+from same_loop_recipes import Recipe, Schedule, parameter_groups, recipe_for  # noqa: E402
+
+#: variant -> (implementation, tensor order or MACE size)
+VARIANTS: dict[str, tuple[str, Any]] = {
     "hipnn_pyg": ("hipnn_pyg", 0),
     "hipnn_pyg_ts1": ("hipnn_pyg", 1),
     "hipnn_pyg_ts2": ("hipnn_pyg", 2),
     "hippynn": ("hippynn", 0),
     "hippynn_vec": ("hippynn", 1),
     "hippynn_quad": ("hippynn", 2),
+    "mace": ("mace", "mace"),
+    "mace_small": ("mace", "mace_small"),
 }
-SHAPE = dict(features=64, interactions=3, atom_layers=3, sensitivities=20,
-             soft_min=0.75, soft_max=5.0, cutoff=5.5)
-SPECIES = (1, 6, 7, 8)
-FORCE_WEIGHT = 100.0
+FORCE_WEIGHT = 100.0  # the plain recipe's, for bench_speed.py
 BATCH = 16
-
-#: (z [B, A], pos [B, A, 3], create_graph) -> (energy [B], forces [B, A, 3])
-EnergyForces = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor]]
 
 
 def frames(path: Path) -> dict[str, Tensor]:
@@ -72,73 +97,9 @@ def split(data_dir: Path, molecule: str, seed: int) -> dict[str, dict[str, Tenso
     return out
 
 
-def hippynn_available() -> bool:
-    r"""Whether hippynn is importable (the peer of the benchmarks)."""
-    try:
-        import hippynn  # noqa: F401
-    except ImportError:
-        return False
-    # hippynn compiles its pytorch kernels and hits dynamo's recompile limit: noise only.
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-    return True
-
-
-def ours(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module, EnergyForces]:
-    r"""hipnn_pyg's HIPNN of ``shape`` and its energy-and-forces function."""
-    from hipnn_pyg import HIPNN
-
-    model = HIPNN(species=SPECIES, hidden_channels=shape["features"],
-                  num_interactions=shape["interactions"], num_atom_layers=shape["atom_layers"],
-                  num_sensitivities=shape["sensitivities"], soft_min_distance=shape["soft_min"],
-                  soft_max_distance=shape["soft_max"], cutoff=shape["cutoff"],
-                  tensor_order=tensor_order)
-
-    def run(z: Tensor, pos: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
-        count, atoms = z.shape
-        flat = pos.reshape(-1, 3).detach().requires_grad_(True)
-        energy = model(z.reshape(-1), flat, torch.arange(count).repeat_interleave(atoms))
-        (gradient,) = torch.autograd.grad(energy.sum(), flat, create_graph=create_graph)
-        return energy.float(), -gradient.view(count, atoms, 3)
-
-    return model, run
-
-
-def hippynn_model(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module,
-                                                                    EnergyForces]:
-    r"""hippynn's ``Hipnn`` (``HipnnQuad`` for order 2) of ``shape``, same function."""
-    warnings.filterwarnings("ignore")  # hippynn warns about its optional kernels
-    from hippynn.graphs import GraphModule, inputs, networks, physics, targets
-
-    species = inputs.SpeciesNode(db_name="Z")
-    positions = inputs.PositionsNode(db_name="R")
-    options = dict(possible_species=[0, *SPECIES], n_features=shape["features"],
-                   n_sensitivities=shape["sensitivities"], dist_soft_min=shape["soft_min"],
-                   dist_soft_max=shape["soft_max"], dist_hard_max=shape["cutoff"],
-                   n_interaction_layers=shape["interactions"],
-                   n_atom_layers=shape["atom_layers"])
-    if tensor_order == 1:
-        network = networks.HipnnVec("hipnn", (species, positions),
-                                    module_kwargs=dict(options, cusp_reg=1e-6))
-    elif tensor_order == 2:
-        network = networks.HipnnQuad("hipnn", (species, positions),
-                                     module_kwargs=dict(options, cusp_reg=1e-6))
-    else:
-        network = networks.Hipnn("hipnn", (species, positions), module_kwargs=options)
-    energy_node = targets.HEnergyNode("HEnergy", network)
-    forces_node = physics.GradientNode("forces", (energy_node, positions), sign=-1)
-    model = GraphModule([species, positions], [energy_node.mol_energy, forces_node])
-    model.energy_node = energy_node  # for hippynn's ASE calculator (bench_md.py)
-
-    def run(z: Tensor, pos: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
-        energy, forces = model(z, pos)  # hippynn always keeps the graph of its forces
-        return energy.view(-1), forces
-
-    return model, run
-
-
 def errors(run: EnergyForces, data: dict[str, Tensor], offset: float) -> tuple[float, ...]:
     r"""Energy MAE, force MAE and the energy MAE once the mean energy error is removed
-    (the loss weighs energies little, so a constant offset is learnt slowly)."""
+    (a force-weighted loss learns a constant offset slowly)."""
     energy_error, force_error = [], []
     for start in range(0, len(data["z"]), 50):
         part = slice(start, start + 50)
@@ -153,63 +114,158 @@ def errors(run: EnergyForces, data: dict[str, Tensor], offset: float) -> tuple[f
 
 
 def loss_of(run: EnergyForces, z: Tensor, pos: Tensor, energy: Tensor, forces: Tensor,
-            create_graph: bool) -> Tensor:
+            create_graph: bool, force_weight: float = FORCE_WEIGHT,
+            energy_weight: float = 1.0) -> Tensor:
+    r""":math:`w_E\,\mathrm{mean}((\hat E - E)/N)^2 + w_F\,\mathrm{mean}(\hat F - F)^2`."""
     predicted, predicted_forces = run(z, pos, create_graph)
     atoms = z.size(1)
     energy_term = ((predicted - energy.float()) / atoms).square().mean()
-    return energy_term + FORCE_WEIGHT * (predicted_forces - forces).square().mean()
+    return energy_weight * energy_term + force_weight * (predicted_forces - forces).square().mean()
+
+
+def build(variant: str, train: dict[str, Tensor], offset: float, width: int | None = None,
+          init: str = "fit", readout_decay: float | None = None,
+          ) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
+    r"""The model of ``variant``, its energy-and-forces function and the config that
+    rebuilds it, started from the training split (see the module docs).
+
+    Args:
+        variant: a key of :data:`VARIANTS`.
+        train: the training frames.
+        offset: the energy subtracted from every frame (eV).
+        width: features of ours and hippynn's (default: ``SHAPE``'s).
+        init: ours and hippynn: ``"fit"`` (each implementation's start from the
+            training split) or ``"mean"`` (nothing fitted: the loop's energies less
+            their mean only, as the loop's records before the fit).
+        readout_decay: ours only: hippynn's decay of the higher readouts (``None``: off).
+    """
+    implementation, option = VARIANTS[variant]
+    if implementation == "mace":
+        return mace_model(option, train, offset)
+    shape = dict(SHAPE, features=width or SHAPE["features"])
+    config = dict(shape=shape, tensor_order=option)
+    if implementation == "hippynn":
+        model, run = hippynn_model(option, shape)
+        if init == "fit":
+            hippynn_initialize(model, train, offset)
+        return model, run, config
+    model, run = ours(option, shape)
+    if init == "fit":
+        fit_initial_energy(model, train, offset, readout_decay)
+    elif init != "mean":
+        raise ValueError(f"init {init!r}: choose fit or mean")
+    return model, run, config
+
+
+@contextmanager
+def weights_of(model: torch.nn.Module, average: torch.nn.Module | None) -> Iterator[None]:
+    r"""``model`` holding ``average``'s weights for a while (the EMA's, to validate)."""
+    if average is None:
+        yield
+        return
+    own = copy.deepcopy(model.state_dict())
+    model.load_state_dict(average.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
+
+
+def git_commit() -> str | None:
+    r"""The checkout's short commit, with ``+uncommitted`` when its files differ."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+
+    try:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return git("rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int,
-          weights: Path | None = None, clock: str = "cpu") -> dict:
-    r"""Trains one variant; writes its best weights to ``weights`` when given."""
+          weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
+          schedule: str | None = None, width: int | None = None, init: str = "fit",
+          readout_decay: float | None = None, batch: int | None = None) -> dict:
+    r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
+    given. ``schedule`` and ``batch`` replace the recipe's when given."""
+    from hipnn_pyg.train.ema import ExponentialMovingAverage
+
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    implementation, tensor_order = VARIANTS[variant]
-    model, run = (ours if implementation == "hipnn_pyg" else hippynn_model)(tensor_order)
+    implementation = VARIANTS[variant][0]
+    plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch)
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
+    model, run, config = build(variant, train_set, offset, width, init, readout_decay)
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=10,
-                                                           min_lr=1e-5)
-    best, best_state, steps, epochs = float("inf"), None, 0, 0
+    optimizer = torch.optim.Adam(parameter_groups(model, implementation, plan.weight_decay),
+                                 lr=plan.lr, amsgrad=plan.amsgrad)
+    schedule_ = Schedule(optimizer, plan)
+    average = ExponentialMovingAverage(model, plan.ema) if plan.ema else None
+    best, best_state, steps, epochs, rate = float("inf"), None, 0, 0, plan.lr
+    weights_e, weights_f, stage_two_epoch = plan.energy_weight, plan.force_weight, None
     generator = torch.Generator().manual_seed(seed)
     now = time.process_time if clock == "cpu" else time.perf_counter
     start = now()
-    deadline = start + 60.0 * minutes
-    while now() < deadline:
+    budget = 60.0 * minutes
+    while now() - start < budget:
+        if plan.stage_two and stage_two_epoch is None and \
+                (now() - start) / budget >= 1.0 - plan.stage_two:
+            # MACE's stage two: new loss weights and rate; the best epoch is chosen afresh
+            stage_two_epoch, best = epochs, float("inf")
+            weights_e, weights_f = plan.stage_two_weights
+            schedule_.start_stage_two()
         order = torch.randperm(len(train_set["z"]), generator=generator)
-        for first in range(0, len(order) - BATCH + 1, BATCH):
-            index = order[first:first + BATCH]
+        for first in range(0, len(order) - plan.batch + 1, plan.batch):
+            index = order[first:first + plan.batch]
+            rate = schedule_.before_step(steps, (now() - start) / budget)
             loss = loss_of(run, train_set["z"][index], train_set["pos"][index],
-                           train_set["energy"][index] - offset, train_set["forces"][index], True)
+                           train_set["energy"][index] - offset, train_set["forces"][index],
+                           True, weights_f, weights_e)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if plan.clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), plan.clip)
             optimizer.step()
+            if average is not None:
+                average.update(model)
             steps += 1
-            if now() >= deadline:
+            if now() - start >= budget:
                 break
         epochs += 1
-        val_loss = float(loss_of(run, val["z"], val["pos"], val["energy"] - offset,
-                                 val["forces"], False).detach())
-        scheduler.step(val_loss)
-        if val_loss < best:
-            best, best_state = val_loss, copy.deepcopy(model.state_dict())
+        with weights_of(model, None if average is None else average.module):
+            val_loss = float(loss_of(run, val["z"], val["pos"], val["energy"] - offset,
+                                     val["forces"], False, weights_f, weights_e).detach())
+            if val_loss < best:
+                best, best_state = val_loss, copy.deepcopy(model.state_dict())
+        schedule_.after_epoch(steps, val_loss)
     wall = now() - start
     if best_state is not None:
         model.load_state_dict(best_state)
+    if plan.refit:  # ours: the end of hipnn-train (refit_self_energies)
+        refit_energy(model, train_set, offset)
     if weights is not None:
         torch.save(model.state_dict(), weights)
     energy_mae, force_mae, centred_mae = errors(run, data["test"], offset)
-    return dict(variant=variant, molecule=molecule, minutes=minutes, clock=clock, steps=steps,
-                epochs=epochs, steps_per_s=steps / wall, wall_s=wall,
+    return dict(variant=variant, molecule=molecule, minutes=minutes, clock=clock,
+                recipe=recipe, settings=dataclasses.asdict(plan), init=init,
+                readout_decay=readout_decay if implementation == "hipnn_pyg" else None,
+                seed=seed, steps=steps, epochs=epochs,
+                stage_two_epoch=stage_two_epoch,
+                steps_per_s=steps / wall, wall_s=wall, final_lr=rate,
                 parameters=sum(p.numel() for p in model.parameters()),
                 test_energy_mae_meV=1000 * energy_mae, test_forces_mae_meV_per_A=1000 * force_mae,
                 test_energy_mae_offset_free_meV=1000 * centred_mae,
-                untrained_forces_mae_meV_per_A=1000 * untrained[1])
+                untrained_energy_mae_meV=1000 * untrained[0],
+                untrained_forces_mae_meV_per_A=1000 * untrained[1],
+                offset_eV=offset, model_config=config, threads=torch.get_num_threads(),
+                dtype="float32", commit=git_commit())  # checked above
 
 
 def main() -> None:
@@ -224,10 +280,25 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="what --minutes counts: this process's CPU time or wall time")
+    parser.add_argument("--recipe", choices=["plain", "own"], default="plain",
+                        help="plain: one recipe for all; own: each model's (see "
+                        "same_loop_recipes.py)")
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
+                        help="replace the recipe's schedule")
+    parser.add_argument("--batch", type=int, default=None, help="replace the recipe's batch")
+    parser.add_argument("--width", type=int, default=None,
+                        help="features of ours and hippynn's (default 64)")
+    parser.add_argument("--init", choices=["fit", "mean"], default="fit",
+                        help="ours and hippynn: each one's start fitted on the training "
+                        "split (fit) or not (mean)")
+    parser.add_argument("--readout-decay", type=float, default=None,
+                        help="ours: hippynn's decay of the higher energy readouts, e.g. 0.01")
     args = parser.parse_args()
     result = train(args.variant, args.molecule, args.minutes,
                    args.data_dir or reference_data_dir(), args.seed,
-                   args.output.with_suffix(".weights.pt"), args.clock)
+                   args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
+                   args.schedule, args.width, args.init, args.readout_decay, args.batch)
+    result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 
     atomic_write_text(args.output, json.dumps(result, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hipnn_pyg.train.budget import BudgetSchedule
 from hipnn_pyg.train.callbacks import CpuTimeLimit, EpochSeed
 from hipnn_pyg.train.checkpoint import AtomicCheckpointIO
 from hipnn_pyg.train.ema import EMA, ExponentialMovingAverage
@@ -14,6 +15,7 @@ from hipnn_pyg.train.module import HIPNNLightningModule
 __all__ = [
     "EMA",
     "AtomicCheckpointIO",
+    "BudgetSchedule",
     "CpuTimeLimit",
     "EpochSeed",
     "ErrorMetric",

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -131,23 +132,26 @@ class CpuTimeLimit(Callback):
 
     Args:
         minutes (float): CPU-time budget of the whole fit, in minutes.
+        clock (Callable[[], float], optional): Seconds of CPU time, for tests.
+            (default: :obj:`None`, :func:`time.process_time`)
     """
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         if not minutes > 0:
             raise ValueError(f"CpuTimeLimit needs a positive budget, got minutes={minutes}")
         self.minutes = float(minutes)
+        self.clock = clock or time.process_time
         self._used_before = 0.0  # CPU seconds of earlier (resumed) runs
         self._start: float | None = None
 
     def used_seconds(self) -> float:
         r"""CPU seconds the fit has used so far, earlier runs included."""
-        running = 0.0 if self._start is None else time.process_time() - self._start
+        running = 0.0 if self._start is None else self.clock() - self._start
         return self._used_before + running
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.process_time()
+        self._start = self.clock()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._used_before, self._start = self.used_seconds(), None

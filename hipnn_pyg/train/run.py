@@ -28,7 +28,11 @@ from hipnn_pyg.serialization import atomic_torch_save, load_model, save_model, t
 from hipnn_pyg.train import finetune
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
-from hipnn_pyg.train.self_energy import initialize_self_energies, refit_self_energies
+from hipnn_pyg.train.self_energy import (
+    initialize_self_energies,
+    refit_self_energies,
+    scale_readouts,
+)
 from hipnn_pyg.train.targets import KNOWN_TARGETS, derivatives, num_atoms
 
 log = logging.getLogger(__name__)
@@ -109,11 +113,18 @@ def _scalar(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
-def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModule) -> None:
+def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModule,
+                          network_offset: bool = False,
+                          readout_decay: float | None = None) -> None:
     r"""Fits ``model``'s self-energies on the data's training split when they are all
-    zero (see :func:`~hipnn_pyg.train.self_energy.initialize_self_energies`)."""
+    zero (see :func:`~hipnn_pyg.train.self_energy.initialize_self_energies`), with
+    ``network_offset`` also absorbing the untrained network's mean energy; first scales
+    the higher energy readouts by ``readout_decay`` when given
+    (:func:`~hipnn_pyg.train.self_energy.scale_readouts`)."""
     if getattr(model, "self_energies", None) is None:
         return  # not a model with self-energies
+    if readout_decay is not None:
+        scale_readouts(model, readout_decay)
     datamodule.setup("fit")
     dataset = getattr(datamodule, "train_dataset", None)
     if dataset is None:
@@ -122,7 +133,15 @@ def fit_on_training_split(model: torch.nn.Module, datamodule: LightningDataModul
             f"{type(datamodule).__name__} (or set the model's self-energies, or "
             "fit_self_energies=false)"
         )
-    initialize_self_energies(model, dataset)
+    initialize_self_energies(model, dataset, network_offset)
+
+
+def start_from_training_split(cfg: DictConfig, model: torch.nn.Module,
+                              datamodule: LightningDataModule) -> None:
+    r"""A new run's start (``fit_self_energies``): :func:`fit_on_training_split` with the
+    config's ``fit_network_offset`` (default on) and ``initial_readout_decay``."""
+    fit_on_training_split(model, datamodule, bool(cfg.get("fit_network_offset", True)),
+                          cfg.get("initial_readout_decay"))
 
 
 def refit_after_training(cfg: DictConfig, module: Any, datamodule: LightningDataModule,
@@ -187,7 +206,7 @@ def train(cfg: DictConfig) -> float | None:
         if source:
             finetune.prepare_data(cfg, model, datamodule, refit=ckpt_path is None)
         elif ckpt_path is None and cfg.get("fit_self_energies", True):
-            fit_on_training_split(model, datamodule)
+            start_from_training_split(cfg, model, datamodule)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException as error:

@@ -126,15 +126,29 @@ def solve_self_energies(
     return torch.as_tensor(result)
 
 
-def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool:
+#: Structures of the training split (evenly spaced) whose untrained-network residuals
+#: set the initial offset: enough to pin per-species means, cheap on large data sets.
+OFFSET_STRUCTURES = 10_000
+
+
+def initialize_self_energies(model: torch.nn.Module, train_dataset: Any,
+                             network_offset: bool = False) -> bool:
     r"""Sets ``model``'s per-species self-energies to :func:`fit_self_energies` on
     ``train_dataset`` when they are all zero (not given by the user). Call it once,
     before training starts and never when resuming (the checkpoint holds them).
+
+    With ``network_offset``, the self-energies are then shifted by a least-squares fit
+    of the untrained model's own residuals (:func:`refit_self_energies`, on at most
+    :data:`OFFSET_STRUCTURES` structures): an untrained HIP-NN's higher layers add
+    energies of tens of eV (e.g. +39 eV on ethanol for width 64, three interactions,
+    ``tensor_order=2``), which the first steps of training would otherwise spend on.
 
     Args:
         model (torch.nn.Module): A model with ``species``, ``self_energies`` and
             ``set_self_energies`` (e.g. :class:`~hipnn_pyg.HIPNN`); others are left alone.
         train_dataset: The **training** split (see :func:`fit_self_energies`).
+        network_offset (bool): Also absorb the untrained network's mean energy.
+            (default: :obj:`False`)
 
     Returns:
         Whether the self-energies were fitted.
@@ -143,7 +157,7 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
         fitted = False
         for name, part in _level_parts(model, train_dataset):
             with _at_level(model, name):
-                fitted |= initialize_self_energies(model, part)
+                fitted |= initialize_self_energies(model, part, network_offset)
         return fitted
     current = getattr(model, "self_energies", None)
     if current is None or bool(current.abs().gt(0).any()):
@@ -152,7 +166,33 @@ def initialize_self_energies(model: torch.nn.Module, train_dataset: Any) -> bool
     model.set_self_energies(energies.to(current))
     log.info("fitted self-energies (eV) on %d training structures: %s", len(train_dataset),
              dict(zip(model.species, energies.tolist(), strict=True)))
+    if network_offset:
+        count = len(train_dataset)
+        spaced = np.linspace(0, count - 1, OFFSET_STRUCTURES).round().astype(int)
+        sample = train_dataset if count <= OFFSET_STRUCTURES else Subset(
+            train_dataset, spaced.tolist())
+        with warnings.catch_warnings():  # the rank warning was given by the fit above
+            warnings.simplefilter("ignore", UserWarning)
+            refit_self_energies(model, sample)
     return True
+
+
+@torch.no_grad()
+def scale_readouts(model: torch.nn.Module, decay: float) -> None:
+    r"""Scales the energy readouts of layers 1, 2, 3, ... by ``decay``, ``decay**2``,
+    ``decay**4``, ... (hippynn's ``hierarchical_energy_initialization``): the untrained
+    model's energy is then nearly its self-energies alone, and its forces nearly zero.
+
+    Args:
+        model (torch.nn.Module): A model with an ``energy_head`` of per-layer
+            ``readouts`` (e.g. :class:`~hipnn_pyg.HIPNN`).
+        decay (float): The first interaction layer's factor, e.g. ``1e-2``.
+    """
+    factor = float(decay)
+    for readout in model.energy_head.readouts[1:]:
+        for parameter in readout.parameters():
+            parameter.mul_(factor)
+        factor *= factor
 
 
 def _levelled(model: torch.nn.Module, dataset: Any) -> bool:

@@ -163,5 +163,7 @@ def test_run_refits_the_best_weights_on_training_residuals(tmp_path: Path) -> No
         best = model_from_state(torch_load(summary["best_checkpoint"])["hipnn_model"])
         same = torch.equal(best.self_energies, model.self_energies)
         assert same == (name == "off")  # the checkpoint keeps the trained self-energies
-    assert abs(residuals["on"]) < 1e-4  # eV: the least-squares shift removes the mean
+    # eV: the least-squares shift removes the mean, up to the float32 self-energies
+    # (~-468 eV, steps of 3.1e-5 eV): 6 H + 2 C + 1 O round it by at most 1.4e-4 eV
+    assert abs(residuals["on"]) < 1.5e-4
     assert abs(residuals["off"]) > 10 * abs(residuals["on"])

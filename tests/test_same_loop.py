@@ -1,0 +1,127 @@
+"""scripts/same_loop.py's models and recipes: our start from the training split, MACE's
+model (skipped without the ``peers`` extra), the schedules, and bench_pareto's front."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "data" / "rmd17_ethanol" / "rmd17_ethanol_train_01.npz"
+WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def same_loop() -> ModuleType:
+    return _script("same_loop")
+
+
+@pytest.fixture(scope="module")
+def frames(same_loop: ModuleType) -> dict[str, torch.Tensor]:
+    data = same_loop.frames(SHIPPED)
+    return {key: value[:32] for key, value in data.items()}
+
+
+def test_ours_starts_at_the_training_energies(same_loop: ModuleType, frames: dict,
+                                              one_thread: None) -> None:
+    # the plain loop's untrained HIP-NN-TS was 13-18 eV off before the start was fitted
+    offset = float(frames["energy"].mean())
+    errors = {}
+    for init in ("mean", "fit"):
+        torch.manual_seed(0)
+        _, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16, init=init)
+        errors[init] = same_loop.errors(run, frames, offset)[0]
+    assert config == {"shape": dict(same_loop.SHAPE, features=16), "tensor_order": 2}
+    assert errors["fit"] < 1.0 < errors["mean"], errors  # eV per molecule
+
+
+def test_mace_variant_builds_and_takes_a_step(same_loop: ModuleType, frames: dict,
+                                              one_thread: None) -> None:
+    before = os.environ.get(WEIGHTS_ONLY)
+    same_loop.mace_available()  # imports mace, if installed, without its side effect
+    pytest.importorskip("mace")  # CI does not install the peers extra
+    assert os.environ.get(WEIGHTS_ONLY) == before  # weights-only loading left alone
+    recipes = _script("same_loop_recipes")
+    offset = float(frames["energy"].mean())
+    torch.manual_seed(0)
+    model, run, config = same_loop.build("mace", frames, offset)
+    assert sum(p.numel() for p in model.parameters()) == 68_464
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert config["zs"] == [1, 6, 8] and 5 < config["avg_num_neighbors"] < 9
+    rms = float(frames["forces"].double().square().mean().sqrt())
+    assert config["scale"] == pytest.approx(rms)  # MACE's rms_forces_scaling
+    assert same_loop.errors(run, frames, offset)[0] < 1.0  # E0s: starts within 1 eV
+
+    plan = recipes.recipe_for("own", "mace")
+    groups = recipes.parameter_groups(model, "mace", plan.weight_decay)
+    assert [g["weight_decay"] for g in groups] == [5e-7, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    optimizer = torch.optim.Adam(groups, lr=plan.lr, amsgrad=plan.amsgrad)
+    start = [p.detach().clone() for p in model.parameters()]
+    index = torch.arange(plan.batch)
+    loss = same_loop.loss_of(run, frames["z"][index], frames["pos"][index],
+                             frames["energy"][index] - offset, frames["forces"][index], True,
+                             plan.force_weight, plan.energy_weight)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert math.isfinite(float(loss.detach()))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    moved = sum(not torch.equal(a, b) for a, b in zip(start, model.parameters(), strict=True))
+    assert moved > len(start) // 2
+
+    # bench_pareto.py rebuilds it from the saved config and weights
+    models = _script("same_loop_models")
+    rebuilt = models.mace_from_config(**config)
+    rebuilt.load_state_dict(model.state_dict())
+    again = models.mace_function(rebuilt, config["zs"], 5.0)
+    energy, forces = run(frames["z"][:4], frames["pos"][:4], False)
+    energy2, forces2 = again(frames["z"][:4], frames["pos"][:4], False)
+    torch.testing.assert_close(energy2, energy)
+    torch.testing.assert_close(forces2, forces)
+
+
+def test_schedules_warm_up_decay_and_stage_two() -> None:
+    recipes = _script("same_loop_recipes")
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    plan = recipes.recipe_for("own", "hipnn_pyg")
+    optimizer = torch.optim.Adam([parameter], lr=plan.lr)
+    schedule = recipes.Schedule(optimizer, plan)
+    assert schedule.before_step(0, 0.0) == pytest.approx(plan.lr / plan.warmup)
+    assert schedule.before_step(plan.warmup, 0.5) == pytest.approx((plan.lr + plan.min_lr) / 2)
+    assert schedule.before_step(plan.warmup, 1.0) == pytest.approx(plan.min_lr)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(plan.min_lr)
+
+    plan = recipes.recipe_for("own", "mace", patience=0)
+    optimizer = torch.optim.Adam([parameter], lr=plan.lr)
+    schedule = recipes.Schedule(optimizer, plan)
+    schedule.after_epoch(10, 1.0)
+    schedule.after_epoch(20, 2.0)  # worse: cut by 0.8 at patience 0
+    assert schedule.before_step(21, 0.5) == pytest.approx(0.8 * plan.lr)
+    schedule.start_stage_two()
+    schedule.after_epoch(30, 3.0)  # the plateau no longer acts
+    assert schedule.before_step(31, 0.9) == plan.stage_two_lr
+    with pytest.raises(ValueError, match="no 'own' recipe for hippynn"):
+        recipes.recipe_for("own", "hippynn")
+
+
+def test_pareto_front() -> None:
+    pareto = _script("bench_pareto")
+    points = [(10.0, 5.0), (20.0, 6.0), (15.0, 7.0), (5.0, 4.0), (20.0, 8.0)]
+    assert pareto.pareto_front(points) == [3, 0, 1]  # by speed; (15, 7), (20, 8) beaten
