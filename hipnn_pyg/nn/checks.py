@@ -89,12 +89,14 @@ def check_values(
     cell: Tensor | None,
     lookup: Tensor | None = None,
     species: list[int] | None = None,
+    rows: Tensor | None = None,
 ) -> int:
     r"""Raises for inputs of a wrong value: positions that are not finite, an unsorted
     ``batch``, fewer cells than graphs and, given ``lookup`` and ``species``, elements
-    the model does not know (:func:`species_index`'s message). Every flag is computed on
-    the device and read back to the host in one go (one synchronisation); the messages
-    read more, only once a check failed. Takes inputs that passed :func:`check_shapes`.
+    the model does not know (:func:`species_index`'s message; ``rows``, its unchecked
+    result, saves looking them up again). Every flag is computed on the device and read
+    back to the host in one go (one synchronisation); the messages read more, only once
+    a check failed. Takes inputs that passed :func:`check_shapes`.
 
     Returns:
         int: The number of graphs ``batch`` names, its largest index + 1 (1 without
@@ -107,7 +109,9 @@ def check_values(
         last = batch.max()
         if batch.numel() > 1:
             unsorted = (batch[1:] < batch[:-1]).any()
-    unknown = no if lookup is None else _unknown(z, lookup).any()
+    if lookup is not None and rows is None:
+        rows = _rows(z, lookup)
+    unknown = no if rows is None else (rows < 0).any()
     flags = [bad.any(), unsorted, unknown, last]
     any_bad, any_unsorted, any_unknown, last_graph = torch.stack(
         [flag.to(device=pos.device, dtype=torch.long) for flag in flags]).tolist()

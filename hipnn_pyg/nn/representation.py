@@ -175,12 +175,14 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 (default: :obj:`True`)
         """
         check_shapes(z, pos, batch, cell, pbc)
-        counted = (check_values(z, pos, batch, cell, self.species_lookup, self.species)
-                   if validate else None)
         like = next(self.parameters(), None)
         if like is not None and pos.dtype != like.dtype:
             raise ValueError(f"pos is {pos.dtype} but the model is {like.dtype}: convert one "
                              f"(pos.to({like.dtype}) or model.to({pos.dtype}))")
+        # the rows of the one-hot table, -1 for unknown elements: checked with the rest
+        index = species_index(z, self.species_lookup, self.species, validate=False)
+        counted = (check_values(z, pos, batch, cell, self.species_lookup, self.species,
+                                rows=index) if validate else None)
         if batch is None:
             batch = torch.zeros_like(z)
         if num_graphs is None:
@@ -190,7 +192,6 @@ class HIPNNRepresentation(Configurable, nn.Module):
                 num_graphs = counted
             else:  # a host sync, intrinsic (an output size): pass num_graphs to avoid it
                 num_graphs = int(batch.max()) + 1 if z.numel() else 1
-        index = species_index(z, self.species_lookup, self.species, validate=False)
         graph = radius_graph(pos, self.cutoff, batch, cell, pbc, self.max_num_neighbors,
                              validate=False)
         if validate:

@@ -83,7 +83,7 @@ def _kernels(interpret: bool) -> dict[str, Any]:
         if isinstance(source.tl.sum, JITFunction):
             raise RuntimeError(
                 "Triton's interpreter needs TRITON_INTERPRET=1 set before triton is first "
-                "imported (torch_geometric imports it): triton.language's own helpers "
+                "imported (torch imports it with dynamo): triton.language's own helpers "
                 "were built for the GPU. Set it when the process starts")
         return {name: InterpretedFunction(fn) for name, fn in source.KERNELS.items()}
     return {name: source.triton.jit(fn) for name, fn in source.KERNELS.items()}

@@ -109,6 +109,7 @@ def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cac
         raise OSError("c++: command not found")
 
     monkeypatch.delenv("HIPNN_NO_CPP_EXTENSION", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # no Triton backend on the CPU
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there yet
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
     with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found"):
@@ -127,6 +128,7 @@ def test_falls_back_to_torch_without_a_compiler(monkeypatch, fresh_extension_cac
 
 def test_extension_can_be_switched_off(monkeypatch, fresh_extension_cache) -> None:
     monkeypatch.setenv("HIPNN_NO_CPP_EXTENSION", "1")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # no Triton backend on the CPU
     assert available_backends() == ["torch"]
 
 
