@@ -13,11 +13,12 @@ does by default. The force measure is the largest per-atom spread of the force
 vectors, :math:`\max_i \sqrt{\sum_a \sigma(F_{ia})^2}` (eV/Å), with the same sample
 standard deviation.
 
-Members trained separately carry their own constant energy offsets (their
-self-energies), which ρ counts as disagreement although they shift every structure of a
-composition alike. The offset-free measure ``rho_centred`` first subtracts each member's
-mean deviation from the committee mean over the training set
-(:meth:`Committee.fit_offsets`), so it measures disagreement in how energies *vary*.
+Members trained separately carry their own energy offsets (their self-energies), which
+ρ counts as disagreement although they shift every structure of a composition alike.
+The offset-free measure ``rho_centred`` first subtracts each member's offset, one per
+element and member fitted by least squares to the members' deviations from the committee
+mean over the training set (:meth:`Committee.fit_offsets`; with one composition, the
+mean deviation), so it measures disagreement in how energies *vary*.
 """
 
 from __future__ import annotations
@@ -41,15 +42,29 @@ from hipnn_pyg.calculator import HIPNNEnsembleCalculator
 MEASURES = {"energy": "rho", "forces": "force_dev", "energy_centred": "rho_centred"}
 
 
-def member_offsets(energies: np.ndarray) -> np.ndarray:
-    r"""Each member's constant offset ``[num_models]`` (eV): its mean deviation from the
-    committee mean over the structures of ``energies`` ``[num_structures, num_models]``
-    (per-member energies of the training set)."""
+def member_offsets(energies: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    r"""Each member's offset per element ``[num_elements, num_models]`` (eV per atom):
+    the least-squares fit (minimum norm) of the members' deviations from the committee
+    mean, ``energies`` ``[num_structures, num_models]``, on the structures' element
+    counts ``[num_structures, num_elements]``. With one composition it spreads each
+    member's mean deviation over that composition's atoms."""
     energies = np.asarray(energies, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
     if energies.ndim != 2 or energies.shape[1] < 2 or energies.shape[0] == 0:
         raise ValueError(f"expected energies [num_structures >= 1, num_models >= 2], got "
                          f"{list(energies.shape)}")
-    return (energies - energies.mean(axis=1, keepdims=True)).mean(axis=0)
+    if counts.ndim != 2 or counts.shape[0] != energies.shape[0]:
+        raise ValueError(f"expected element counts [{energies.shape[0]}, num_elements], got "
+                         f"{list(counts.shape)}")
+    deviations = energies - energies.mean(axis=1, keepdims=True)
+    table, *_ = np.linalg.lstsq(counts, deviations, rcond=None)
+    return table
+
+
+def element_counts(numbers: np.ndarray, elements: Sequence[int]) -> np.ndarray:
+    r"""How many atoms of each of ``elements`` ``numbers`` holds ``[num_elements]``."""
+    numbers = np.asarray(numbers)
+    return np.array([np.count_nonzero(numbers == z) for z in elements], dtype=np.float64)
 
 
 def energy_disagreement(energies: Sequence[float], num_atoms: int) -> float:
@@ -125,27 +140,38 @@ class Committee(HIPNNEnsembleCalculator):
     def __init__(self, models: Sequence[nn.Module | str | os.PathLike[str]],
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
         super().__init__(models, device=device, dtype=dtype)
-        self.offsets = np.zeros(len(self.models))
+        #: Elements and per-element member offsets ``[num_elements, num_models]``
+        #: (:meth:`fit_offsets`; none fitted: no offsets).
+        self.offset_elements: list[int] = []
+        self.offset_table = np.zeros((0, len(self.models)))
         #: Median of each measure over the training set (:meth:`fit_offsets`).
         self.training_disagreement: dict[str, float] = {}
 
+    def offsets(self, numbers: np.ndarray) -> np.ndarray:
+        r"""The members' offsets ``[num_models]`` (eV) for a structure of atomic numbers
+        ``numbers`` (elements outside the fitted table add nothing)."""
+        return element_counts(numbers, self.offset_elements) @ self.offset_table
+
     def fit_offsets(self, frames: Sequence[Atoms]) -> np.ndarray:
-        r"""Fits the members' offsets (:func:`member_offsets`) on ``frames`` (the
-        training set), for ``rho_centred``, and records the median of every measure
+        r"""Fits the members' per-element offsets (:func:`member_offsets`) on ``frames``
+        (the training set), for ``rho_centred``, and records the median of every measure
         there (:attr:`training_disagreement`, for relative thresholds); returns the
-        offsets."""
-        self.offsets = np.zeros(len(self.models))
+        table ``[num_elements, num_models]``."""
+        self.offset_elements, self.offset_table = [], np.zeros((0, len(self.models)))
         predictions = self.predict_many(frames)
         energies = np.array([p.energies for p in predictions])
-        self.offsets = member_offsets(energies)
+        elements = sorted({int(z) for atoms in frames for z in atoms.numbers})
+        counts = np.array([element_counts(a.numbers, elements) for a in frames])
+        self.offset_table = member_offsets(energies, counts)
+        self.offset_elements = elements
         self.training_disagreement = {
             "energy": float(np.median([p.rho for p in predictions])),
             "forces": float(np.median([p.force_dev for p in predictions])),
             "energy_centred": float(np.median([
-                energy_disagreement(p.energies - self.offsets, len(a))
+                energy_disagreement(p.energies - self.offsets(a.numbers), len(a))
                 for p, a in zip(predictions, frames, strict=True)]))}
         self.reset()
-        return self.offsets
+        return self.offset_table
 
     @property
     def species(self) -> set[int]:
@@ -160,7 +186,8 @@ class Committee(HIPNNEnsembleCalculator):
         num_models = len(self.models)
         self.results["rho"] = energy_disagreement(self.results["energies_all"], len(self.atoms))
         self.results["rho_centred"] = energy_disagreement(
-            np.asarray(self.results["energies_all"]) - self.offsets, len(self.atoms))
+            np.asarray(self.results["energies_all"]) - self.offsets(self.atoms.numbers),
+            len(self.atoms))
         # the parent's spreads are population ones (ddof=0): rescale to ddof=1
         variance = np.square(self.results["forces_std"]) * num_models / (num_models - 1)
         self.results["force_dev"] = float(np.sqrt(variance.sum(axis=-1).max()))
@@ -182,14 +209,15 @@ class Committee(HIPNNEnsembleCalculator):
                 energies.append(result["energy"].detach().cpu().double().numpy())
                 forces.append(result["forces"].detach().cpu().double().numpy())
             energy, force = np.stack(energies, axis=1), np.stack(forces)
-            offsets = np.cumsum([0, *sizes])
+            starts = np.cumsum([0, *sizes])
             for k, size in enumerate(sizes):
-                member_forces = force[:, offsets[k]:offsets[k + 1]]
+                member_forces = force[:, starts[k]:starts[k + 1]]
                 predictions.append(Prediction(
                     float(energy[k].mean()), member_forces.mean(axis=0),
                     energy_disagreement(energy[k], size),
                     force_disagreement(member_forces),
-                    energy_disagreement(energy[k] - self.offsets, size), energy[k].copy()))
+                    energy_disagreement(energy[k] - self.offsets(chunk[k].numbers), size),
+                    energy[k].copy()))
         return predictions
 
     def predict(self, atoms: Atoms) -> Prediction:

@@ -71,7 +71,7 @@ def sub_seed(*keys: int) -> int:
 def choose_seeds(count: int, max_seeds: int | None, seed: int) -> list[int]:
     r"""Indices of the seed geometries an explorer starts from this round: all of the
     ``count``, or ``max_seeds`` of them drawn with ``seed`` (the round's), so the rounds
-    rotate through the data set."""
+    rotate through the seed frames."""
     if max_seeds is None or max_seeds >= count:
         return list(range(count))
     rng = np.random.default_rng(sub_seed(seed, 7))
@@ -109,7 +109,7 @@ class LangevinExplorer:
         max_temperature_factor (float): A temperature above this multiple of the
             target means an explosion. (default: :obj:`5.0`)
         max_seeds (int, optional): Seed geometries per round: ``max_seeds`` drawn from
-            all of them with the round's seed, so the rounds rotate through the data
+            all of them with the round's seed, so the rounds rotate through the seed
             set. (default: :obj:`None`, all)
         stop_relative (float, optional): A threshold relative to the committee's own
             disagreement on its training set: a trajectory stops at its first frame

@@ -47,7 +47,7 @@ from hipnn_pyg.active.report import (
     write_json_atomic,
     write_summary,
 )
-from hipnn_pyg.active.selection import METHODS, select_by_committee, select_random
+from hipnn_pyg.active.selection import DIVERSITY, METHODS, select_by_committee, select_random
 from hipnn_pyg.active.structures import (
     ID_KEY,
     check_frames,
@@ -59,6 +59,7 @@ from hipnn_pyg.active.structures import (
 )
 from hipnn_pyg.active.training import StepBudget, member_config, train_member
 from hipnn_pyg.atomic import atomic_write_text
+from hipnn_pyg.data.splits import split_sizes
 from hipnn_pyg.extxyz import read_frames
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class ActiveLearning:
                           if node is not None}
         if not self.explorers:
             raise ValueError("active.explorers: switch on at least one explorer "
-                             "(md, normal_modes or pool)")
+                             "(md, normal_modes, udd or pool)")
         self.state_path = self.run_dir / "state.json"
 
     # ------------------------------------------------------------------ state
@@ -170,6 +171,14 @@ class ActiveLearning:
             budget, validation if ensemble.get("validation") is not None else None,
             num_frames)
 
+    def _training_frames(self, num_frames: int) -> int:
+        r"""Frames a member trains on: all of ``num_frames`` with a fixed validation
+        file, else those its ``val_fraction`` leaves."""
+        ensemble = self.active.ensemble
+        if ensemble.get("validation") is not None:
+            return num_frames
+        return split_sizes(num_frames, None, float(ensemble.get("val_fraction", 0.1)), 0)[0]
+
     def species(self) -> list[int]:
         r"""The atomic numbers the committee's model config knows."""
         cfg = self._member_config(0, 0, self.run_dir / "dataset.extxyz", num_frames=1)
@@ -182,6 +191,9 @@ class ActiveLearning:
         check_frames(self.initial_frames(), species, "active.initial")
         check_frames(self.seed_frames(), species, "active.seeds")
         check_frames(self.validation_frames(), species, "active.ensemble.validation")
+        if self.active.get("diversity") not in DIVERSITY:  # before a round is spent
+            raise ValueError(f"active.diversity={self.active.get('diversity')!r}: choose one "
+                             f"of {DIVERSITY}")
         for explorer in self.explorers.values():
             if hasattr(explorer, "check_frames"):
                 explorer.check_frames(species)
@@ -205,12 +217,25 @@ class ActiveLearning:
         if node is None:
             return []
         if not hasattr(self, "_validation"):
-            frames = list(instantiate(node))
-            if not frames or not all(has_labels(a) for a in frames):
-                raise ValueError("active.ensemble.validation: give labelled frames (energy "
-                                 "and forces), at least one")
+            # a file's path, or a node as `initial` (e.g. read with an index)
+            frames = read(str(node)) if isinstance(node, str) else list(instantiate(node))
+            forces = self._trains_forces()
+            for index, atoms in enumerate(frames):
+                results = atoms.calc.results if atoms.calc is not None else {}
+                if not has_labels(atoms) or (forces and "forces" not in results):
+                    raise ValueError(
+                        f"active.ensemble.validation: frame {index} has no "
+                        f"{'energy' if not has_labels(atoms) else 'forces'}; the members "
+                        f"train on energies{' and forces' if forces else ''}, so every "
+                        f"validation frame needs them")
+            if not frames:
+                raise ValueError("active.ensemble.validation gives no structure")
             self._validation = frames
         return self._validation
+
+    def _trains_forces(self) -> bool:
+        cfg = self._member_config(0, 0, self.run_dir / "dataset.extxyz", num_frames=1)
+        return float(cfg.module.get("loss_weights", {}).get("forces", 0.0)) > 0
 
     def seed_frames(self) -> list[Atoms]:
         if self.active.get("seeds") is None:
@@ -259,7 +284,8 @@ class ActiveLearning:
                 rng = np.random.default_rng(sub_seed(self.seed, round_, member, 1))
                 path = folder / "models" / f"member_{member}" / "bootstrap.extxyz"
                 write_frames(path, [data[i] for i in rng.integers(0, len(data), len(data))])
-            results.append(train_member(self._member_config(round_, member, path, len(data))))
+            results.append(train_member(self._member_config(
+                round_, member, path, self._training_frames(len(data)))))
         committee = self.committee(round_)
         errors = {"val": member_validation(results)}
         for name, frames in self.test_sets().items():

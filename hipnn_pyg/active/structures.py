@@ -7,6 +7,7 @@ functions here (``_target_: hipnn_pyg.active.structures.read`` or ``rattled_bulk
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from hipnn_pyg.atomic import atomic_write
 from hipnn_pyg.extxyz import PathLike, frame_text
 from hipnn_pyg.label import read_structures
 from hipnn_pyg.nn.checks import check_atoms
+
+log = logging.getLogger(__name__)
 
 #: ``info`` key of a frame's identity in the run (unique across rounds, e.g. ``md:...``).
 ID_KEY = "active_id"
@@ -115,6 +118,10 @@ def common_labels(frames: Sequence[Atoms]) -> list[Atoms]:
 
     keys = [set(a.calc.results) if a.calc is not None else set() for a in frames]
     common = set.intersection(*keys) if keys else set()
+    dropped = sorted(set().union(*keys) - common) if keys else []
+    if dropped:
+        log.warning("the training set keeps the labels every frame has: %s dropped (some "
+                    "frames lack them)", dropped)
     out = []
     for atoms, own in zip(frames, keys, strict=True):
         if own == common:

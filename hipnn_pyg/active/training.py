@@ -109,8 +109,8 @@ class StepBudget:
     r"""Every member trains for ``steps`` optimiser steps (see module docs).
 
     Args:
-        steps (int): Optimiser steps per member and round (rounded up to whole
-            epochs between validations, see :meth:`apply`).
+        steps (int): Optimiser steps per member and round (rounded to whole
+            validation intervals, see :meth:`apply`).
         validations (int): About this many validations over the budget (each may keep
             a checkpoint). (default: :obj:`10`)
         final_lr_fraction (float): The cosine decay ends at this fraction of the
@@ -129,20 +129,32 @@ class StepBudget:
     def apply(self, cfg: DictConfig, num_train_frames: int) -> None:
         r"""Sets the trainer, schedule and callbacks of the resolved member ``cfg``.
 
-        Training runs whole epochs, the last one validated (so the final, fully decayed
-        weights can be the checkpoint kept): the step count is ``steps`` rounded up to
-        a whole number of validation intervals, at most ``steps / validations`` more."""
+        The last step is validated, so the final, fully decayed weights can be the
+        checkpoint kept. Where an epoch is shorter than the interval between
+        validations, training runs whole epochs: ``steps`` rounded to a whole number of
+        validation intervals (at most one interval, about ``steps / validations``, more).
+        Otherwise it validates every ``steps // validations`` steps, across epochs, and
+        stops after ``validations`` of them (at most ``validations - 1`` steps fewer)."""
         steps_per_epoch = max(math.ceil(num_train_frames / int(cfg.data.batch_size)), 1)
-        epochs = math.ceil(self.steps / steps_per_epoch)
-        every = max(round(epochs / self.validations), 1)
-        epochs = math.ceil(epochs / every) * every
         with open_dict(cfg):
-            cfg.trainer.max_steps = -1
-            cfg.trainer.max_epochs = epochs
-            cfg.trainer.check_val_every_n_epoch = every
+            if steps_per_epoch * self.validations <= self.steps:
+                epochs = math.ceil(self.steps / steps_per_epoch)
+                every = max(round(epochs / self.validations), 1)
+                epochs = math.ceil(epochs / every) * every
+                total = epochs * steps_per_epoch
+                cfg.trainer.max_steps = -1
+                cfg.trainer.max_epochs = epochs
+                cfg.trainer.check_val_every_n_epoch = every
+            else:  # long epochs: validate by steps
+                every = max(self.steps // self.validations, 1)
+                total = every * self.validations
+                cfg.trainer.max_steps = total
+                cfg.trainer.max_epochs = -1
+                cfg.trainer.val_check_interval = every
+                cfg.trainer.check_val_every_n_epoch = None
             cfg.module.scheduler = {
                 "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True,
-                "T_max": epochs * steps_per_epoch,
+                "T_max": total,
                 "eta_min": float(cfg.module.optimizer.lr) * self.final_lr_fraction}
             cfg.module.scheduler_interval = "step"
             cfg.module.warmup_steps = 0  # the cosine schedule owns the learning rate

@@ -15,6 +15,13 @@ alike), :math:`N` atoms, height :math:`A` (eV) and width :math:`B` (eV/√atom).
 force is :math:`-\nabla E_\mathrm{bias} = \frac{A}{N B^2} e^{-\sigma_E^2/(N B^2)}\,
 \nabla\sigma_E^2`, where :math:`\nabla\sigma_E^2 = -\frac2K \sum_k (E_k - o_k - \bar E)
 (F_k - \bar F)`.
+
+Normalisation: the paper (and apax) write :math:`\sigma^2 = \tfrac12 \sum_k (E_k -
+\bar E)^2` and divide by :math:`N_M N_A B^2` (members and atoms); the population
+variance here divided by :math:`N B^2` makes the exponent twice theirs at equal
+:math:`B`, so the paper's width :math:`B` is ``width`` :math:`= \sqrt2 B` here. By
+default :math:`B` is a multiple of the committee's median offset-free ρ on its training
+set, which sidesteps the convention.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ class UncertaintyBiasedCommittee(Calculator):
         self.committee.calculate(self.atoms, ["energy", "forces"])
         results = self.committee.results
         energy, forces = uncertainty_bias(
-            np.asarray(results["energies_all"]) - self.committee.offsets,
+            np.asarray(results["energies_all"]) - self.committee.offsets(self.atoms.numbers),
             results["forces_all"], len(self.atoms), self.height, self.width)
         self.results = {"energy": float(results["energy"]) + energy,
                         "forces": np.asarray(results["forces"]) + forces,

@@ -63,8 +63,31 @@ def test_offset_free_rho_ignores_a_constant_shift_of_one_member() -> None:
     before, after = plain.predict(probe.copy()), shifted.predict(probe.copy())
     assert after.rho > before.rho + 0.1  # the plain measure sees the offset
     assert after.rho_centred == pytest.approx(before.rho_centred, rel=1e-9, abs=1e-12)
-    np.testing.assert_allclose(shifted.offsets - plain.offsets,
+    np.testing.assert_allclose(shifted.offsets(probe.numbers) - plain.offsets(probe.numbers),
                                np.array([-1, 2, -1]) / 3 * 0.7 * len(probe), atol=1e-9)
+
+
+def test_offset_free_rho_ignores_self_energy_shifts_across_cell_sizes() -> None:
+    # one member's copper self-energy +0.1 eV: an offset that grows with the atom count,
+    # which one constant per member could not remove
+    import copy
+
+    import torch
+    from ase.build import bulk
+
+    (model,) = tiny_models(1)
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        shifted.set_self_energies(shifted.self_energies + 0.1)
+    committee = Committee([model, shifted])
+    cells = [bulk("Cu", cubic=True), copper(1)]  # 4 and 8 atoms
+    committee.fit_offsets(cells)
+    for size in [(1, 1, 1), (2, 1, 1), (2, 2, 1)]:  # 4, 8, 16 atoms
+        probe = bulk("Cu", cubic=True).repeat(size)
+        probe.rattle(0.05, seed=3)
+        prediction = committee.predict(probe)
+        assert prediction.rho > 0.01
+        assert prediction.rho_centred == pytest.approx(0.0, abs=1e-9)
 
 
 def test_batched_predictions_equal_one_at_a_time() -> None:

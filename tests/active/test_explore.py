@@ -136,3 +136,13 @@ def test_md_seeds_rotate_through_the_data_set() -> None:
                      explorer.explore(EMTCommittee(), seeds, seed=seed)} for seed in range(4)}
     assert all(len(g) == 2 for g in groups.values())
     assert len(set().union(*groups.values())) > 2  # other seeds in other rounds
+
+
+def test_normal_modes_are_sampled_around_other_minima_each_round() -> None:
+    explorer = NormalModeExplorer(temperatures_K=[300], samples=1, max_seeds=2, fmax=0.2,
+                                  max_steps=20)
+    seeds = [copper(seed=s) for s in range(6)]
+    groups = {seed: {a.info["active_group"].split(":")[1] for a in
+                     explorer.explore(EMTCommittee(), seeds, seed=seed)} for seed in range(4)}
+    assert all(len(g) == 2 for g in groups.values())
+    assert len(set().union(*groups.values())) > 2

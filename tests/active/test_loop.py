@@ -211,5 +211,27 @@ def test_unlabelled_validation_frames_are_refused(tmp_path: Path) -> None:
     cfg = active_config(tmp_path / "run", [
         "active.ensemble.validation={_target_:hipnn_pyg.active.structures.read,"
         f"path:'{tmp_path / 'validation.extxyz'}'}}"])
-    with pytest.raises(ValueError, match="active.ensemble.validation: give labelled frames"):
+    with pytest.raises(ValueError, match="active.ensemble.validation: frame 0 has no energy"):
         run_active(cfg)
+    assert not (tmp_path / "run" / "round_000").exists()
+
+
+def test_validation_frames_need_the_forces_the_members_train_on(tmp_path: Path) -> None:
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = copper(31)
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0)  # energy only
+    ase.io.write(tmp_path / "validation.extxyz", [atoms])
+    # a plain path is accepted, as for test_sets
+    cfg = active_config(tmp_path / "run", [
+        f"active.ensemble.validation='{tmp_path / 'validation.extxyz'}'"])
+    with pytest.raises(ValueError, match="frame 0 has no forces; the members train on "
+                                         "energies and forces"):
+        run_active(cfg)
+
+
+def test_an_unknown_diversity_rule_is_refused_before_any_round(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"active.diversity='FPS': choose one of"):
+        run_active(active_config(tmp_path / "run", ["active.diversity=FPS"]))
+    assert not (tmp_path / "run" / "round_000").exists()

@@ -46,3 +46,28 @@ def test_shipped_configs_build(name: str, tmp_path) -> None:
     if name == "ethanol_gfn2":
         assert isinstance(instantiate(cfg.active.explorers.normal_modes), NormalModeExplorer)
         assert all("energy" in atoms.calc.results for atoms in frames)
+
+
+@pytest.mark.parametrize(("frames", "steps", "validations", "expected"), [
+    (20, 1500, 10, 1500),   # 3 steps an epoch: 500 epochs, validated every 50
+    (8, 7, 2, 8),           # 1 step an epoch: 7 rounded up to 2 intervals of 4 epochs
+    (480, 100, 10, 100),    # 60 steps an epoch, longer than 10: validated by steps
+    (20000, 1500, 10, 1500),  # 2500 steps an epoch: stops inside the first epoch
+])
+def test_a_step_budget_stays_near_its_steps(frames: int, steps: int, validations: int,
+                                            expected: int, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from hipnn_pyg.active.training import StepBudget
+
+    cfg = OmegaConf.create({"trainer": {}, "data": {"batch_size": 8},
+                            "module": {"optimizer": {"lr": 1e-3}, "warmup_steps": 100},
+                            "callbacks": {"early_stopping": {"patience": 5}}})
+    StepBudget(steps, validations).apply(cfg, frames)
+    per_epoch = -(-frames // 8)
+    total = (cfg.trainer.max_steps if cfg.trainer.max_steps > 0
+             else cfg.trainer.max_epochs * per_epoch)
+    assert total == expected == cfg.module.scheduler.T_max
+    assert steps - validations < total <= steps + steps // validations + per_epoch
+    assert cfg.module.scheduler.eta_min == pytest.approx(1e-5)
+    assert cfg.module.warmup_steps == 0 and "early_stopping" not in cfg.callbacks

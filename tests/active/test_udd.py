@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hipnn_pyg.active.committee import Committee
+from hipnn_pyg.active.explore import LangevinExplorer
 from hipnn_pyg.active.udd import (
     UncertaintyBiasedCommittee,
     UncertaintyDrivenExplorer,
@@ -56,6 +57,14 @@ def test_explorer_runs_biased_md_and_reports_the_plain_committee() -> None:
                for a in frames)
     plain = committee.predict(frames[-1])
     assert frames[-1].info["rho_centred"] == pytest.approx(plain.rho_centred, rel=1e-9)
+    # the bias drives the dynamics: the same trajectory without it goes elsewhere
+    unbiased = LangevinExplorer(temperatures_K=[300], steps=20, check_interval=10,
+                                timestep_fs=1.0).explore(committee, [copper(1)], seed=0)
+    assert not np.allclose(frames[-1].positions, unbiased[-1].positions, atol=1e-6)
+    flat = UncertaintyDrivenExplorer(height=0.0, width=1.0, temperatures_K=[300], steps=20,
+                                     check_interval=10, timestep_fs=1.0)
+    np.testing.assert_allclose(flat.explore(committee, [copper(1)], seed=0)[-1].positions,
+                               unbiased[-1].positions, atol=1e-9)  # no bias: plain MD
 
 
 def test_a_relative_width_needs_the_training_disagreement() -> None:
