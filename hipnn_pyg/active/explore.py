@@ -110,7 +110,7 @@ class LangevinExplorer:
             target means an explosion. (default: :obj:`5.0`)
         max_seeds (int, optional): Seed geometries per round: ``max_seeds`` drawn from
             all of them with the round's seed, so the rounds rotate through the seed
-            set. (default: :obj:`None`, all)
+            frames. (default: :obj:`None`, all)
         stop_relative (float, optional): A threshold relative to the committee's own
             disagreement on its training set: a trajectory stops at its first frame
             above ``stop_relative`` times the median of ``measure`` there
