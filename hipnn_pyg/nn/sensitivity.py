@@ -3,6 +3,7 @@ r"""Distance sensitivities of HIP-NN: inverse-distance Gaussians times a cosine 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,11 +49,14 @@ class _CutGaussians(torch.autograd.Function):
     backward runs the compiled kernel of ``csrc/gaussians.cpp`` on CPU (through
     :class:`_GaussianGrad` when a graph is asked for, as force training does), else
     recomputes the values with differentiable operations; derivatives of every order
-    work on both."""
+    work on both. On CUDA tensors the same two kernels run in Triton
+    (:mod:`~hipnn_pyg.nn.triton_kernels`) where triton is installed."""
 
     @staticmethod
-    def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor):
+    def forward(ctx, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor, sigma: Tensor,
+                backend: str | None = None):
         ctx.save_for_backward(distances, cutoff, inverse_mu, sigma)
+        ctx.backend = backend
         # The same values as _cut_gaussians, computed in place: one [num_edges, S] buffer
         # instead of five transient ones (1.6 GB at 10^5 atoms of water).
         values = distances.reciprocal().unsqueeze(-1) - inverse_mu
@@ -63,14 +67,15 @@ class _CutGaussians(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         distances, cutoff, inverse_mu, sigma = ctx.saved_tensors
         inputs = (grad, distances, cutoff, inverse_mu, sigma)
-        if _compiled(distances):  # one pass over [E, S], no temporaries of that size
+        ops = _kernel_ops(distances, ctx.backend)
+        if ops is not None:  # one pass over [E, S], no temporaries of that size
             if torch.is_grad_enabled():  # force training: a graph for the loss's backward
-                return _GaussianGrad.apply(*inputs)
-            return tuple(_kernels().gaussian_grad(*_contiguous(inputs), MIN_EXPONENT))
+                return *_GaussianGrad.apply(*inputs, ctx.backend), None
+            return *ops.gaussian_grad(*_contiguous(inputs), MIN_EXPONENT), None
         # With a graph asked for, or in a trace with a symbolic edge count (export,
         # torch.compile) where chunks would fix the count: one differentiable pass.
         if torch.is_grad_enabled() or isinstance(distances.size(0), torch.SymInt):
-            return _cut_gaussians_grad(*inputs)
+            return *_cut_gaussians_grad(*inputs), None
         # First derivatives only: chunks of edges bound the temporaries.
         parts = [
             _cut_gaussians_grad(grad[start:stop], distances[start:stop], cutoff[start:stop],
@@ -79,7 +84,7 @@ class _CutGaussians(torch.autograd.Function):
         ]
         grad_distances, grad_cutoff = (torch.cat([p[k] for p in parts]) for k in (0, 1))
         grad_mu, grad_sigma = (sum(p[k] for p in parts) for k in (2, 3))
-        return grad_distances, grad_cutoff, grad_mu, grad_sigma
+        return grad_distances, grad_cutoff, grad_mu, grad_sigma, None
 
 
 class _GaussianGrad(torch.autograd.Function):
@@ -91,35 +96,40 @@ class _GaussianGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grad: Tensor, distances: Tensor, cutoff: Tensor, inverse_mu: Tensor,
-                sigma: Tensor):
+                sigma: Tensor, backend: str | None):
         inputs = _contiguous((grad, distances, cutoff, inverse_mu, sigma))
         ctx.save_for_backward(*inputs)
-        return tuple(_kernels().gaussian_grad(*inputs, MIN_EXPONENT))
+        ctx.backend = backend
+        return tuple(_kernel_ops(distances, backend).gaussian_grad(*inputs, MIN_EXPONENT))
 
     @staticmethod
     def backward(ctx, *upstream: Tensor):
         inputs = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            return tuple(_kernels().gaussian_grad_backward(
-                *inputs, MIN_EXPONENT, *_contiguous(upstream)))
+            return *_kernel_ops(inputs[1], ctx.backend).gaussian_grad_backward(
+                *inputs, MIN_EXPONENT, *_contiguous(upstream)), None
         with torch.enable_grad():  # third derivatives and beyond: autograd's own algebra
             aliases = [t.view_as(t) for t in inputs]
             outputs = _cut_gaussians_grad(*aliases)
-            return torch.autograd.grad(outputs, aliases, upstream, create_graph=True,
-                                       allow_unused=True)
+            return *torch.autograd.grad(outputs, aliases, upstream, create_graph=True,
+                                        allow_unused=True), None
 
 
-def _compiled(distances: Tensor) -> bool:
-    # The environment sum's rule (CPU tensors, kernels built, not switched off).
+def _kernel_ops(distances: Tensor, backend: str | None) -> Any:
+    r"""The operators of the derivatives' kernels for ``distances`` by the environment
+    sum's rule (:func:`~hipnn_pyg.nn.contraction.resolve_backend`): the compiled CPU
+    ones (``torch.ops.hipnn``), the Triton ones (``torch.ops.hipnn_triton``), or
+    :obj:`None` for torch operations."""
     from hipnn_pyg.nn.contraction import resolve_backend
 
-    return resolve_backend(distances, None) == "cpp"
+    chosen = resolve_backend(distances, backend)
+    if chosen == "cpp":
+        from hipnn_pyg.nn.csrc import load_extension
 
-
-def _kernels():
-    from hipnn_pyg.nn.csrc import load_extension
-
-    return load_extension()
+        return load_extension()
+    if chosen == "triton":
+        return torch.ops.hipnn_triton  # registered by the import of contraction
+    return None
 
 
 def _contiguous(tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -162,6 +172,10 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         soft_max_distance (float): Largest centre :math:`\mu` in Å. (default: :obj:`5.5`)
         cutoff (nn.Module or float): The cutoff function, or the radius of a
             :class:`CosineCutoff`. (default: :obj:`6.5`)
+        backend (str, optional): Kernel of the derivatives, ``"torch"``, ``"cpp"`` or
+            ``"triton"``, as the environment sum's. (default: :obj:`None`: the compiled
+            CPU kernel for CPU tensors, Triton for CUDA tensors where triton is
+            installed, else torch operations)
     """
 
     def __init__(
@@ -170,6 +184,7 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         soft_min_distance: float = 0.75,
         soft_max_distance: float = 5.5,
         cutoff: nn.Module | float = 6.5,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < soft_min_distance < soft_max_distance:
@@ -185,6 +200,7 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         self.num_sensitivities = num_sensitivities
         self.soft_min_distance = soft_min_distance
         self.soft_max_distance = soft_max_distance
+        self.backend = backend
         self.inverse_mu = nn.Parameter(torch.empty(num_sensitivities))
         self.sigma = nn.Parameter(torch.empty(num_sensitivities))
         self.reset_parameters()
@@ -209,7 +225,7 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
     def forward(self, distances: Tensor) -> Tensor:
         r"""Returns ``[num_edges, num_sensitivities]`` for ``distances [num_edges]``."""
         return _CutGaussians.apply(
-            distances, self.cutoff_fn(distances), self.inverse_mu, self.sigma
+            distances, self.cutoff_fn(distances), self.inverse_mu, self.sigma, self.backend
         )
 
     @torch.no_grad()
@@ -229,9 +245,10 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         with torch.enable_grad():  # the cutoff's slope, by autograd on [num_edges] only
             leaf = distances.detach().requires_grad_(True)
             cut = self.cutoff_fn(leaf)
-        if _compiled(distances):
+        ops = _kernel_ops(distances, self.backend)
+        if ops is not None:
             inputs = (grad, distances, cut.detach(), self.inverse_mu, self.sigma)
-            radial, by_cut, _, _ = _kernels().gaussian_grad(*_contiguous(inputs), MIN_EXPONENT)
+            radial, by_cut, _, _ = ops.gaussian_grad(*_contiguous(inputs), MIN_EXPONENT)
         else:
             inverse = distances.reciprocal()
             delta = inverse.unsqueeze(-1) - self.inverse_mu

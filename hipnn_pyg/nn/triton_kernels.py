@@ -1,12 +1,16 @@
-r"""The ``"triton"`` backend of the edge contractions (:mod:`~hipnn_pyg.nn.contraction`):
-Triton kernels (:mod:`~hipnn_pyg.nn._triton_jit`) behind the three PyTorch operators
-``torch.ops.hipnn_triton.{envsum,sensesum,featsum}``.
+r"""The ``"triton"`` backend of the edge contractions (:mod:`~hipnn_pyg.nn.contraction`)
+and of the Gaussian sensitivities' derivatives (:mod:`~hipnn_pyg.nn.sensitivity`):
+Triton kernels (:mod:`~hipnn_pyg.nn._triton_jit`) behind the PyTorch operators
+``torch.ops.hipnn_triton.{envsum,sensesum,featsum}`` and
+``torch.ops.hipnn_triton.{gaussian_grad,gaussian_grad_backward}``, the latter two with
+the signatures of the compiled CPU operators ``torch.ops.hipnn.gaussian_grad*``.
 
 They are :func:`torch.library.custom_op`\ s with shape functions, not
 ``torch.library.triton_op``\ s: ``torch.compile`` and ``torch.export`` keep each as one
 opaque operator (as they keep the compiled CPU operators ``torch.ops.hipnn.*``) instead
-of tracing into the kernels. The autograd rule stays the one of
-:class:`~hipnn_pyg.nn.contraction.Contraction`, whose backward applies the other two.
+of tracing into the kernels. The autograd rules stay those of
+:class:`~hipnn_pyg.nn.contraction.Contraction`, whose backward applies the other two
+contractions, and of the sensitivities' autograd functions.
 
 ``envsum`` and ``featsum`` are segment sums over the grouping's CSR orders (edges sorted
 by scatter row, by gather row), one program per output row: no atomics. ``sensesum`` has
@@ -228,5 +232,91 @@ def _(env: Tensor, s: Tensor, start: Tensor, edges: Tensor, scatter: Tensor,
     return env.new_empty(num_rows, env.size(2))
 
 
+def _gaussian_blocks(num_sensitivities: int) -> dict[str, Any]:
+    block_s = _power_of_two(num_sensitivities, 32)
+    budget = _INTERPRETER_TILE_ELEMENTS if interpreting() else _TILE_ELEMENTS
+    return {"BLOCK_E": _power_of_two(max(1, budget // block_s), 1024), "BLOCK_S": block_s}
+
+
+def _accumulator(like: Tensor) -> torch.dtype:
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
+def _check_gaussians(op: str, g: Tensor, r: Tensor, c: Tensor, m: Tensor,
+                     sigma: Tensor) -> None:
+    _check(op, (g, r, c, m, sigma), ())
+    if g.dim() != 2 or g.size(0) != r.numel() or g.size(1) != m.numel() \
+            or c.numel() != r.numel() or sigma.numel() != m.numel():
+        raise RuntimeError(f"hipnn_triton::{op}: shapes g {list(g.shape)}, r {list(r.shape)}, "
+                           f"c {list(c.shape)}, m {list(m.shape)}, sigma {list(sigma.shape)}; "
+                           "need g [E, S], r and c [E], m and sigma [S]")
+
+
+@torch.library.custom_op(f"{NAMESPACE}::gaussian_grad", mutates_args=())
+def gaussian_grad(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor,
+                  floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The first derivatives of the sensitivities :math:`s = G c` contracted with
+    ``g``: ``(grad_r [E], grad_c [E], grad_m [S], grad_sigma [S])``, as
+    ``torch.ops.hipnn.gaussian_grad`` (``csrc/gaussians.cpp``).
+
+    Args:
+        g (torch.Tensor): ``[E, S]``, the upstream gradient of the sensitivities.
+        r (torch.Tensor): ``[E]`` distances.
+        c (torch.Tensor): ``[E]`` cutoff values.
+        m (torch.Tensor): ``[S]`` inverse centres.
+        sigma (torch.Tensor): ``[S]`` widths.
+        floor (float): Floor of the Gaussians' exponent.
+    """
+    _check_gaussians("gaussian_grad", g, r, c, m, sigma)
+    num_edges, num_sensitivities = g.shape
+    grad_r, grad_c = r.new_empty(num_edges), r.new_empty(num_edges)
+    meta = _gaussian_blocks(num_sensitivities)
+    programs = _cdiv(num_edges, meta["BLOCK_E"])
+    parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
+    if num_edges and num_sensitivities:
+        _launch("gaussian_grad", (programs,), r, g, r, c, m, sigma, grad_r, grad_c, parts[0],
+                parts[1], num_edges, num_sensitivities, FLOOR=floor, **meta)
+    return grad_r, grad_c, parts[0].sum(0).to(r.dtype), parts[1].sum(0).to(r.dtype)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::gaussian_grad_backward", mutates_args=())
+def gaussian_grad_backward(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor,
+                           floor: float, h_r: Tensor, h_c: Tensor, h_m: Tensor,
+                           h_sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The vector-Jacobian product of :func:`gaussian_grad`'s four outputs with
+    ``(h_r, h_c, h_m, h_sigma)`` in its five inputs ``(g, r, c, m, sigma)``, as
+    ``torch.ops.hipnn.gaussian_grad_backward``."""
+    _check_gaussians("gaussian_grad_backward", g, r, c, m, sigma)
+    _check("gaussian_grad_backward", (r, h_r, h_c, h_m, h_sigma), ())
+    if h_r.numel() != r.numel() or h_c.numel() != r.numel() or h_m.numel() != m.numel() \
+            or h_sigma.numel() != m.numel():
+        raise RuntimeError("hipnn_triton::gaussian_grad_backward: gradients of the wrong length")
+    num_edges, num_sensitivities = g.shape
+    grad_g = torch.empty_like(g)
+    grad_r, grad_c = r.new_empty(num_edges), r.new_empty(num_edges)
+    meta = _gaussian_blocks(num_sensitivities)
+    programs = _cdiv(num_edges, meta["BLOCK_E"])
+    parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
+    if num_edges and num_sensitivities:
+        _launch("gaussian_grad_backward", (programs,), r, g, r, c, m, sigma, h_r, h_c, h_m,
+                h_sigma, grad_g, grad_r, grad_c, parts[0], parts[1], num_edges,
+                num_sensitivities, FLOOR=floor, **meta)
+    return grad_g, grad_r, grad_c, parts[0].sum(0).to(r.dtype), parts[1].sum(0).to(r.dtype)
+
+
+@gaussian_grad.register_fake
+def _(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor,
+      floor: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return r.new_empty(r.size(0)), r.new_empty(r.size(0)), m.new_empty(m.size(0)), \
+        m.new_empty(m.size(0))
+
+
+@gaussian_grad_backward.register_fake
+def _(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor, floor: float, h_r: Tensor,
+      h_c: Tensor, h_m: Tensor, h_sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(g), r.new_empty(r.size(0)), r.new_empty(r.size(0)), \
+        m.new_empty(m.size(0)), m.new_empty(m.size(0))
+
+
 __all__ = ["NAMESPACE", "HOW_TO_INSTALL", "triton_available", "interpreting", "envsum",
-           "sensesum", "featsum"]
+           "sensesum", "featsum", "gaussian_grad", "gaussian_grad_backward"]

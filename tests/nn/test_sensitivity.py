@@ -14,11 +14,8 @@ PATHS = ["torch"] + [b for b in available_backends() if b == "cpp"]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_distance_vjp_equals_autograd_including_floored_and_cut_pairs(
-        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if path == "torch":
-        monkeypatch.setattr("hipnn_pyg.nn.sensitivity._compiled", lambda distances: False)
-    sensitivity = InverseGaussianSensitivity(12, 0.8, 4.0, 5.0).double()
+def test_distance_vjp_equals_autograd_including_floored_and_cut_pairs(path: str) -> None:
+    sensitivity = InverseGaussianSensitivity(12, 0.8, 4.0, 5.0, backend=path).double()
     with torch.no_grad():
         sensitivity.sigma.mul_(3.0)  # narrow Gaussians: many exponents below the floor
     # From close pairs to beyond the cutoff, where every sensitivity is zero.
@@ -42,7 +39,7 @@ def test_compiled_derivatives_equal_autograd_to_third_order() -> None:
     inputs = (draw(40, 7, low=-1.0), draw(40, low=0.8, high=5.0), draw(40),
               draw(7, low=0.2, high=1.2), draw(7, low=2.0, high=6.0))
     reference = _cut_gaussians_grad(*inputs)
-    compiled = _GaussianGrad.apply(*inputs)
+    compiled = _GaussianGrad.apply(*inputs, "cpp")
     for ours, theirs in zip(compiled, reference, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     upstream = [torch.randn(t.shape, generator=generator, dtype=torch.float64)

@@ -39,6 +39,12 @@ from hipnn_pyg.nn.contraction import (  # noqa: E402
 from hipnn_pyg.nn.envsum import environment_sum, neighbour_layout  # noqa: E402
 from hipnn_pyg.nn.pairsum import factorised_environment_sum  # noqa: E402
 from hipnn_pyg.nn.representation import RepresentationOutput  # noqa: E402
+from hipnn_pyg.nn.sensitivity import (  # noqa: E402
+    MIN_EXPONENT,
+    InverseGaussianSensitivity,
+    _cut_gaussians_grad,
+    _CutGaussians,
+)
 from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking  # noqa: E402
 from tests.nn.test_envsum import inputs, random_pairs  # noqa: E402
 
@@ -200,6 +206,67 @@ def test_the_factorised_sum_has_exact_derivatives(fast: bool) -> None:
     assert torch.autograd.gradgradcheck(function, (x, s, angular, weight), fast_mode=fast)
 
 
+# --- the Gaussian sensitivities' derivatives ------------------------------------------
+
+
+def gaussian_inputs(edges: int, sensitivities: int, dtype: torch.dtype,
+                    generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    r"""``(g, r, c, m, sigma)`` of the derivative kernels, leaves that require grad:
+    distances from close pairs to long range, widths that floor some exponents."""
+    def draw(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        values = low + (high - low) * torch.rand(*shape, generator=generator,
+                                                 dtype=torch.float64)
+        return values.to(dtype).to(DEVICE).requires_grad_(True)
+
+    return (draw(edges, sensitivities, low=-1.0), draw(edges, low=0.6, high=6.0), draw(edges),
+            draw(sensitivities, low=0.15, high=1.3), draw(sensitivities, low=2.0, high=40.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("tiles", "edges", "sensitivities"), [
+    ("wide", 300, 20), ("wide", 0, 20), ("wide", 50, 33), ("narrow", 37, 1),
+    ("narrow", 37, 7), ("narrow", 20, 33)], indirect=["tiles"])
+def test_the_gaussian_kernels_equal_autograd_to_second_order(
+        tiles: str, edges: int, sensitivities: int, dtype: torch.dtype) -> None:
+    # 33 sensitivities: two blocks of 32; narrow tiles: one edge per program, so the
+    # centres' and widths' sums over edges add many per-program parts.
+    generator = torch.Generator().manual_seed(edges + sensitivities)
+    inputs = gaussian_inputs(edges, sensitivities, dtype, generator)
+    expected = _cut_gaussians_grad(*inputs)
+    found = torch.ops.hipnn_triton.gaussian_grad(*(t.detach() for t in inputs), MIN_EXPONENT)
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else \
+        {"rtol": 2e-5, "atol": 2e-4}
+    for a, b in zip(found, expected, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, **tolerance)
+    # The backward kernel against autograd's algebra of the same function.
+    upstream = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(dtype)
+                .to(DEVICE) for t in expected]
+    reference = torch.autograd.grad(expected, inputs, upstream, allow_unused=True)
+    found = torch.ops.hipnn_triton.gaussian_grad_backward(
+        *(t.detach() for t in inputs), MIN_EXPONENT, *upstream)
+    for a, b in zip(found, reference, strict=True):
+        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b, **tolerance)
+    if edges:
+        assert found[1].abs().max() > 0 and found[0].abs().max() > 0
+
+
+@FAST
+def test_the_sensitivities_have_exact_derivatives_on_the_triton_kernels(fast: bool) -> None:
+    # Force training's path: the first derivative on gaussian_grad, the second on
+    # gaussian_grad_backward (through the sensitivities' autograd functions).
+    sensitivity = InverseGaussianSensitivity(5, 0.8, 3.5, 4.0, backend="triton")
+    sensitivity = sensitivity.double().to(DEVICE)
+    distances = torch.linspace(0.7, 4.2, 9, dtype=torch.float64, device=DEVICE)
+    arguments = (distances.requires_grad_(True), sensitivity.inverse_mu, sensitivity.sigma)
+
+    def function(r: torch.Tensor, inverse_mu: torch.Tensor, sigma: torch.Tensor):
+        return _CutGaussians.apply(r, sensitivity.cutoff_fn(r), inverse_mu, sigma, "triton")
+
+    assert torch.autograd.gradcheck(function, arguments, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(function, arguments, fast_mode=fast)
+
+
 # --- whole models ------------------------------------------------------------------------
 
 
@@ -222,6 +289,7 @@ def structures(kind: str) -> dict[str, torch.Tensor | None]:
 def with_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
     for interaction in model.representation.interactions:
         interaction.envsum_backend = backend
+        interaction.sensitivity.backend = backend  # the Gaussians' derivatives too
     return model
 
 
