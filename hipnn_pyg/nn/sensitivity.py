@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hipnn_pyg.nn.contraction import BACKENDS
 from hipnn_pyg.nn.spec import Configurable
 
 
@@ -110,9 +111,17 @@ class _GaussianGrad(torch.autograd.Function):
                 *inputs, MIN_EXPONENT, *_contiguous(upstream)), None
         with torch.enable_grad():  # third derivatives and beyond: autograd's own algebra
             aliases = [t.view_as(t) for t in inputs]
-            outputs = _cut_gaussians_grad(*aliases)
-            return *torch.autograd.grad(outputs, aliases, upstream, create_graph=True,
-                                        allow_unused=True), None
+            # Only the inputs asked for and in a graph (the upstream gradient often is not).
+            wanted = [i for i, t in enumerate(aliases)
+                      if ctx.needs_input_grad[i] and t.requires_grad]
+            grads: list[Tensor | None] = [None] * len(aliases)
+            if wanted:
+                found = torch.autograd.grad(_cut_gaussians_grad(*aliases),
+                                            [aliases[i] for i in wanted], upstream,
+                                            create_graph=True, allow_unused=True)
+                for i, grad in zip(wanted, found, strict=True):
+                    grads[i] = grad
+            return *grads, None
 
 
 def _kernel_ops(distances: Tensor, backend: str | None) -> Any:
@@ -200,6 +209,9 @@ class InverseGaussianSensitivity(Configurable, nn.Module):
         self.num_sensitivities = num_sensitivities
         self.soft_min_distance = soft_min_distance
         self.soft_max_distance = soft_max_distance
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown sensitivity backend {backend!r}; choose from "
+                             f"{list(BACKENDS)} or None (by device)")
         self.backend = backend
         self.inverse_mu = nn.Parameter(torch.empty(num_sensitivities))
         self.sigma = nn.Parameter(torch.empty(num_sensitivities))

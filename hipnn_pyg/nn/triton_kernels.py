@@ -44,6 +44,8 @@ HOW_TO_INSTALL = "pip install 'hipnn_pyg[gpu]' (or pip install triton)"
 # under the interpreter, where every tile step costs Python overhead instead.
 _TILE_ELEMENTS = 1 << 12
 _INTERPRETER_TILE_ELEMENTS = 1 << 15
+# Elements of one [BLOCK_E, BLOCK_S] tile of the Gaussians' derivative kernels.
+_GAUSSIAN_TILE_ELEMENTS = 1 << 10
 
 
 _available: bool | None = None
@@ -232,9 +234,16 @@ def _(env: Tensor, s: Tensor, start: Tensor, edges: Tensor, scatter: Tensor,
     return env.new_empty(num_rows, env.size(2))
 
 
-def _gaussian_blocks(num_sensitivities: int) -> dict[str, Any]:
+def _gaussian_blocks(num_sensitivities: int, like: Tensor, backward: bool) -> dict[str, Any]:
+    # Smaller tiles than the contractions': every [BLOCK_E, BLOCK_S] temporary of these
+    # kernels is live at once, and 128 x 32 spilled registers when compiled for sm_90
+    # (ptxas -v); 32 x 32 (16 x 32 for the float64 backward) did not.
     block_s = _power_of_two(num_sensitivities, 32)
-    budget = _INTERPRETER_TILE_ELEMENTS if interpreting() else _TILE_ELEMENTS
+    if interpreting():
+        budget = _INTERPRETER_TILE_ELEMENTS
+    else:
+        budget = _GAUSSIAN_TILE_ELEMENTS // (2 if backward and like.dtype == torch.float64
+                                             else 1)
     return {"BLOCK_E": _power_of_two(max(1, budget // block_s), 1024), "BLOCK_S": block_s}
 
 
@@ -269,8 +278,9 @@ def gaussian_grad(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor,
     """
     _check_gaussians("gaussian_grad", g, r, c, m, sigma)
     num_edges, num_sensitivities = g.shape
-    grad_r, grad_c = r.new_empty(num_edges), r.new_empty(num_edges)
-    meta = _gaussian_blocks(num_sensitivities)
+    # Zeros, not empty: no launch writes them when there are no sensitivities.
+    grad_r, grad_c = r.new_zeros(num_edges), r.new_zeros(num_edges)
+    meta = _gaussian_blocks(num_sensitivities, r, backward=False)
     programs = _cdiv(num_edges, meta["BLOCK_E"])
     parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
     if num_edges and num_sensitivities:
@@ -293,8 +303,8 @@ def gaussian_grad_backward(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Te
         raise RuntimeError("hipnn_triton::gaussian_grad_backward: gradients of the wrong length")
     num_edges, num_sensitivities = g.shape
     grad_g = torch.empty_like(g)
-    grad_r, grad_c = r.new_empty(num_edges), r.new_empty(num_edges)
-    meta = _gaussian_blocks(num_sensitivities)
+    grad_r, grad_c = r.new_zeros(num_edges), r.new_zeros(num_edges)
+    meta = _gaussian_blocks(num_sensitivities, r, backward=True)
     programs = _cdiv(num_edges, meta["BLOCK_E"])
     parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
     if num_edges and num_sensitivities:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -54,3 +56,34 @@ def test_compiled_derivatives_equal_autograd_to_third_order() -> None:
     for ours, theirs in zip([*plain, *orders[0]], [*orders[1][:5], *orders[1]], strict=True):
         assert theirs.abs().max() > 0
         torch.testing.assert_close(ours, theirs, rtol=1e-11, atol=1e-11)
+
+
+def third_derivatives(device: torch.device) -> Callable[[str], list[torch.Tensor]]:
+    r"""The third derivatives of a force-like loss in the distances and widths, by
+    backend: the kernels' backward gets an upstream gradient outside the graph."""
+    weights = torch.randn(23, 12, generator=torch.Generator().manual_seed(4),
+                          dtype=torch.float64).to(device)
+
+    def third(backend: str) -> list[torch.Tensor]:
+        sensitivity = InverseGaussianSensitivity(12, 0.8, 4.0, 5.0, backend=backend)
+        sensitivity = sensitivity.double().to(device)
+        r = torch.linspace(0.5, 4.8, 23, dtype=torch.float64, device=device).requires_grad_()
+        (slope,) = torch.autograd.grad((sensitivity(r) * weights).sum(), r, create_graph=True)
+        second = torch.autograd.grad(slope.square().sum(), [r, sensitivity.sigma],
+                                     create_graph=True)
+        return list(torch.autograd.grad(second[0].sum(), [r, sensitivity.sigma]))
+
+    return third
+
+
+@pytest.mark.skipif("cpp" not in PATHS, reason="the C++ kernels do not build here")
+def test_third_derivatives_of_a_force_loss_through_the_compiled_kernels() -> None:
+    third = third_derivatives(torch.device("cpu"))
+    expected = third("torch")
+    assert all(t.abs().max() > 0 for t in expected)
+    torch.testing.assert_close(third("cpp"), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_an_unknown_backend_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="unknown sensitivity backend 'cuda'"):
+        InverseGaussianSensitivity(backend="cuda")

@@ -47,6 +47,7 @@ from hipnn_pyg.nn.sensitivity import (  # noqa: E402
 )
 from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking  # noqa: E402
 from tests.nn.test_envsum import inputs, random_pairs  # noqa: E402
+from tests.nn.test_sensitivity import third_derivatives  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -224,7 +225,7 @@ def gaussian_inputs(edges: int, sensitivities: int, dtype: torch.dtype,
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(("tiles", "edges", "sensitivities"), [
-    ("wide", 300, 20), ("wide", 0, 20), ("wide", 50, 33), ("narrow", 37, 1),
+    ("wide", 300, 20), ("wide", 0, 20), ("wide", 10, 0), ("wide", 50, 33), ("narrow", 37, 1),
     ("narrow", 37, 7), ("narrow", 20, 33)], indirect=["tiles"])
 def test_the_gaussian_kernels_equal_autograd_to_second_order(
         tiles: str, edges: int, sensitivities: int, dtype: torch.dtype) -> None:
@@ -247,7 +248,7 @@ def test_the_gaussian_kernels_equal_autograd_to_second_order(
         *(t.detach() for t in inputs), MIN_EXPONENT, *upstream)
     for a, b in zip(found, reference, strict=True):
         torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b, **tolerance)
-    if edges:
+    if edges and sensitivities:
         assert found[1].abs().max() > 0 and found[0].abs().max() > 0
 
 
@@ -265,6 +266,11 @@ def test_the_sensitivities_have_exact_derivatives_on_the_triton_kernels(fast: bo
 
     assert torch.autograd.gradcheck(function, arguments, fast_mode=fast)
     assert torch.autograd.gradgradcheck(function, arguments, fast_mode=fast)
+
+
+def test_third_derivatives_through_the_triton_kernels() -> None:
+    third = third_derivatives(torch.device(DEVICE))
+    torch.testing.assert_close(third("triton"), third("torch"), rtol=1e-10, atol=1e-10)
 
 
 # --- whole models ------------------------------------------------------------------------
