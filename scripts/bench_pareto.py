@@ -18,6 +18,8 @@ size noted; ``--mace-water-repeats 4`` runs the full box.
 Writes ``pareto.json`` (rows, command, commit, date) and ``pareto.png``::
 
     python scripts/bench_pareto.py logs/bench/pareto/*.json --output docs/benchmarks/pareto
+
+``--replot`` redraws the figure from an existing ``pareto.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import platform
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -188,14 +191,26 @@ def run(args: argparse.Namespace) -> None:
               "rows": rows}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "pareto.json").write_text(json.dumps(record, indent=2))
-    note = f"{command}\ncommit {record['commit']}, {record['date']}"
-    figure(rows, args.output / "pareto.png", note)
+    figure(rows, args.output / "pareto.png", note(record))
     print(f"written {args.output / 'pareto.json'} and pareto.png")
+
+
+def note(record: dict[str, Any]) -> str:
+    r"""The figure's caption: the command (wrapped), commit and date."""
+    return "\n".join(textwrap.wrap(record["command"], 190)
+                     + [f"commit {record['commit']}, {record['date']}"])
+
+
+def replot(output: Path) -> None:
+    r"""Redraws ``pareto.png`` from ``output``'s ``pareto.json`` (no training or timing)."""
+    record = json.loads((output / "pareto.json").read_text())
+    figure(record["rows"], output / "pareto.png", note(record))
+    print(f"redrawn {output / 'pareto.png'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, nargs="+", help="same_loop.py result JSONs")
+    parser.add_argument("results", type=Path, nargs="*", help="same_loop.py result JSONs")
     parser.add_argument("--output", type=Path, required=True, help="output folder")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=200, help="MD steps per round, molecule")
@@ -207,7 +222,15 @@ def main() -> None:
                         help="the same for MACE (2: 1,536 atoms; 0: skip MACE on water)")
     parser.add_argument("--water-steps", type=int, default=2)
     parser.add_argument("--water-rounds", type=int, default=2)
-    run(parser.parse_args())
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw --output's pareto.png from its pareto.json")
+    args = parser.parse_args()
+    if args.replot:
+        replot(args.output)
+    elif not args.results:
+        parser.error("give same_loop.py result JSONs (or --replot)")
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ model (skipped without the ``peers`` extra), the schedules, and bench_pareto's f
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -125,3 +126,24 @@ def test_pareto_front() -> None:
     pareto = _script("bench_pareto")
     points = [(10.0, 5.0), (20.0, 6.0), (15.0, 7.0), (5.0, 4.0), (20.0, 8.0)]
     assert pareto.pareto_front(points) == [3, 0, 1]  # by speed; (15, 7), (20, 8) beaten
+
+
+def test_the_pareto_figure_is_redrawn_from_its_record(tmp_path: Path) -> None:
+    # A record of two rows (one ours, one MACE), as bench_pareto.py writes it.
+    pareto = _script("bench_pareto")
+    rows = [{"label": "HIP-NN, width 64 (266k)", "model_config": {"tensor_order": 0},
+             "molecule": "ethanol", "molecule_steps_per_s": 230.0,
+             "test_forces_mae_meV_per_A": 18.2, "water_atoms": 12288,
+             "water_atom_steps_per_s": 6300.0},
+            {"label": "MACE 32x0e+32x1o (68k)", "model_config": {"size": "mace"},
+             "molecule": "ethanol", "molecule_steps_per_s": 83.0,
+             "test_forces_mae_meV_per_A": 19.6, "water_atoms": 1536,
+             "water_atom_steps_per_s": 700.0}]
+    record = {"command": "python scripts/bench_pareto.py " + "a.json " * 60, "commit": "abc1234",
+              "date": "2026-12-06T17:11", "rows": rows}
+    (tmp_path / "pareto.json").write_text(json.dumps(record))
+    pareto.replot(tmp_path)
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    caption = pareto.note(record).splitlines()
+    assert len(caption) > 2 and caption[-1] == "commit abc1234, 2026-12-06T17:11"
+    assert max(len(line) for line in caption) <= 190
