@@ -247,8 +247,20 @@ def _gaussian_blocks(num_sensitivities: int, like: Tensor, backward: bool) -> di
     return {"BLOCK_E": _power_of_two(max(1, budget // block_s), 1024), "BLOCK_S": block_s}
 
 
-def _accumulator(like: Tensor) -> torch.dtype:
-    return torch.float64 if like.dtype == torch.float64 else torch.float32
+def _launch_gaussians(op: str, g: Tensor, r: Tensor, floor: float,
+                      arguments: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    r"""Launches a Gaussian derivative kernel over blocks of edges with its tensor
+    ``arguments`` (inputs, then per-edge outputs) and returns its two sums over edges
+    (centres, widths), added from the per-program parts in the accumulator's dtype."""
+    num_edges, num_sensitivities = g.shape
+    meta = _gaussian_blocks(num_sensitivities, r, backward=op.endswith("backward"))
+    programs = _cdiv(num_edges, meta["BLOCK_E"])
+    accumulator = torch.float64 if r.dtype == torch.float64 else torch.float32  # _launch's ACC
+    parts = r.new_zeros(2, programs, num_sensitivities, dtype=accumulator)
+    if num_edges and num_sensitivities:
+        _launch(op, (programs,), r, *arguments, parts[0], parts[1], num_edges,
+                num_sensitivities, FLOOR=floor, **meta)
+    return parts[0].sum(0).to(r.dtype), parts[1].sum(0).to(r.dtype)
 
 
 def _check_gaussians(op: str, g: Tensor, r: Tensor, c: Tensor, m: Tensor,
@@ -277,16 +289,12 @@ def gaussian_grad(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Tensor,
         floor (float): Floor of the Gaussians' exponent.
     """
     _check_gaussians("gaussian_grad", g, r, c, m, sigma)
-    num_edges, num_sensitivities = g.shape
+    num_edges = g.size(0)
     # Zeros, not empty: no launch writes them when there are no sensitivities.
     grad_r, grad_c = r.new_zeros(num_edges), r.new_zeros(num_edges)
-    meta = _gaussian_blocks(num_sensitivities, r, backward=False)
-    programs = _cdiv(num_edges, meta["BLOCK_E"])
-    parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
-    if num_edges and num_sensitivities:
-        _launch("gaussian_grad", (programs,), r, g, r, c, m, sigma, grad_r, grad_c, parts[0],
-                parts[1], num_edges, num_sensitivities, FLOOR=floor, **meta)
-    return grad_r, grad_c, parts[0].sum(0).to(r.dtype), parts[1].sum(0).to(r.dtype)
+    grad_m, grad_sigma = _launch_gaussians("gaussian_grad", g, r, floor,
+                                           (g, r, c, m, sigma, grad_r, grad_c))
+    return grad_r, grad_c, grad_m, grad_sigma
 
 
 @torch.library.custom_op(f"{NAMESPACE}::gaussian_grad_backward", mutates_args=())
@@ -301,17 +309,13 @@ def gaussian_grad_backward(g: Tensor, r: Tensor, c: Tensor, m: Tensor, sigma: Te
     if h_r.numel() != r.numel() or h_c.numel() != r.numel() or h_m.numel() != m.numel() \
             or h_sigma.numel() != m.numel():
         raise RuntimeError("hipnn_triton::gaussian_grad_backward: gradients of the wrong length")
-    num_edges, num_sensitivities = g.shape
+    num_edges = g.size(0)
     grad_g = torch.empty_like(g)
     grad_r, grad_c = r.new_zeros(num_edges), r.new_zeros(num_edges)
-    meta = _gaussian_blocks(num_sensitivities, r, backward=True)
-    programs = _cdiv(num_edges, meta["BLOCK_E"])
-    parts = r.new_zeros(2, programs, num_sensitivities, dtype=_accumulator(r))
-    if num_edges and num_sensitivities:
-        _launch("gaussian_grad_backward", (programs,), r, g, r, c, m, sigma, h_r, h_c, h_m,
-                h_sigma, grad_g, grad_r, grad_c, parts[0], parts[1], num_edges,
-                num_sensitivities, FLOOR=floor, **meta)
-    return grad_g, grad_r, grad_c, parts[0].sum(0).to(r.dtype), parts[1].sum(0).to(r.dtype)
+    grad_m, grad_sigma = _launch_gaussians(
+        "gaussian_grad_backward", g, r, floor,
+        (g, r, c, m, sigma, h_r, h_c, h_m, h_sigma, grad_g, grad_r, grad_c))
+    return grad_g, grad_r, grad_c, grad_m, grad_sigma
 
 
 @gaussian_grad.register_fake
