@@ -61,7 +61,8 @@ def rebuild(result: dict[str, Any], weights: Path) -> tuple[torch.nn.Module, Any
         model = mace_from_config(**config)
         run = mace_function(model, config["zs"], MACE_SIZES[config["size"]]["r_max"])
     elif implementation == "hipnn_pyg":
-        model, run = same_loop.ours(config["tensor_order"], config["shape"])
+        model, run = same_loop.ours(config["tensor_order"], config["shape"],
+                                    config.get("tensor_products", False))
     else:
         raise SystemExit(f"{result['variant']}: only ours and MACE run in ASE here")
     model.load_state_dict(torch.load(weights, weights_only=True))
@@ -75,6 +76,7 @@ def label(result: dict[str, Any]) -> str:
         return f"MACE {MACE_SIZES[config['size']]['hidden_irreps']} ({size})"
     order = config["tensor_order"]
     name = "HIP-NN" if order == 0 else f"HIP-NN-TS l={order}"
+    name += " + products" if config.get("tensor_products") else ""
     return f"{name}, width {config['shape']['features']} ({size})"
 
 

@@ -67,12 +67,15 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "hipnn_pyg": ("hipnn_pyg", 0),
     "hipnn_pyg_ts1": ("hipnn_pyg", 1),
     "hipnn_pyg_ts2": ("hipnn_pyg", 2),
+    "hipnn_pyg_hop": ("hipnn_pyg", 2),  # and tensor_products: see PRODUCT_VARIANTS
     "hippynn": ("hippynn", 0),
     "hippynn_vec": ("hippynn", 1),
     "hippynn_quad": ("hippynn", 2),
     "mace": ("mace", "mace"),
     "mace_small": ("mace", "mace_small"),
 }
+#: Variants of ours with the many-body product invariants (HIP-HOP-NN's) of order 2.
+PRODUCT_VARIANTS = frozenset({"hipnn_pyg_hop"})
 FORCE_WEIGHT = 100.0  # the plain recipe's, for bench_speed.py
 BATCH = 16
 
@@ -144,12 +147,14 @@ def build(variant: str, train: dict[str, Tensor], offset: float, width: int | No
         return mace_model(option, train, offset)
     shape = dict(SHAPE, features=width or SHAPE["features"])
     config = dict(shape=shape, tensor_order=option)
+    if variant in PRODUCT_VARIANTS:
+        config["tensor_products"] = True
     if implementation == "hippynn":
         model, run = hippynn_model(option, shape)
         if init == "fit":
             hippynn_initialize(model, train, offset)
         return model, run, config
-    model, run = ours(option, shape)
+    model, run = ours(option, shape, config.get("tensor_products", False))
     if init == "fit":
         fit_initial_energy(model, train, offset, readout_decay)
     elif init != "mean":

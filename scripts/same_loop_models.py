@@ -55,11 +55,13 @@ MACE_SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def ours(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module, EnergyForces]:
+def ours(tensor_order: int, shape: dict = SHAPE, tensor_products: bool = False,
+         ) -> tuple[torch.nn.Module, EnergyForces]:
     r"""hipnn_pyg's HIPNN of ``shape`` and its energy-and-forces function.
 
     Args:
         tensor_order: 0 for HIP-NN, 1 or 2 for HIP-NN-TS.
+        tensor_products: with order 2, the HIP-HOP-NN product invariants too.
         shape: features, interactions, atom_layers, sensitivities, soft_min, soft_max
             and cutoff (Å), as :data:`SHAPE`.
     """
@@ -69,7 +71,7 @@ def ours(tensor_order: int, shape: dict = SHAPE) -> tuple[torch.nn.Module, Energ
                   num_interactions=shape["interactions"], num_atom_layers=shape["atom_layers"],
                   num_sensitivities=shape["sensitivities"], soft_min_distance=shape["soft_min"],
                   soft_max_distance=shape["soft_max"], cutoff=shape["cutoff"],
-                  tensor_order=tensor_order)
+                  tensor_order=tensor_order, tensor_products=tensor_products)
 
     def run(z: Tensor, pos: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
         count, atoms = z.shape

@@ -14,8 +14,10 @@ from hipnn_pyg.nn.pairsum import factorised_environment_sum
 from hipnn_pyg.nn.paths import layer_path
 from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
+    NUM_PRODUCTS,
     check_tensor_order,
     shared_angular_channels,
+    product_invariants,
     tensor_invariants,
     tensor_sensitivities,
 )
@@ -93,7 +95,11 @@ class HIPNNInteraction(MessagePassing):
         t^{(0)}_i + \sum_{l=1}^{L} \lambda_l \odot \sqrt{\textstyle\sum_m
         (t^{(l)}_{im})^2 + \epsilon} + W z_i + B,
 
-    with learnable per-feature scales :math:`\lambda_l` (``tensor_scales``).
+    with learnable per-feature scales :math:`\lambda_l` (``tensor_scales``). With
+    ``tensor_products`` (order 2 only) three more invariants of each feature's vector
+    and quadrupole, :func:`~hipnn_pyg.nn.tensor_sensitivity.product_invariants` (the
+    many-body terms of hippynn's HIP-HOP-NN), enter the same sum with scales of their
+    own (``product_scales``).
 
     The sum over neighbours forms an
     environment tensor :math:`\sum_j s(r_{ij}) \otimes z_j` of shape
@@ -138,6 +144,8 @@ class HIPNNInteraction(MessagePassing):
             HIP-NN), 1 or 2 (HIP-NN-TS). (default: :obj:`0`)
         tensor_epsilon (float): :math:`\epsilon` under the square root of the tensor
             invariants. (default: :obj:`1e-6`)
+        tensor_products (bool): Add the product invariants of the vector and
+            quadrupole channels; needs ``tensor_order=2``. (default: :obj:`False`)
     """
 
     def __init__(
@@ -149,6 +157,7 @@ class HIPNNInteraction(MessagePassing):
         envsum_backend: str | None = None,
         tensor_order: int = 0,
         tensor_epsilon: float = 1e-6,
+        tensor_products: bool = False,
     ) -> None:
         super().__init__(aggr="add")
         self.in_channels = in_channels
@@ -162,6 +171,9 @@ class HIPNNInteraction(MessagePassing):
         self.lean = False
         self.tensor_order = check_tensor_order(tensor_order)
         self.tensor_epsilon = float(tensor_epsilon)
+        if tensor_products and self.tensor_order != 2:
+            raise ValueError("tensor_products needs tensor_order=2 (the vector and "
+                             f"quadrupole channels), got tensor_order={self.tensor_order}")
         num_sensitivities: int = sensitivity.num_sensitivities
         self.interaction_weight = nn.Parameter(
             torch.empty(num_sensitivities * in_channels, out_channels)
@@ -171,6 +183,9 @@ class HIPNNInteraction(MessagePassing):
         self.tensor_scales = (
             nn.Parameter(torch.empty(self.tensor_order, out_channels))
             if self.tensor_order else None
+        )
+        self.product_scales = (
+            nn.Parameter(torch.empty(NUM_PRODUCTS, out_channels)) if tensor_products else None
         )
         self.reset_parameters()
 
@@ -185,6 +200,8 @@ class HIPNNInteraction(MessagePassing):
         self.residual.reset_parameters()
         if self.tensor_scales is not None:
             nn.init.normal_(self.tensor_scales, std=TENSOR_SCALE_STD)
+        if self.product_scales is not None:
+            nn.init.normal_(self.product_scales, std=TENSOR_SCALE_STD)
 
     def forward(
         self,
@@ -215,6 +232,9 @@ class HIPNNInteraction(MessagePassing):
                                                self.tensor_epsilon)
         # Σ_l λ_l ‖t_l‖ as one product over the orders.
         scaled = (self.tensor_scales.unsqueeze(0) * invariants).sum(1)
+        if self.product_scales is not None:
+            products = product_invariants(contracted, self.tensor_epsilon)
+            scaled = scaled + (self.product_scales.unsqueeze(0) * products).sum(1)
         return self.residual(radial + scaled + self.self_linear(x), x)
 
     def _contracted_environment(
@@ -265,7 +285,8 @@ class HIPNNInteraction(MessagePassing):
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
             f"sensitivity={self.sensitivity}, method={self.method!r}, "
-            f"tensor_order={self.tensor_order})"
+            f"tensor_order={self.tensor_order}"
+            + (", tensor_products=True)" if self.product_scales is not None else ")")
         )
 
 

@@ -63,6 +63,9 @@ class HIPNN(Potential):
             <https://arxiv.org/abs/2212.03195>`_), whose sensitivities add vector (and
             quadrupole) channels whose norms enter every interaction.
             (default: :obj:`0`)
+        tensor_products (bool): With ``tensor_order=2``, also the many-body products of
+            those channels (:math:`v^\top Q v`, :math:`\operatorname{tr} Q^3`,
+            :math:`|Qv|^2`, as hippynn's HIP-HOP-NN). (default: :obj:`False`)
     """
 
     def __init__(
@@ -80,13 +83,14 @@ class HIPNN(Potential):
         self_energies: Sequence[float] | None = None,
         method: str = "envsum",
         tensor_order: int = 0,
+        tensor_products: bool = False,
     ) -> None:
         sensitivity = InverseGaussianSensitivity(
             num_sensitivities, soft_min_distance, soft_max_distance, cutoff=float(cutoff)
         )
         representation = HIPNNRepresentation(
             species, sensitivity, hidden_channels, num_interactions, num_atom_layers,
-            min_distance, max_num_neighbors, method, tensor_order,
+            min_distance, max_num_neighbors, method, tensor_order, tensor_products,
         )
         super().__init__(representation, {"energy": EnergyHead()})
         # Same initialisation sequence (and random draws) as before the split.
@@ -103,7 +107,8 @@ class HIPNN(Potential):
             f"num_interactions={representation.num_interactions}, "
             f"num_atom_layers={representation.num_atom_layers}, "
             f"num_sensitivities={sensitivity.num_sensitivities}, cutoff={self.cutoff}, "
-            f"tensor_order={representation.tensor_order})"
+            f"tensor_order={representation.tensor_order}"
+            + (", tensor_products=True)" if representation.tensor_products else ")")
         )
 
 

@@ -82,6 +82,9 @@ class HIPNNRepresentation(Configurable, nn.Module):
         tensor_order (int): Angular order of the sensitivities: 0 is HIP-NN, 1 and 2 are
             HIP-NN-TS with vector and quadrupole channels (see
             :class:`~hipnn_pyg.nn.HIPNNInteraction`). (default: :obj:`0`)
+        tensor_products (bool): With ``tensor_order=2``, add the many-body product
+            invariants of the vector and quadrupole channels (hippynn's HIP-HOP-NN, see
+            :class:`~hipnn_pyg.nn.HIPNNInteraction`). (default: :obj:`False`)
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         max_num_neighbors: int | None = None,
         method: str = "envsum",
         tensor_order: int = 0,
+        tensor_products: bool = False,
     ) -> None:
         super().__init__()
         species = [int(z) for z in species]
@@ -108,6 +112,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         self.min_distance = float(min_distance)
         self.max_num_neighbors = max_num_neighbors
         self.tensor_order = check_tensor_order(tensor_order)
+        self.tensor_products = bool(tensor_products)
 
         self.register_buffer("species_lookup", species_lookup(species), persistent=False)
 
@@ -118,7 +123,8 @@ class HIPNNRepresentation(Configurable, nn.Module):
             layer_sensitivity = copy.deepcopy(sensitivity)
             self.interactions.append(
                 HIPNNInteraction(width_in, width_out, layer_sensitivity, method,
-                                 tensor_order=self.tensor_order)
+                                 tensor_order=self.tensor_order,
+                                 tensor_products=self.tensor_products)
             )
             self.atom_layers.append(
                 nn.Sequential(*[AtomLayer(width_out, width_out) for _ in range(num_atom_layers)])
@@ -246,4 +252,5 @@ class HIPNNRepresentation(Configurable, nn.Module):
 
     def extra_repr(self) -> str:
         order = f", tensor_order={self.tensor_order}" if self.tensor_order else ""
+        order += ", tensor_products=True" if self.tensor_products else ""
         return f"species={self.species}, cutoff={self.cutoff}{order}"

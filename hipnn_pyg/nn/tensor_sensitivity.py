@@ -13,6 +13,11 @@ The five order-2 components are written in an orthonormal basis of the traceless
 symmetric matrices (Frobenius inner product), so rotations act on them by an
 orthogonal matrix and the plain sum of squares is the matrix's Frobenius norm
 (hippynn keeps five raw entries and corrects the sum of squares instead).
+
+:func:`product_invariants` adds the many-body invariants of hippynn's HIP-HOP-NN
+(`lanl/hippynn#139 <https://github.com/lanl/hippynn/pull/139>`_) for order 2: products
+of the vector :math:`v` and quadrupole :math:`Q` of one feature, which couple the
+angles of three or four neighbours where the norms see two.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ ORDER_WIDTHS = (3, 5)
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT6 = math.sqrt(6.0)
+#: Invariants of :func:`product_invariants`: v^T Q v, tr Q^3 and |Q v|^2.
+NUM_PRODUCTS = 3
 
 
 def check_tensor_order(tensor_order: int) -> int:
@@ -107,6 +114,43 @@ def tensor_invariants(
     (an atom alone, or in a perfectly symmetric site)."""
     radial, angular = components.split([1, components.size(1) - 1], dim=1)
     return radial.squeeze(1), _TensorNorms.apply(angular, tensor_order, epsilon)
+
+
+def product_invariants(components: Tensor, epsilon: float) -> Tensor:
+    r"""The product invariants of the contracted order-2 channels
+    ``[num_atoms, 9, out_channels]``, ``[num_atoms, 3, out_channels]``: for every
+    feature, with :math:`v` its three order-1 components and :math:`Q` the traceless
+    symmetric matrix of its five order-2 ones,
+
+    .. math::
+        \frac{v^\top Q v}{s^2}, \quad \frac{\operatorname{tr} Q^3}{s^2}, \quad
+        \frac{|Q v|^2}{s^3}, \qquad s^2 = |v|^2 + |Q|_F^2 + \epsilon.
+
+    The divisions make each homogeneous of degree one in the features, as the norms
+    of :func:`tensor_invariants` are, so neither grows faster than the other with the
+    features' scale; :math:`\epsilon` keeps them smooth where both parts vanish.
+    """
+    # Elementwise on [A, O] slices: fewer and cheaper operations than batched 3 x 3
+    # matrix products or pairwise outer products (force training differentiates this
+    # twice, and every operation adds to each pass).
+    vx, vy, vz, q1, q2, q3, q4, q5 = components[:, 1:].unbind(1)
+    # Q in the basis of angular_channels: off-diagonals q1..q3 / sqrt 2, diagonal from
+    # q4 (x^2 - y^2) / sqrt 2 and q5 (3 z^2 - 1) / sqrt 6.
+    xy, xz, yz = q1 / _SQRT2, q2 / _SQRT2, q3 / _SQRT2
+    xx = q4 / _SQRT2 - q5 / _SQRT6
+    yy = -q4 / _SQRT2 - q5 / _SQRT6
+    zz = 2.0 * q5 / _SQRT6
+    qv_x = xx * vx + xy * vy + xz * vz
+    qv_y = xy * vx + yy * vy + yz * vz
+    qv_z = xz * vx + yz * vy + zz * vz
+    vqv = vx * qv_x + vy * qv_y + vz * qv_z
+    # tr Q^3 = 3 det Q for a traceless Q (Cayley-Hamilton).
+    trace_cubed = 3.0 * (xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz)
+                         + xz * (xy * yz - yy * xz))
+    qv_squared = qv_x * qv_x + qv_y * qv_y + qv_z * qv_z
+    scale_squared = components[:, 1:].square().sum(1) + epsilon
+    return torch.stack([vqv, trace_cubed, qv_squared / scale_squared.sqrt()],
+                       dim=1) / scale_squared.unsqueeze(1)
 
 
 def _order_sums(values: Tensor, tensor_order: int) -> Tensor:
