@@ -16,8 +16,8 @@ from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
     NUM_PRODUCTS,
     check_tensor_order,
-    shared_angular_channels,
     product_invariants,
+    shared_angular_channels,
     tensor_invariants,
     tensor_sensitivities,
 )
