@@ -197,6 +197,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     given. ``schedule`` and ``batch`` replace the recipe's when given."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
+    commit = git_commit()  # the code that runs: taken before, not after, the budget
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
@@ -270,7 +271,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
                 untrained_energy_mae_meV=1000 * untrained[0],
                 untrained_forces_mae_meV_per_A=1000 * untrained[1],
                 offset_eV=offset, model_config=config, threads=torch.get_num_threads(),
-                dtype="float32", commit=git_commit())  # checked above
+                dtype="float32", commit=commit)  # checked above
 
 
 def main() -> None:
