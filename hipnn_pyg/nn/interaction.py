@@ -16,6 +16,7 @@ from hipnn_pyg.nn.tensor_sensitivity import (
     CHANNELS,
     NUM_PRODUCTS,
     check_tensor_order,
+    check_tensor_products,
     product_invariants,
     shared_angular_channels,
     tensor_invariants,
@@ -171,9 +172,7 @@ class HIPNNInteraction(MessagePassing):
         self.lean = False
         self.tensor_order = check_tensor_order(tensor_order)
         self.tensor_epsilon = float(tensor_epsilon)
-        if tensor_products and self.tensor_order != 2:
-            raise ValueError("tensor_products needs tensor_order=2 (the vector and "
-                             f"quadrupole channels), got tensor_order={self.tensor_order}")
+        check_tensor_products(tensor_products, self.tensor_order)
         num_sensitivities: int = sensitivity.num_sensitivities
         self.interaction_weight = nn.Parameter(
             torch.empty(num_sensitivities * in_channels, out_channels)

@@ -57,8 +57,9 @@ def factorised_environment_sum(
     num_sensitivities = sensitivities.size(1)
     backend = check_operands(features, sensitivities, layout, backend)
     projection = weight.view(num_sensitivities, in_channels, -1).transpose(0, 1)
+    out_channels = weight.size(1)  # explicit: -1 cannot be inferred for 0 atoms
     projected = (features @ projection.reshape(in_channels, -1)).view(
-        num_atoms, num_sensitivities, -1
+        num_atoms, num_sensitivities, out_channels
     )
     # m[e] = Σ_ν s[e, ν] q[j(e), ν]: featsum with one edge per group, read at the neighbour
     messages = contract("featsum", projected, sensitivities, layout.edges(0), backend)

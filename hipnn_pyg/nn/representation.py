@@ -21,7 +21,7 @@ from hipnn_pyg.nn.checks import (
 from hipnn_pyg.nn.envsum import NeighbourLayout, neighbour_layout
 from hipnn_pyg.nn.interaction import AtomLayer, HIPNNInteraction
 from hipnn_pyg.nn.spec import Configurable
-from hipnn_pyg.nn.tensor_sensitivity import check_tensor_order
+from hipnn_pyg.nn.tensor_sensitivity import check_tensor_order, check_tensor_products
 
 
 class RepresentationOutput(NamedTuple):
@@ -112,7 +112,7 @@ class HIPNNRepresentation(Configurable, nn.Module):
         self.min_distance = float(min_distance)
         self.max_num_neighbors = max_num_neighbors
         self.tensor_order = check_tensor_order(tensor_order)
-        self.tensor_products = bool(tensor_products)
+        self.tensor_products = check_tensor_products(tensor_products, self.tensor_order)
 
         self.register_buffer("species_lookup", species_lookup(species), persistent=False)
 

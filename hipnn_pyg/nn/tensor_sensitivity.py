@@ -46,6 +46,17 @@ def check_tensor_order(tensor_order: int) -> int:
     return int(tensor_order)
 
 
+def check_tensor_products(tensor_products: bool, tensor_order: int) -> bool:
+    r"""Validates ``tensor_products``: a :obj:`bool` (a string such as ``"false"`` from a
+    command line would read as true), and true only with ``tensor_order=2``."""
+    if not isinstance(tensor_products, bool):
+        raise ValueError(f"tensor_products must be true or false, got {tensor_products!r}")
+    if tensor_products and tensor_order != 2:
+        raise ValueError("tensor_products needs tensor_order=2 (the vector and quadrupole "
+                         f"channels), got tensor_order={tensor_order}")
+    return tensor_products
+
+
 def angular_channels(unit_vectors: Tensor, tensor_order: int) -> Tensor:
     r"""The angular factors of every channel, ``[num_edges, CHANNELS[tensor_order]]``:
     ``1``; ``x, y, z``; and the orthonormal traceless components
@@ -117,8 +128,8 @@ def tensor_invariants(
 
 
 def product_invariants(components: Tensor, epsilon: float) -> Tensor:
-    r"""The product invariants of the contracted order-2 channels
-    ``[num_atoms, 9, out_channels]``, ``[num_atoms, 3, out_channels]``: for every
+    r"""The product invariants ``[num_atoms, 3, out_channels]`` of the contracted
+    channels ``[num_atoms, 9, out_channels]`` of order 2: for every
     feature, with :math:`v` its three order-1 components and :math:`Q` the traceless
     symmetric matrix of its five order-2 ones,
 

@@ -91,9 +91,13 @@ def test_positions_in_another_precision_than_the_model_are_named() -> None:
         small_model()(z, pos)
 
 
-def test_no_atoms_at_all_is_a_zero_energy() -> None:
+@pytest.mark.parametrize("options", [{}, {"tensor_order": 1}, {"tensor_order": 2},
+                                     {"tensor_order": 2, "tensor_products": True}])
+def test_no_atoms_at_all_is_a_zero_energy(options: dict) -> None:
+    from hipnn_pyg import energy_forces_stress
     from tests.nn.helpers import small_model
 
-    energy = small_model()(torch.zeros(0, dtype=torch.long),
-                           torch.zeros(0, 3, dtype=torch.float64))
-    assert energy.shape == (1,) and float(energy) == 0.0
+    out = energy_forces_stress(small_model(**options), torch.zeros(0, dtype=torch.long),
+                               torch.zeros(0, 3, dtype=torch.float64))
+    assert out["energy"].shape == (1,) and float(out["energy"].detach()) == 0.0
+    assert out["forces"].shape == (0, 3)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from hipnn_pyg import HIPNN, energy_forces_stress
 from hipnn_pyg.export import export_energy_forces, load_exported
-from hipnn_pyg.nn import HIPNNInteraction, InverseGaussianSensitivity
+from hipnn_pyg.nn import HIPNNInteraction, HIPNNRepresentation, InverseGaussianSensitivity
 from hipnn_pyg.nn.spec import build_from_spec, model_spec
 from hipnn_pyg.nn.tensor_sensitivity import angular_channels, product_invariants
 from hipnn_pyg.serialization import load_model, save_model
@@ -128,10 +128,22 @@ def test_energy_is_invariant_forces_exact_and_products_matter() -> None:
     with torch.no_grad():
         for interaction in model.representation.interactions:
             interaction.product_scales.zero_()
-    torch.testing.assert_close(energy_forces_stress(model, **inputs)["energy"],
-                               energy_forces_stress(plain, **inputs)["energy"],
-                               rtol=1e-13, atol=1e-13)
-    assert (with_products - energy_forces_stress(plain, **inputs)["energy"]).abs().max() > 1e-3
+    ours = energy_forces_stress(model, **inputs, compute_stress=True)
+    reference = energy_forces_stress(plain, **inputs, compute_stress=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(ours[key], reference[key], rtol=1e-13, atol=1e-13)
+    assert (with_products - reference["energy"]).abs().max() > 1e-3
+
+
+def test_float32_follows_float64() -> None:
+    model, (z, pos) = products_model(), ethanol()
+    trained_looking(model, 0.1, seed=4)
+    reference = energy_forces_stress(model, z, pos)
+    single = energy_forces_stress(model.float(), z, pos.float())
+    torch.testing.assert_close(single["energy"].double(), reference["energy"],
+                               rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(single["forces"].double(), reference["forces"],
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("system", ["molecules", "mixed"])
@@ -139,6 +151,21 @@ def test_methods_agree_with_products(system: str) -> None:
     model = products_model()
     assert_all_agree(results_by_method(model, molecule_crystal_and_mixed()[system]))
     assert model.representation.interactions[1].product_scales.grad.abs().max() > 0
+
+
+def test_near_symmetric_site_has_exact_forces() -> None:
+    # An octahedral site: its summed vector and quadrupole vanish by symmetry, and a
+    # small distortion leaves them near the epsilon that keeps the products smooth.
+    model = trained_looking(products_model(), 0.1, seed=6)
+    directions = torch.cat([torch.eye(3), -torch.eye(3)]).double()
+    pos = torch.cat([torch.zeros(1, 3, dtype=torch.float64), 1.1 * directions])
+    pos = pos + 1e-3 * torch.randn(7, 3, generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.float64)
+    z = torch.tensor([6, 1, 1, 1, 1, 1, 1])
+    forces = energy_forces_stress(model, z, pos)["forces"]
+    reference = -finite_difference(lambda p: model(z, p).sum(), pos)
+    assert torch.isfinite(forces).all()
+    assert (forces - reference).norm() / reference.norm() < 1e-5
 
 
 def test_lonely_atom_has_finite_training_gradients() -> None:
@@ -152,13 +179,19 @@ def test_lonely_atom_has_finite_training_gradients() -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_products_need_the_quadrupole_channels() -> None:
+def test_products_need_the_quadrupole_channels_and_a_bool() -> None:
     sensitivity = InverseGaussianSensitivity(4, 0.7, 1.8, 2.0)
     for order in (0, 1):
         with pytest.raises(ValueError, match="tensor_products needs tensor_order=2"):
             HIPNNInteraction(3, 3, sensitivity, tensor_order=order, tensor_products=True)
         with pytest.raises(ValueError, match="tensor_products needs tensor_order=2"):
+            HIPNNRepresentation([1, 8], sensitivity, tensor_order=order, tensor_products=True)
+        with pytest.raises(ValueError, match="tensor_products needs tensor_order=2"):
             HIPNN(tensor_order=order, tensor_products=True)
+    # A string from a command line ("false", "no") must not read as true.
+    for value in ("false", "no", 1, None):
+        with pytest.raises(ValueError, match="tensor_products must be true or false"):
+            HIPNN(tensor_order=2, tensor_products=value)
 
 
 def test_saved_spec_export_and_hydra_config_keep_the_products(tmp_path: Path) -> None:
@@ -172,8 +205,15 @@ def test_saved_spec_export_and_hydra_config_keep_the_products(tmp_path: Path) ->
     reference = energy_forces_stress(model, z, pos)
     assert torch.equal(energy_forces_stress(loaded, z, pos)["forces"], reference["forces"])
     export_energy_forces(model, tmp_path / "hop.pt2")
-    exported = load_exported(tmp_path / "hop.pt2")(z, pos)
-    torch.testing.assert_close(exported["forces"], reference["forces"], rtol=0, atol=1e-10)
+    program = load_exported(tmp_path / "hop.pt2")
+    torch.testing.assert_close(program(z, pos)["forces"], reference["forces"], rtol=0,
+                               atol=1e-10)
+    crystal = molecule_crystal_and_mixed()["crystal"]
+    periodic = energy_forces_stress(model, **crystal, compute_stress=True)
+    served = program(crystal["z"], crystal["pos"], crystal["cell"][0], crystal["pbc"][0])
+    torch.testing.assert_close(served["forces"], periodic["forces"], rtol=0, atol=1e-10)
+    nothing = program(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.float64))
+    assert float(nothing["energy"]) == 0.0 and nothing["forces"].shape == (0, 3)
     with initialize_config_dir(str(REPO / "conf" / "model"), version_base="1.3"):
         built = instantiate(compose("hipnn_hop"))
     assert built.representation.tensor_order == 2
