@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms, units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from hipnn_pyg import ExportedCalculator, HIPNNCalculator, save_model
+from hipnn_pyg.compat.ase import thermalize
 from hipnn_pyg.export import (
     EnergyForces,
     compile_aoti,
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> None:
     ours.eval()
     systems = structures(args.water_repeats)
     for atoms in systems.values():
-        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+        thermalize(atoms, 300, rng=np.random.default_rng(0))
     folder = Path(tempfile.mkdtemp(prefix="bench_md_"))
     start = time.perf_counter()
     export_energy_forces(ours, folder / "model.pt2")

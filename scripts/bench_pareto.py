@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from hipnn_pyg.compat.ase import thermalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import same_loop  # noqa: E402 - the shared model builders (siblings)
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
     molecules = {r["molecule"] for r in rows}
     for name in sorted(molecules):
         atoms = molecule(data_dir, name)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+        thermalize(atoms, 300, rng=np.random.default_rng(0))
         chosen = {i: calculator(rows[i], models[i]) for i, r in enumerate(rows)
                   if r["molecule"] == name}
         rates = md_rates(atoms, {rows[i]["label"]: c for i, c in chosen.items()}, args.steps,
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> None:
             if not chosen or repeats == 0:
                 continue
             water = next(a for key, a in structures(repeats).items() if key.startswith("water"))
-            MaxwellBoltzmannDistribution(water, temperature_K=300, rng=np.random.default_rng(0))
+            thermalize(water, 300, rng=np.random.default_rng(0))
             rates = md_rates(water, {rows[i]["label"]: calculator(rows[i], models[i])
                                      for i in chosen}, args.water_steps, args.water_rounds)
             for i in chosen:

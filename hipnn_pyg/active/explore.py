@@ -26,11 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.neighborlist import neighbor_list
 
 from hipnn_pyg.active.committee import Committee, Prediction
 from hipnn_pyg.active.structures import ID_KEY, check_frames, plain_copy, read
+from hipnn_pyg.compat.ase import thermalize
 from hipnn_pyg.extxyz import PathLike
 from hipnn_pyg.md.dynamics import make_dynamics
 from hipnn_pyg.nn.checks import GeometryError
@@ -166,7 +167,7 @@ class LangevinExplorer:
         atoms = plain_copy(start)
         atoms.info.clear()
         rng = np.random.default_rng(seed)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+        thermalize(atoms, temperature_K, rng=rng)
         Stationary(atoms)
         if not atoms.pbc.any() and len(atoms) > 2:
             ZeroRotation(atoms)

@@ -11,11 +11,12 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixInternals
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS
 
 from hipnn_pyg.active.structures import plain_copy
+from hipnn_pyg.compat.ase import thermalize
 from hipnn_pyg.md.dynamics import make_dynamics
 
 
@@ -49,7 +50,7 @@ def md_frames(start: Atoms, calculator: Calculator, temperature_K: float, frames
     atoms = plain_copy(start)
     atoms.info.clear()
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    thermalize(atoms, temperature_K, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
     atoms.calc = calculator

@@ -31,13 +31,10 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.md import MolecularDynamics
-from ase.md.velocitydistribution import (
-    MaxwellBoltzmannDistribution,
-    Stationary,
-    ZeroRotation,
-)
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 
 from hipnn_pyg.atomic import atomic_write
+from hipnn_pyg.compat.ase import thermalize
 from hipnn_pyg.extxyz import PathLike, append_frame, read_frames, repair_extxyz
 from hipnn_pyg.md.density import density_g_cm3
 from hipnn_pyg.nn.checks import check_atoms
@@ -262,8 +259,7 @@ def run_md(
         log.unlink(missing_ok=True)
         if not atoms.has("momenta") or not np.any(atoms.get_momenta()):
             temperature = temperature_K if initial_temperature_K is None else initial_temperature_K
-            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature,
-                                         rng=np.random.default_rng(seed))
+            thermalize(atoms, temperature, rng=np.random.default_rng(seed))
             Stationary(atoms)
             if not atoms.pbc.any() and len(atoms) > 2:  # (ASE's is singular for dimers)
                 ZeroRotation(atoms)
