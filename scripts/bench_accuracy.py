@@ -127,10 +127,12 @@ def _epochs(output_dir: Path) -> int | None:
 
 
 def _job_name(molecule: str, variant: str, recipe: str, seed: int, seeds: list[int],
-              width: int | None, decay: float | None = None) -> str:
+              width: int | None, decay: float | None = None,
+              weight_decay: float | None = None) -> str:
     # the plain recipe's single-seed names are those of earlier records (kept on resume)
     name = f"{molecule}_{variant}" + (f"_w{width}" if width else "")
     name += f"_decay{decay}" if decay is not None else ""
+    name += f"_wd{weight_decay}" if weight_decay is not None else ""
     name += "" if recipe == "plain" else f"_{recipe}"
     return name + ("" if len(seeds) == 1 else f"_s{seed}")
 
@@ -184,7 +186,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
     jobs = [(molecule, variant, seed) for seed in args.seeds for molecule in args.molecules
             for variant in args.same_loop]
     names = {job: _job_name(job[0], job[1], args.recipe, job[2], args.seeds, args.width,
-                            args.readout_decay) for job in jobs}
+                            args.readout_decay, args.weight_decay) for job in jobs}
     # Finished runs in a reused --output are kept (a killed benchmark resumes).
     done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:
@@ -201,6 +203,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
                        "--output", str(output), "--clock", args.clock, "--recipe", args.recipe]
             for flag, value in (("--schedule", args.schedule), ("--width", args.width),
                                 ("--readout-decay", args.readout_decay),
+                                ("--weight-decay", args.weight_decay),
                                 ("--data-dir", args.data_dir)):
                 if value is not None:
                     command += [flag, str(value)]
@@ -251,6 +254,9 @@ def main() -> None:
                         help="--same-loop: one run per seed (default: --seed)")
     parser.add_argument("--width", type=int, default=None,
                         help="--same-loop: features of ours and hippynn's (default 64)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="--same-loop: replace each recipe's weight decay (ours: "
+                        "AdamW's, on the weight matrices)")
     parser.add_argument("--readout-decay", type=float, default=None,
                         help="--same-loop: ours' higher energy readouts scaled at the start "
                         "(hippynn's decay, e.g. 0.01)")

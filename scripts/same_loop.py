@@ -192,16 +192,18 @@ def git_commit() -> str | None:
 def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int,
           weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
           schedule: str | None = None, width: int | None = None, init: str = "fit",
-          readout_decay: float | None = None, batch: int | None = None) -> dict:
+          readout_decay: float | None = None, batch: int | None = None,
+          weight_decay: float | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
-    given. ``schedule`` and ``batch`` replace the recipe's when given."""
+    given. ``schedule``, ``batch`` and ``weight_decay`` replace the recipe's when given."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
-    plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch)
+    plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch,
+                              weight_decay=weight_decay)
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
@@ -210,8 +212,12 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
         raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
 
-    optimizer = torch.optim.Adam(parameter_groups(model, implementation, plan.weight_decay),
-                                 lr=plan.lr, amsgrad=plan.amsgrad)
+    # Ours decays decoupled (AdamW, as hipnn-train's module.optimizer=AdamW); MACE adds
+    # its L2 to the gradient, as its recipe does. Without decay both are Adam.
+    adam = torch.optim.AdamW if implementation == "hipnn_pyg" and plan.weight_decay else \
+        torch.optim.Adam
+    optimizer = adam(parameter_groups(model, implementation, plan.weight_decay),
+                     lr=plan.lr, amsgrad=plan.amsgrad)
     schedule_ = Schedule(optimizer, plan)
     average = ExponentialMovingAverage(model, plan.ema) if plan.ema else None
     best, best_state, steps, epochs, rate = float("inf"), None, 0, 0, plan.lr
@@ -294,6 +300,9 @@ def main() -> None:
     parser.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                         help="replace the recipe's schedule")
     parser.add_argument("--batch", type=int, default=None, help="replace the recipe's batch")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="replace the recipe's weight decay (ours: AdamW's, on the "
+                        "weight matrices)")
     parser.add_argument("--width", type=int, default=None,
                         help="features of ours and hippynn's (default 64)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
@@ -305,7 +314,8 @@ def main() -> None:
     result = train(args.variant, args.molecule, args.minutes,
                    args.data_dir or reference_data_dir(), args.seed,
                    args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
-                   args.schedule, args.width, args.init, args.readout_decay, args.batch)
+                   args.schedule, args.width, args.init, args.readout_decay, args.batch,
+                   args.weight_decay)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

@@ -44,7 +44,9 @@ class Recipe:
         force_weight: :math:`w_F` (energy weight 1).
         batch: structures per step.
         amsgrad: AMSGrad instead of Adam.
-        weight_decay: L2 weight decay of MACE's decayed groups (0: none).
+        weight_decay: L2 weight decay of MACE's decayed groups, added to the gradient
+            as its recipe does; for ours decoupled (AdamW) on the weight matrices
+            (0: none).
         ema: decay of the exponential moving average of the weights that validation,
             test and the saved weights use (``None``: no average).
         warmup: optimizer steps of linear warm-up.
@@ -113,12 +115,19 @@ def parameter_groups(model: torch.nn.Module, implementation: str,
                      weight_decay: float) -> list[dict[str, Any]]:
     r"""The optimizer's parameter groups: for MACE with ``weight_decay``, its own split
     (``mace/tools/scripts_utils.py``'s ``get_params_options``: decay on the interactions'
-    ``linear.weight``/``skip_tp_full.weight`` and on the products), else one group."""
-    if implementation != "mace" or weight_decay == 0:
+    ``linear.weight``/``skip_tp_full.weight`` and on the products); for ours, decay on
+    the weight matrices that ``hipnn-train``'s ``l2_weight`` regularises (not biases,
+    scales or self-energies); else one group."""
+    if implementation not in ("mace", "hipnn_pyg") or weight_decay == 0:
         return [{"params": list(model.parameters())}]
-    decayed = [p for name, p in model.interactions.named_parameters()
-               if "linear.weight" in name or "skip_tp_full.weight" in name]
-    decayed += list(model.products.parameters())
+    if implementation == "hipnn_pyg":
+        from hipnn_pyg.train.losses import regularized_weights
+
+        decayed = regularized_weights(model)
+    else:
+        decayed = [p for name, p in model.interactions.named_parameters()
+                   if "linear.weight" in name or "skip_tp_full.weight" in name]
+        decayed += list(model.products.parameters())
     chosen = {id(p) for p in decayed}
     return [{"params": decayed, "weight_decay": weight_decay},
             {"params": [p for p in model.parameters() if id(p) not in chosen],
