@@ -147,3 +147,21 @@ def test_the_pareto_figure_is_redrawn_from_its_record(tmp_path: Path) -> None:
     caption = pareto.note(record).splitlines()
     assert len(caption) > 2 and caption[-1] == "commit abc1234, 2026-12-06T17:11"
     assert max(len(line) for line in caption) <= 190
+
+
+def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
+        same_loop: ModuleType, tmp_path: Path, one_thread: None) -> None:
+    # A few seconds of training on the shipped split; the rebuilt model must give the
+    # test error its record holds, and train / validation errors beside it.
+    rmd17 = tmp_path / "rmd17"
+    rmd17.mkdir()
+    for name in ("rmd17_ethanol_train_01.npz", "rmd17_ethanol_test_01.npz"):
+        (rmd17 / name).symlink_to(SHIPPED.parent / name)
+    record = tmp_path / "ethanol_hipnn_pyg_own.json"
+    result = same_loop.train("hipnn_pyg", "ethanol", 0.03, tmp_path, 1,
+                             record.with_suffix(".weights.pt"), recipe="own", width=8)
+    record.write_text(json.dumps(result))
+    errors = _script("same_loop_fit").fit_errors(record, tmp_path)
+    assert list(errors) == ["train", "val", "test"]
+    assert math.isclose(errors["test"][1], result["test_forces_mae_meV_per_A"], rel_tol=1e-5)
+    assert all(math.isfinite(value) for pair in errors.values() for value in pair)
