@@ -168,17 +168,6 @@ def test_near_symmetric_site_has_exact_forces() -> None:
     assert (forces - reference).norm() / reference.norm() < 1e-5
 
 
-def test_lonely_atom_has_finite_training_gradients() -> None:
-    model = products_model()
-    z = torch.tensor([8, 1, 1])
-    pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [12.0, 0.0, 0.0]],
-                       dtype=torch.float64)
-    out = energy_forces_stress(model, z, pos, create_graph=True)
-    out["forces"].square().sum().backward()
-    assert torch.isfinite(out["forces"]).all()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
 def test_products_need_the_quadrupole_channels_and_a_bool() -> None:
     sensitivity = InverseGaussianSensitivity(4, 0.7, 1.8, 2.0)
     for order in (0, 1):

@@ -198,9 +198,11 @@ def test_methods_agree_in_values_forces_stress_and_training_gradients(
     assert model.representation.interactions[1].tensor_scales.grad.abs().max() > 0
 
 
-def test_lonely_atom_has_finite_forces_and_training_gradients() -> None:
-    # Its tensor parts vanish, where sqrt has an infinite slope without the epsilon.
-    model = ts_model(2)
+@pytest.mark.parametrize("tensor_products", [False, True])
+def test_lonely_atom_has_finite_forces_and_training_gradients(tensor_products: bool) -> None:
+    # Its tensor parts vanish, where sqrt (and the products' division) would have an
+    # infinite slope without the epsilon.
+    model = ts_model(2, tensor_products=tensor_products)
     z = torch.tensor([8, 1, 1])
     pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [12.0, 0.0, 0.0]],
                        dtype=torch.float64)
