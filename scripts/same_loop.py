@@ -193,9 +193,10 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
           schedule: str | None = None, width: int | None = None, init: str = "fit",
           readout_decay: float | None = None, batch: int | None = None,
-          weight_decay: float | None = None) -> dict:
+          weight_decay: float | None = None, force_weight: float | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
-    given. ``schedule``, ``batch`` and ``weight_decay`` replace the recipe's when given."""
+    given. ``schedule``, ``batch``, ``weight_decay`` and ``force_weight`` replace the
+    recipe's when given."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
@@ -203,7 +204,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
     plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch,
-                              weight_decay=weight_decay)
+                              weight_decay=weight_decay, force_weight=force_weight)
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
@@ -303,6 +304,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="replace the recipe's weight decay (ours: AdamW's, on the "
                         "weight matrices)")
+    parser.add_argument("--force-weight", type=float, default=None,
+                        help="replace the recipe's force weight w_F (energy weight 1)")
     parser.add_argument("--width", type=int, default=None,
                         help="features of ours and hippynn's (default 64)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
@@ -315,7 +318,7 @@ def main() -> None:
                    args.data_dir or reference_data_dir(), args.seed,
                    args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
                    args.schedule, args.width, args.init, args.readout_decay, args.batch,
-                   args.weight_decay)
+                   args.weight_decay, args.force_weight)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

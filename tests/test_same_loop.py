@@ -159,9 +159,18 @@ def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
         (rmd17 / name).symlink_to(SHIPPED.parent / name)
     record = tmp_path / "ethanol_hipnn_pyg_own.json"
     result = same_loop.train("hipnn_pyg", "ethanol", 0.03, tmp_path, 1,
-                             record.with_suffix(".weights.pt"), recipe="own", width=8)
+                             record.with_suffix(".weights.pt"), recipe="own", width=8,
+                             force_weight=100.0)
+    assert result["settings"]["force_weight"] == 100.0  # --force-weight replaces 10
     record.write_text(json.dumps(result))
     errors = _script("same_loop_fit").fit_errors(record, tmp_path)
     assert list(errors) == ["train", "val", "test"]
     assert math.isclose(errors["test"][1], result["test_forces_mae_meV_per_A"], rel_tol=1e-5)
     assert all(math.isfinite(value) for pair in errors.values() for value in pair)
+
+
+def test_job_names_keep_each_replaced_setting_apart() -> None:
+    name = _script("bench_accuracy")._job_name
+    assert name("ethanol", "mace", "plain", 1, [1], None) == "ethanol_mace"
+    assert name("ethanol", "hipnn_pyg_ts2", "own", 2, [1, 2], None, weight_decay=0.01,
+                force_weight=100.0) == "ethanol_hipnn_pyg_ts2_wd0.01_fw100_own_s2"
