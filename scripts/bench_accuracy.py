@@ -128,9 +128,11 @@ def _epochs(output_dir: Path) -> int | None:
 
 def _job_name(molecule: str, variant: str, recipe: str, seed: int, seeds: list[int],
               width: int | None, decay: float | None = None,
-              weight_decay: float | None = None, force_weight: float | None = None) -> str:
+              weight_decay: float | None = None, force_weight: float | None = None,
+              sensitivities: int | None = None) -> str:
     # the plain recipe's single-seed names are those of earlier records (kept on resume)
     name = f"{molecule}_{variant}" + (f"_w{width}" if width else "")
+    name += f"_sens{sensitivities}" if sensitivities else ""
     name += f"_decay{decay}" if decay is not None else ""
     name += f"_wd{weight_decay}" if weight_decay is not None else ""
     name += f"_fw{force_weight:g}" if force_weight is not None else ""
@@ -161,6 +163,9 @@ def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespa
                                     if row.get("readout_decay") is not None else "")
         variant += (f" (w_F {args.force_weight:g})" if getattr(args, "force_weight", None)
                     is not None else "")
+        shape = row.get("model_config", {}).get("shape", {})
+        variant += (f" ({shape['sensitivities']} sensitivities)"
+                    if shape.get("sensitivities", 20) != 20 else "")
         lines.append(
             f"| {row['molecule']} | {variant} | {row.get('recipe', 'plain')} | "
             f"{row.get('seed', '-')} | {row['parameters']} | {row['steps']} | {row['epochs']} | "
@@ -189,8 +194,8 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
     jobs = [(molecule, variant, seed) for seed in args.seeds for molecule in args.molecules
             for variant in args.same_loop]
     names = {job: _job_name(job[0], job[1], args.recipe, job[2], args.seeds, args.width,
-                            args.readout_decay, args.weight_decay, args.force_weight)
-             for job in jobs}
+                            args.readout_decay, args.weight_decay, args.force_weight,
+                            args.sensitivities) for job in jobs}
     # Finished runs in a reused --output are kept (a killed benchmark resumes).
     done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:
@@ -209,6 +214,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
                                 ("--readout-decay", args.readout_decay),
                                 ("--weight-decay", args.weight_decay),
                                 ("--force-weight", args.force_weight),
+                                ("--sensitivities", args.sensitivities),
                                 ("--data-dir", args.data_dir)):
                 if value is not None:
                     command += [flag, str(value)]
@@ -262,6 +268,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="--same-loop: replace each recipe's weight decay (ours: "
                         "AdamW's, on the weight matrices)")
+    parser.add_argument("--sensitivities", type=int, default=None,
+                        help="--same-loop: radial sensitivities of ours and hippynn's "
+                        "(default 20)")
     parser.add_argument("--force-weight", type=float, default=None,
                         help="--same-loop: replace each recipe's force weight w_F (energy "
                         "weight 1)")

@@ -17,7 +17,7 @@ its own published recipe within the same budget (ours: ``rmd17_ethanol``'s, with
 cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.py``.
 ``--schedule`` swaps the schedule of either. Our models are HIP-NN of ``SHAPE`` (64
 features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
-5.5 Å; ``--width`` changes the features), hippynn's of the same shape, MACE of the sizes
+5.5 Å; ``--width`` and ``--sensitivities`` change those), hippynn's of the same shape, MACE of the sizes
 in ``MACE_SIZES``.
 
 Example::
@@ -128,7 +128,7 @@ def loss_of(run: EnergyForces, z: Tensor, pos: Tensor, energy: Tensor, forces: T
 
 def build(variant: str, train: dict[str, Tensor], offset: float, width: int | None = None,
           init: str = "fit", readout_decay: float | None = None,
-          ) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
+          sensitivities: int | None = None) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
     r"""The model of ``variant``, its energy-and-forces function and the config that
     rebuilds it, started from the training split (see the module docs).
 
@@ -141,11 +141,14 @@ def build(variant: str, train: dict[str, Tensor], offset: float, width: int | No
             training split) or ``"mean"`` (nothing fitted: the loop's energies less
             their mean only, as the loop's records before the fit).
         readout_decay: ours only: hippynn's decay of the higher readouts (``None``: off).
+        sensitivities: radial sensitivities of ours and hippynn's (default: ``SHAPE``'s),
+            spread over the same range.
     """
     implementation, option = VARIANTS[variant]
     if implementation == "mace":
         return mace_model(option, train, offset)
-    shape = dict(SHAPE, features=width or SHAPE["features"])
+    shape = dict(SHAPE, features=width or SHAPE["features"],
+                 sensitivities=sensitivities or SHAPE["sensitivities"])
     config = dict(shape=shape, tensor_order=option)
     if variant in PRODUCT_VARIANTS:
         config["tensor_products"] = True
@@ -193,7 +196,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
           schedule: str | None = None, width: int | None = None, init: str = "fit",
           readout_decay: float | None = None, batch: int | None = None,
-          weight_decay: float | None = None, force_weight: float | None = None) -> dict:
+          weight_decay: float | None = None, force_weight: float | None = None,
+          sensitivities: int | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
     given. ``schedule``, ``batch``, ``weight_decay`` and ``force_weight`` replace the
     recipe's when given."""
@@ -208,7 +212,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
-    model, run, config = build(variant, train_set, offset, width, init, readout_decay)
+    model, run, config = build(variant, train_set, offset, width, init, readout_decay,
+                               sensitivities)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
@@ -308,6 +313,8 @@ def main() -> None:
                         help="replace the recipe's force weight w_F (energy weight 1)")
     parser.add_argument("--width", type=int, default=None,
                         help="features of ours and hippynn's (default 64)")
+    parser.add_argument("--sensitivities", type=int, default=None,
+                        help="radial sensitivities of ours and hippynn's (default 20)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
                         help="ours and hippynn: each one's start fitted on the training "
                         "split (fit) or not (mean)")
@@ -318,7 +325,7 @@ def main() -> None:
                    args.data_dir or reference_data_dir(), args.seed,
                    args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
                    args.schedule, args.width, args.init, args.readout_decay, args.batch,
-                   args.weight_decay, args.force_weight)
+                   args.weight_decay, args.force_weight, args.sensitivities)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

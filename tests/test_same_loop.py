@@ -46,9 +46,11 @@ def test_ours_starts_at_the_training_energies(same_loop: ModuleType, frames: dic
     errors = {}
     for init in ("mean", "fit"):
         torch.manual_seed(0)
-        _, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16, init=init)
+        _, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16, init=init,
+                                         sensitivities=10)
         errors[init] = same_loop.errors(run, frames, offset)[0]
-    assert config == {"shape": dict(same_loop.SHAPE, features=16), "tensor_order": 2}
+    assert config == {"shape": dict(same_loop.SHAPE, features=16, sensitivities=10),
+                      "tensor_order": 2}
     assert errors["fit"] < 1.0 < errors["mean"], errors  # eV per molecule
 
 
@@ -174,3 +176,5 @@ def test_job_names_keep_each_replaced_setting_apart() -> None:
     assert name("ethanol", "mace", "plain", 1, [1], None) == "ethanol_mace"
     assert name("ethanol", "hipnn_pyg_ts2", "own", 2, [1, 2], None, weight_decay=0.01,
                 force_weight=100.0) == "ethanol_hipnn_pyg_ts2_wd0.01_fw100_own_s2"
+    assert name("aspirin", "hipnn_pyg", "own", 1, [1], 32, sensitivities=10) == \
+        "aspirin_hipnn_pyg_w32_sens10_own"
