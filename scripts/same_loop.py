@@ -17,8 +17,9 @@ its own published recipe within the same budget (ours: ``rmd17_ethanol``'s, with
 cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.py``.
 ``--schedule`` swaps the schedule of either. Our models are HIP-NN of ``SHAPE`` (64
 features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
-5.5 Å; ``--width`` and ``--sensitivities`` change those), hippynn's of the same shape,
-MACE of the sizes in ``MACE_SIZES``.
+5.5 Å; ``--width`` and ``--sensitivities`` change those; the rMD17 experiments now use
+10 sensitivities, ``--sensitivities 10``), hippynn's of the same shape, MACE of the sizes
+in ``MACE_SIZES``.
 
 Example::
 
