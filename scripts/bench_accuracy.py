@@ -60,6 +60,7 @@ from hipnn_pyg.train.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rmd17_errors import rmd17_test_errors  # noqa: E402  (a sibling script)
+from same_loop_models import SHAPE  # noqa: E402  (the same loop's model shape)
 
 #: Published rMD17 errors with 1000 training configurations: (energy MAE meV,
 #: force MAE meV/Å). Source: Batatia et al., "MACE", NeurIPS 2022, Table 2, as
@@ -161,11 +162,10 @@ def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespa
         ratios = ["-"] * 3 if peer is None else [f"{row[k] / peer[k]:.2f}" for k in keys]
         variant = row["variant"] + (f" (readout decay {row['readout_decay']:g})"
                                     if row.get("readout_decay") is not None else "")
-        variant += (f" (w_F {args.force_weight:g})" if getattr(args, "force_weight", None)
-                    is not None else "")
-        shape = row.get("model_config", {}).get("shape", {})
-        variant += (f" ({shape['sensitivities']} sensitivities)"
-                    if shape.get("sensitivities", 20) != 20 else "")
+        variant += f" (w_F {args.force_weight:g})" if args.force_weight is not None else ""
+        sensitivities = row.get("model_config", {}).get("shape", {}).get("sensitivities")
+        variant += (f" ({sensitivities} sensitivities)"
+                    if sensitivities not in (None, SHAPE["sensitivities"]) else "")
         lines.append(
             f"| {row['molecule']} | {variant} | {row.get('recipe', 'plain')} | "
             f"{row.get('seed', '-')} | {row['parameters']} | {row['steps']} | {row['epochs']} | "
