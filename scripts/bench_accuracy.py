@@ -130,13 +130,16 @@ def _epochs(output_dir: Path) -> int | None:
 def _job_name(molecule: str, variant: str, recipe: str, seed: int, seeds: list[int],
               width: int | None, decay: float | None = None,
               weight_decay: float | None = None, force_weight: float | None = None,
-              sensitivities: int | None = None) -> str:
+              sensitivities: int | None = None, lr: float | None = None,
+              batch: int | None = None) -> str:
     # the plain recipe's single-seed names are those of earlier records (kept on resume)
     name = f"{molecule}_{variant}" + (f"_w{width}" if width else "")
     name += f"_sens{sensitivities}" if sensitivities else ""
     name += f"_decay{decay}" if decay is not None else ""
     name += f"_wd{weight_decay}" if weight_decay is not None else ""
     name += f"_fw{force_weight:g}" if force_weight is not None else ""
+    name += f"_lr{lr:g}" if lr is not None else ""
+    name += f"_b{batch}" if batch is not None else ""
     name += "" if recipe == "plain" else f"_{recipe}"
     return name + ("" if len(seeds) == 1 else f"_s{seed}")
 
@@ -163,6 +166,8 @@ def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespa
         variant = row["variant"] + (f" (readout decay {row['readout_decay']:g})"
                                     if row.get("readout_decay") is not None else "")
         variant += f" (w_F {args.force_weight:g})" if args.force_weight is not None else ""
+        variant += f" (lr {args.lr:g})" if args.lr is not None else ""
+        variant += f" (batch {args.batch})" if args.batch is not None else ""
         sensitivities = row.get("model_config", {}).get("shape", {}).get("sensitivities")
         variant += (f" ({sensitivities} sensitivities)"
                     if sensitivities not in (None, SHAPE["sensitivities"]) else "")
@@ -195,7 +200,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
             for variant in args.same_loop]
     names = {job: _job_name(job[0], job[1], args.recipe, job[2], args.seeds, args.width,
                             args.readout_decay, args.weight_decay, args.force_weight,
-                            args.sensitivities) for job in jobs}
+                            args.sensitivities, args.lr, args.batch) for job in jobs}
     # Finished runs in a reused --output are kept (a killed benchmark resumes).
     done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:
@@ -215,6 +220,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
                                 ("--weight-decay", args.weight_decay),
                                 ("--force-weight", args.force_weight),
                                 ("--sensitivities", args.sensitivities),
+                                ("--lr", args.lr), ("--batch", args.batch),
                                 ("--data-dir", args.data_dir)):
                 if value is not None:
                     command += [flag, str(value)]
@@ -274,6 +280,10 @@ def main() -> None:
     parser.add_argument("--force-weight", type=float, default=None,
                         help="--same-loop: replace each recipe's force weight w_F (energy "
                         "weight 1)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="--same-loop: replace each recipe's (peak) learning rate")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="--same-loop: replace each recipe's batch size")
     parser.add_argument("--readout-decay", type=float, default=None,
                         help="--same-loop: ours' higher energy readouts scaled at the start "
                         "(hippynn's decay, e.g. 0.01)")

@@ -198,10 +198,10 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           schedule: str | None = None, width: int | None = None, init: str = "fit",
           readout_decay: float | None = None, batch: int | None = None,
           weight_decay: float | None = None, force_weight: float | None = None,
-          sensitivities: int | None = None) -> dict:
+          sensitivities: int | None = None, lr: float | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
-    given. ``schedule``, ``batch``, ``weight_decay`` and ``force_weight`` replace the
-    recipe's when given."""
+    given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight`` and ``lr`` (the
+    peak rate) replace the recipe's when given."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
@@ -209,7 +209,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
     plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch,
-                              weight_decay=weight_decay, force_weight=force_weight)
+                              weight_decay=weight_decay, force_weight=force_weight, lr=lr)
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
@@ -312,6 +312,8 @@ def main() -> None:
                         "weight matrices)")
     parser.add_argument("--force-weight", type=float, default=None,
                         help="replace the recipe's force weight w_F (energy weight 1)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="replace the recipe's (peak) learning rate")
     parser.add_argument("--width", type=int, default=None,
                         help="features of ours and hippynn's (default 64)")
     parser.add_argument("--sensitivities", type=int, default=None,
@@ -326,7 +328,7 @@ def main() -> None:
                    args.data_dir or reference_data_dir(), args.seed,
                    args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
                    args.schedule, args.width, args.init, args.readout_decay, args.batch,
-                   args.weight_decay, args.force_weight, args.sensitivities)
+                   args.weight_decay, args.force_weight, args.sensitivities, args.lr)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

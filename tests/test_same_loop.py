@@ -162,8 +162,9 @@ def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
     record = tmp_path / "ethanol_hipnn_pyg_own.json"
     result = same_loop.train("hipnn_pyg", "ethanol", 0.03, tmp_path, 1,
                              record.with_suffix(".weights.pt"), recipe="own", width=8,
-                             force_weight=100.0)
+                             force_weight=100.0, lr=2e-3)
     assert result["settings"]["force_weight"] == 100.0  # --force-weight replaces 10
+    assert result["settings"]["lr"] == 2e-3  # --lr replaces 1e-3
     record.write_text(json.dumps(result))
     errors = _script("same_loop_fit").fit_errors(record, tmp_path)
     assert list(errors) == ["train", "val", "test"]
@@ -178,3 +179,5 @@ def test_job_names_keep_each_replaced_setting_apart() -> None:
                 force_weight=100.0) == "ethanol_hipnn_pyg_ts2_wd0.01_fw100_own_s2"
     assert name("aspirin", "hipnn_pyg", "own", 1, [1], 32, sensitivities=10) == \
         "aspirin_hipnn_pyg_w32_sens10_own"
+    assert name("aspirin", "hipnn_pyg_ts2", "own", 1, [1], None, sensitivities=10, lr=2e-3,
+                batch=8) == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
