@@ -192,6 +192,25 @@ def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespa
     return "\n".join(lines)
 
 
+def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: int,
+                   output: Path) -> list[str]:
+    r"""``same_loop.py``'s arguments for one run: the set's settings, and each replaced
+    recipe or model setting that was given."""
+    arguments = ["--variant", variant, "--molecule", molecule, "--minutes", str(args.max_minutes),
+                 "--seed", str(seed), "--output", str(output), "--clock", args.clock,
+                 "--recipe", args.recipe]
+    for flag, value in (("--schedule", args.schedule), ("--width", args.width),
+                        ("--readout-decay", args.readout_decay),
+                        ("--weight-decay", args.weight_decay),
+                        ("--force-weight", args.force_weight),
+                        ("--sensitivities", args.sensitivities),
+                        ("--lr", args.lr), ("--batch", args.batch),
+                        ("--data-dir", args.data_dir)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    return arguments
+
+
 def same_loop(args: argparse.Namespace, root: Path) -> None:
     r"""Runs the ``--same-loop`` variants ``--parallel`` at a time and writes the
     side-by-side table."""
@@ -212,18 +231,8 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
         running = []
         for molecule, variant, seed in todo[first:first + args.parallel]:
             output = root / f"{names[molecule, variant, seed]}.json"
-            command = [sys.executable, str(script), "--variant", variant, "--molecule", molecule,
-                       "--minutes", str(args.max_minutes), "--seed", str(seed),
-                       "--output", str(output), "--clock", args.clock, "--recipe", args.recipe]
-            for flag, value in (("--schedule", args.schedule), ("--width", args.width),
-                                ("--readout-decay", args.readout_decay),
-                                ("--weight-decay", args.weight_decay),
-                                ("--force-weight", args.force_weight),
-                                ("--sensitivities", args.sensitivities),
-                                ("--lr", args.lr), ("--batch", args.batch),
-                                ("--data-dir", args.data_dir)):
-                if value is not None:
-                    command += [flag, str(value)]
+            command = [sys.executable, str(script),
+                       *_run_arguments(args, molecule, variant, seed, output)]
             log = open(output.with_suffix(".log"), "w")  # noqa: SIM115 - closed below
             running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              env=environment), log, output))
@@ -241,7 +250,8 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
          "command": " ".join([Path(sys.executable).name, *sys.argv])}, indent=2))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    r"""The command line (``argv``, default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--molecules", nargs="+", default=["ethanol", "aspirin"])
@@ -281,7 +291,8 @@ def main() -> None:
                         help="--same-loop: replace each recipe's force weight w_F (energy "
                         "weight 1)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="--same-loop: replace each recipe's (peak) learning rate")
+                        help="--same-loop: replace each recipe's peak learning rate "
+                        "(MACE's stage-two rate and the floor are kept)")
     parser.add_argument("--batch", type=int, default=None,
                         help="--same-loop: replace each recipe's batch size")
     parser.add_argument("--readout-decay", type=float, default=None,
@@ -293,7 +304,11 @@ def main() -> None:
                         help="cosine decay over the CPU-time budget instead of the plateau")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. model.representation.hidden_channels=64")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

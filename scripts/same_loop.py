@@ -15,7 +15,8 @@ offset fitted, MACE's E0s and force scale).
 force 1 : 100, batch 16, plateau schedule, no EMA); ``--recipe own`` gives each model
 its own published recipe within the same budget (ours: ``rmd17_ethanol``'s, with a
 cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.py``.
-``--schedule`` swaps the schedule of either. Our models are HIP-NN of ``SHAPE`` (64
+``--schedule``, ``--lr`` (the peak rate), ``--batch``, ``--force-weight`` and
+``--weight-decay`` replace that setting of either recipe. Our models are HIP-NN of ``SHAPE`` (64
 features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
 5.5 Å; ``--width`` and ``--sensitivities`` change those; the rMD17 experiments now use
 10 sensitivities, ``--sensitivities 10``), hippynn's of the same shape, MACE of the sizes
@@ -313,7 +314,8 @@ def main() -> None:
     parser.add_argument("--force-weight", type=float, default=None,
                         help="replace the recipe's force weight w_F (energy weight 1)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="replace the recipe's (peak) learning rate")
+                        help="replace the recipe's peak learning rate (MACE's stage-two "
+                        "rate and the floor are kept)")
     parser.add_argument("--width", type=int, default=None,
                         help="features of ours and hippynn's (default 64)")
     parser.add_argument("--sensitivities", type=int, default=None,

@@ -181,3 +181,31 @@ def test_job_names_keep_each_replaced_setting_apart() -> None:
         "aspirin_hipnn_pyg_w32_sens10_own"
     assert name("aspirin", "hipnn_pyg_ts2", "own", 1, [1], None, sensitivities=10, lr=2e-3,
                 batch=8) == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
+
+
+def test_replaced_settings_reach_train_through_both_command_lines(
+        same_loop: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bench_accuracy's flags -> same_loop.py's command line -> train()'s arguments.
+    import inspect
+
+    bench = _script("bench_accuracy")
+    args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "--recipe", "own",
+                             "--sensitivities", "10", "--lr", "2e-3", "--batch", "8",
+                             "--force-weight", "100", "--data-dir", str(tmp_path)])
+    output = tmp_path / "run.json"
+    arguments = bench._run_arguments(args, "aspirin", "hipnn_pyg_ts2", 3, output)
+    received: dict = {}
+    signature = inspect.signature(same_loop.train)
+
+    def fake_train(*given: object, **named: object) -> dict:
+        received.update(signature.bind(*given, **named).arguments)
+        return {}
+
+    monkeypatch.setattr(same_loop, "train", fake_train)
+    monkeypatch.setattr(sys, "argv", ["same_loop.py", *arguments])
+    same_loop.main()
+    assert {key: received[key] for key in ("molecule", "seed", "recipe", "sensitivities",
+                                           "lr", "batch", "force_weight")} == \
+        {"molecule": "aspirin", "seed": 3, "recipe": "own", "sensitivities": 10, "lr": 2e-3,
+         "batch": 8, "force_weight": 100.0}
+    assert json.loads(output.read_text())["command"].endswith("--data-dir " + str(tmp_path))
