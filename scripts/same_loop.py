@@ -328,9 +328,11 @@ def main() -> None:
     args = parser.parse_args()
     result = train(args.variant, args.molecule, args.minutes,
                    args.data_dir or reference_data_dir(), args.seed,
-                   args.output.with_suffix(".weights.pt"), args.clock, args.recipe,
-                   args.schedule, args.width, args.init, args.readout_decay, args.batch,
-                   args.weight_decay, args.force_weight, args.sensitivities, args.lr)
+                   args.output.with_suffix(".weights.pt"), clock=args.clock,
+                   recipe=args.recipe, schedule=args.schedule, width=args.width,
+                   init=args.init, readout_decay=args.readout_decay, batch=args.batch,
+                   weight_decay=args.weight_decay, force_weight=args.force_weight,
+                   sensitivities=args.sensitivities, lr=args.lr)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 
