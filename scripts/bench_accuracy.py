@@ -47,8 +47,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -60,7 +63,6 @@ from hipnn_pyg.train.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rmd17_errors import rmd17_test_errors  # noqa: E402  (a sibling script)
-from same_loop_models import SHAPE  # noqa: E402  (the same loop's model shape)
 
 #: Published rMD17 errors with 1000 training configurations: (energy MAE meV,
 #: force MAE meV/Å). Source: Batatia et al., "MACE", NeurIPS 2022, Table 2, as
@@ -127,21 +129,52 @@ def _epochs(output_dir: Path) -> int | None:
     return int(torch_load(last)["epoch"]) + 1
 
 
-def _job_name(molecule: str, variant: str, recipe: str, seed: int, seeds: list[int],
-              width: int | None, decay: float | None = None,
-              weight_decay: float | None = None, force_weight: float | None = None,
-              sensitivities: int | None = None, lr: float | None = None,
-              batch: int | None = None) -> str:
-    # the plain recipe's single-seed names are those of earlier records (kept on resume)
-    name = f"{molecule}_{variant}" + (f"_w{width}" if width else "")
-    name += f"_sens{sensitivities}" if sensitivities else ""
-    name += f"_decay{decay}" if decay is not None else ""
-    name += f"_wd{weight_decay}" if weight_decay is not None else ""
-    name += f"_fw{force_weight:g}" if force_weight is not None else ""
-    name += f"_lr{lr:g}" if lr is not None else ""
-    name += f"_b{batch}" if batch is not None else ""
-    name += "" if recipe == "plain" else f"_{recipe}"
-    return name + ("" if len(seeds) == 1 else f"_s{seed}")
+@dataclass(frozen=True)
+class _Replaced:
+    r"""A setting that ``--same-loop`` replaces when given: its ``same_loop.py`` flag (the
+    same as ours), its job-name suffix and its table label. ``model`` settings change our
+    and hippynn's models only, so MACE's rows carry no label for them."""
+
+    flag: str
+    suffix: Callable[[Any], str]
+    label: Callable[[Any], str]
+    model: bool = False
+
+    def value(self, args: argparse.Namespace) -> Any:
+        return getattr(args, self.flag[2:].replace("-", "_"))
+
+
+# In job-name order; the suffixes are those of existing records (a reused --output keeps
+# a run by its name, so every replaced setting must be in it).
+_REPLACED = (
+    _Replaced("--width", lambda v: f"_w{v}", lambda v: f"width {v}", model=True),
+    _Replaced("--sensitivities", lambda v: f"_sens{v}", lambda v: f"{v} sensitivities",
+              model=True),
+    _Replaced("--readout-decay", lambda v: f"_decay{v}", lambda v: f"readout decay {v:g}",
+              model=True),
+    _Replaced("--weight-decay", lambda v: f"_wd{v}", lambda v: f"weight decay {v:g}"),
+    _Replaced("--force-weight", lambda v: f"_fw{v:g}", lambda v: f"w_F {v:g}"),
+    _Replaced("--lr", lambda v: f"_lr{v:g}", lambda v: f"lr {v:g}"),
+    _Replaced("--batch", lambda v: f"_b{v}", lambda v: f"batch {v}"),
+    _Replaced("--schedule", lambda v: f"_{v}", lambda v: f"{v} schedule"),
+)
+
+
+def _job_name(molecule: str, variant: str, seed: int, args: argparse.Namespace) -> str:
+    r"""The run's file name: molecule, variant, each replaced setting, the recipe (the
+    plain recipe's single-seed names are those of earlier records) and the seed."""
+    name = f"{molecule}_{variant}" + "".join(
+        setting.suffix(setting.value(args)) for setting in _REPLACED
+        if setting.value(args) is not None)
+    name += "" if args.recipe == "plain" else f"_{args.recipe}"
+    return name + ("" if len(args.seeds) == 1 else f"_s{seed}")
+
+
+def _variant_label(variant: str, args: argparse.Namespace) -> str:
+    r"""The variant and, in brackets, each replaced setting that applies to it."""
+    return variant + "".join(
+        f" ({setting.label(setting.value(args))})" for setting in _REPLACED
+        if setting.value(args) is not None and not (setting.model and variant.startswith("mace")))
 
 
 def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespace) -> str:
@@ -163,14 +196,7 @@ def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespa
         peer = next((r for r in results if r["molecule"] == row["molecule"]
                      and r["variant"] == reference and r.get("seed") == row.get("seed")), None)
         ratios = ["-"] * 3 if peer is None else [f"{row[k] / peer[k]:.2f}" for k in keys]
-        variant = row["variant"] + (f" (readout decay {row['readout_decay']:g})"
-                                    if row.get("readout_decay") is not None else "")
-        variant += f" (w_F {args.force_weight:g})" if args.force_weight is not None else ""
-        variant += f" (lr {args.lr:g})" if args.lr is not None else ""
-        variant += f" (batch {args.batch})" if args.batch is not None else ""
-        sensitivities = row.get("model_config", {}).get("shape", {}).get("sensitivities")
-        variant += (f" ({sensitivities} sensitivities)"
-                    if sensitivities not in (None, SHAPE["sensitivities"]) else "")
+        variant = _variant_label(row["variant"], args)
         lines.append(
             f"| {row['molecule']} | {variant} | {row.get('recipe', 'plain')} | "
             f"{row.get('seed', '-')} | {row['parameters']} | {row['steps']} | {row['epochs']} | "
@@ -199,15 +225,9 @@ def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: 
     arguments = ["--variant", variant, "--molecule", molecule, "--minutes", str(args.max_minutes),
                  "--seed", str(seed), "--output", str(output), "--clock", args.clock,
                  "--recipe", args.recipe]
-    for flag, value in (("--schedule", args.schedule), ("--width", args.width),
-                        ("--readout-decay", args.readout_decay),
-                        ("--weight-decay", args.weight_decay),
-                        ("--force-weight", args.force_weight),
-                        ("--sensitivities", args.sensitivities),
-                        ("--lr", args.lr), ("--batch", args.batch),
-                        ("--data-dir", args.data_dir)):
-        if value is not None:
-            arguments += [flag, str(value)]
+    for setting in (*_REPLACED, _Replaced("--data-dir", str, str)):
+        if setting.value(args) is not None:
+            arguments += [setting.flag, str(setting.value(args))]
     return arguments
 
 
@@ -217,9 +237,7 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
     script = Path(__file__).with_name("same_loop.py")
     jobs = [(molecule, variant, seed) for seed in args.seeds for molecule in args.molecules
             for variant in args.same_loop]
-    names = {job: _job_name(job[0], job[1], args.recipe, job[2], args.seeds, args.width,
-                            args.readout_decay, args.weight_decay, args.force_weight,
-                            args.sensitivities, args.lr, args.batch) for job in jobs}
+    names = {job: _job_name(*job, args) for job in jobs}
     # Finished runs in a reused --output are kept (a killed benchmark resumes).
     done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:

@@ -172,15 +172,30 @@ def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
     assert all(math.isfinite(value) for pair in errors.values() for value in pair)
 
 
-def test_job_names_keep_each_replaced_setting_apart() -> None:
-    name = _script("bench_accuracy")._job_name
-    assert name("ethanol", "mace", "plain", 1, [1], None) == "ethanol_mace"
-    assert name("ethanol", "hipnn_pyg_ts2", "own", 2, [1, 2], None, weight_decay=0.01,
-                force_weight=100.0) == "ethanol_hipnn_pyg_ts2_wd0.01_fw100_own_s2"
-    assert name("aspirin", "hipnn_pyg", "own", 1, [1], 32, sensitivities=10) == \
-        "aspirin_hipnn_pyg_w32_sens10_own"
-    assert name("aspirin", "hipnn_pyg_ts2", "own", 1, [1], None, sensitivities=10, lr=2e-3,
-                batch=8) == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
+def test_job_names_and_labels_keep_each_replaced_setting_apart() -> None:
+    bench = _script("bench_accuracy")
+
+    def name(molecule: str, variant: str, seed: int, *flags: str) -> str:
+        args = bench.parse_args(["--same-loop", variant, *flags])
+        args.seeds = args.seeds or [args.seed]
+        return bench._job_name(molecule, variant, seed, args)
+
+    # The names of existing records (a reused --output keeps runs by name).
+    assert name("ethanol", "mace", 1) == "ethanol_mace"
+    assert name("ethanol", "hipnn_pyg_ts2", 2, "--recipe", "own", "--seeds", "1", "2",
+                "--weight-decay", "0.01", "--force-weight", "100") == \
+        "ethanol_hipnn_pyg_ts2_wd0.01_fw100_own_s2"
+    assert name("aspirin", "hipnn_pyg", 1, "--recipe", "own", "--width", "32",
+                "--sensitivities", "10") == "aspirin_hipnn_pyg_w32_sens10_own"
+    assert name("aspirin", "hipnn_pyg_ts2", 1, "--recipe", "own", "--sensitivities", "10",
+                "--lr", "2e-3", "--batch", "8") == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
+    # Every replaced setting is in the name: a run with another schedule is not "kept".
+    assert name("ethanol", "mace", 1, "--schedule", "cosine") == "ethanol_mace_cosine"
+    args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "mace", "--sensitivities", "10",
+                             "--lr", "2e-3"])
+    assert bench._variant_label("hipnn_pyg_ts2", args) == \
+        "hipnn_pyg_ts2 (10 sensitivities) (lr 0.002)"
+    assert bench._variant_label("mace", args) == "mace (lr 0.002)"  # a model setting of ours
 
 
 def test_replaced_settings_reach_train_through_both_command_lines(
