@@ -8,7 +8,7 @@ structures and force components, in eV and Å.
 
 * ``plain``: Adam 3e-3, :math:`w_E : w_F = 1 : 100`, batch 16, halved after 10 epochs
   without a better validation loss (down to 1e-5); no warm-up, clipping or EMA.
-* ``own``, hipnn_pyg: ``conf/experiment/rmd17_ethanol.yaml``'s recipe (Adam 1e-3, 1 : 10,
+* ``own``, hipnn_pyg: ``conf/experiment/rmd17_ethanol.yaml``'s recipe (Adam 2e-3, 1 : 10,
   batch 16, warm-up 200 steps, gradient norm clipped at 10, EMA 0.99, the best weights'
   self-energies refitted on the training energies at the end, as ``hipnn-train``'s
   ``refit_self_energies`` does), its plateau schedule replaced by a half cosine over the
@@ -86,7 +86,7 @@ class Recipe:
 
 PLAIN = Recipe(lr=3e-3, force_weight=100.0)
 OWN = {
-    "hipnn_pyg": Recipe(lr=1e-3, force_weight=10.0, ema=0.99, warmup=200, clip=10.0,
+    "hipnn_pyg": Recipe(lr=2e-3, force_weight=10.0, ema=0.99, warmup=200, clip=10.0,
                         schedule="cosine", refit=True),
     "mace": Recipe(lr=1e-2, force_weight=1000.0, batch=5, amsgrad=True, weight_decay=5e-7,
                    ema=0.99, clip=10.0, factor=0.8, patience=50, min_lr=0.0, stage_two=0.25),

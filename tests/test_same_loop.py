@@ -100,6 +100,27 @@ def test_mace_variant_builds_and_takes_a_step(same_loop: ModuleType, frames: dic
     torch.testing.assert_close(forces2, forces)
 
 
+def test_our_own_recipe_is_the_rmd17_experiments() -> None:
+    # The benchmark's "own recipe" must stay what `experiment=rmd17_<molecule>` trains with
+    # (its schedule aside: the benchmark decays over its CPU-time budget).
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(REPO / "conf" / "experiment" / "rmd17_ethanol.yaml")
+    plan = _script("same_loop_recipes").recipe_for("own", "hipnn_pyg")
+    assert (plan.lr, plan.force_weight, plan.energy_weight, plan.batch, plan.warmup,
+            plan.clip, plan.ema, plan.min_lr) == (
+        conf.module.optimizer.lr, conf.module.loss_weights.forces,
+        conf.module.loss_weights.energy, conf.data.batch_size, conf.module.warmup_steps,
+        conf.trainer.gradient_clip_val, conf.callbacks.ema.decay, conf.module.scheduler.min_lr)
+    # The model's shape too, but for the sensitivities (the benchmark's `--sensitivities 10`).
+    shape, model = _script("same_loop_models").SHAPE, conf.model.representation
+    assert (shape["features"], shape["interactions"], shape["atom_layers"], shape["soft_min"],
+            shape["soft_max"], shape["cutoff"]) == (
+        model.hidden_channels, model.num_interactions, model.num_atom_layers,
+        model.sensitivity.soft_min_distance, model.sensitivity.soft_max_distance,
+        model.sensitivity.cutoff)
+
+
 def test_schedules_warm_up_decay_and_stage_two() -> None:
     recipes = _script("same_loop_recipes")
     parameter = torch.nn.Parameter(torch.zeros(1))
