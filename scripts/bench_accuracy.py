@@ -41,6 +41,7 @@ default) and, over several seeds, their mean and spread; writes ``same_loop.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -63,6 +64,8 @@ from hipnn_pyg.train.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rmd17_errors import rmd17_test_errors  # noqa: E402  (a sibling script)
+from same_loop import VARIANTS  # noqa: E402
+from same_loop_recipes import recipe_for  # noqa: E402
 
 #: Published rMD17 errors with 1000 training configurations: (energy MAE meV,
 #: force MAE meV/Å). Source: Batatia et al., "MACE", NeurIPS 2022, Table 2, as
@@ -132,26 +135,27 @@ def _epochs(output_dir: Path) -> int | None:
 @dataclass(frozen=True)
 class _Replaced:
     r"""A setting that ``--same-loop`` replaces when given: its ``same_loop.py`` flag (the
-    same as ours), its job-name suffix and its table label. ``model`` settings change our
-    and hippynn's models only, so MACE's rows carry no label for them."""
+    same as ours), its job-name suffix, its table label and the implementations it
+    changes (only their rows carry the label)."""
 
     flag: str
     suffix: Callable[[Any], str]
     label: Callable[[Any], str]
-    model: bool = False
+    implementations: tuple[str, ...] = ("hipnn_pyg", "hippynn", "mace")
 
     def value(self, args: argparse.Namespace) -> Any:
         return getattr(args, self.flag[2:].replace("-", "_"))
 
 
+OURS_AND_HIPPYNN = ("hipnn_pyg", "hippynn")
 # In job-name order; the suffixes are those of existing records (a reused --output keeps
 # a run by its name, so every replaced setting must be in it).
 _REPLACED = (
-    _Replaced("--width", lambda v: f"_w{v}", lambda v: f"width {v}", model=True),
+    _Replaced("--width", lambda v: f"_w{v}", lambda v: f"width {v}", OURS_AND_HIPPYNN),
     _Replaced("--sensitivities", lambda v: f"_sens{v}", lambda v: f"{v} sensitivities",
-              model=True),
+              OURS_AND_HIPPYNN),
     _Replaced("--readout-decay", lambda v: f"_decay{v}", lambda v: f"readout decay {v:g}",
-              model=True),
+              ("hipnn_pyg",)),
     _Replaced("--weight-decay", lambda v: f"_wd{v}", lambda v: f"weight decay {v:g}"),
     _Replaced("--force-weight", lambda v: f"_fw{v:g}", lambda v: f"w_F {v:g}"),
     _Replaced("--lr", lambda v: f"_lr{v:g}", lambda v: f"lr {v:g}"),
@@ -174,7 +178,7 @@ def _variant_label(variant: str, args: argparse.Namespace) -> str:
     r"""The variant and, in brackets, each replaced setting that applies to it."""
     return variant + "".join(
         f" ({setting.label(setting.value(args))})" for setting in _REPLACED
-        if setting.value(args) is not None and not (setting.model and variant.startswith("mace")))
+        if setting.value(args) is not None and VARIANTS[variant][0] in setting.implementations)
 
 
 def _same_loop_table(results: list[dict], reference: str, args: argparse.Namespace) -> str:
@@ -231,6 +235,25 @@ def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: 
     return arguments
 
 
+def _check_kept(path: Path, variant: str, args: argparse.Namespace) -> None:
+    r"""Raises ``SystemExit`` if the finished run ``path`` was trained with other recipe
+    settings than this command would use (records without settings predate them)."""
+    recorded = json.loads(path.read_text()).get("settings")
+    if recorded is None:
+        return
+    recipe = recipe_for(args.recipe, VARIANTS[variant][0], schedule=args.schedule,
+                        batch=args.batch, weight_decay=args.weight_decay,
+                        force_weight=args.force_weight, lr=args.lr)
+    expected = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    differ = {key: (recorded.get(key), value) for key, value in expected.items()
+              if recorded.get(key) != value}
+    if differ:
+        raise SystemExit(
+            f"{path} was trained with other settings than this command's "
+            + ", ".join(f"{key} {old} (now {new})" for key, (old, new) in differ.items())
+            + ": use another --output, or move the run away to train it again")
+
+
 def same_loop(args: argparse.Namespace, root: Path) -> None:
     r"""Runs the ``--same-loop`` variants ``--parallel`` at a time and writes the
     side-by-side table."""
@@ -238,9 +261,11 @@ def same_loop(args: argparse.Namespace, root: Path) -> None:
     jobs = [(molecule, variant, seed) for seed in args.seeds for molecule in args.molecules
             for variant in args.same_loop]
     names = {job: _job_name(*job, args) for job in jobs}
-    # Finished runs in a reused --output are kept (a killed benchmark resumes).
+    # Finished runs in a reused --output are kept (a killed benchmark resumes), if they
+    # were trained with this command's recipe (a recipe's defaults change over time).
     done = [job for job in jobs if (root / f"{names[job]}.json").is_file()]
     for job in done:
+        _check_kept(root / f"{names[job]}.json", job[1], args)
         print(f"kept {root / names[job]}.json")
     todo = [job for job in jobs if job not in done]
     root.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ model (skipped without the ``peers`` extra), the schedules, and bench_pareto's f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -183,9 +184,9 @@ def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
     record = tmp_path / "ethanol_hipnn_pyg_own.json"
     result = same_loop.train("hipnn_pyg", "ethanol", 0.03, tmp_path, 1,
                              record.with_suffix(".weights.pt"), recipe="own", width=8,
-                             force_weight=100.0, lr=2e-3)
+                             force_weight=100.0, lr=3e-3)
     assert result["settings"]["force_weight"] == 100.0  # --force-weight replaces 10
-    assert result["settings"]["lr"] == 2e-3  # --lr replaces 1e-3
+    assert result["settings"]["lr"] == 3e-3  # --lr replaces 2e-3
     record.write_text(json.dumps(result))
     errors = _script("same_loop_fit").fit_errors(record, tmp_path)
     assert list(errors) == ["train", "val", "test"]
@@ -217,6 +218,22 @@ def test_job_names_and_labels_keep_each_replaced_setting_apart() -> None:
     assert bench._variant_label("hipnn_pyg_ts2", args) == \
         "hipnn_pyg_ts2 (10 sensitivities) (lr 0.002)"
     assert bench._variant_label("mace", args) == "mace (lr 0.002)"  # a model setting of ours
+    args = bench.parse_args(["--same-loop", "hipnn_pyg", "hippynn", "--readout-decay", "0.01"])
+    assert bench._variant_label("hipnn_pyg", args) == "hipnn_pyg (readout decay 0.01)"
+    assert bench._variant_label("hippynn", args) == "hippynn"  # ours only
+
+
+def test_a_resumed_output_keeps_only_runs_of_the_same_recipe(tmp_path: Path) -> None:
+    bench, recipes = _script("bench_accuracy"), _script("same_loop_recipes")
+    args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "--recipe", "own"])
+    record = tmp_path / "ethanol_hipnn_pyg_ts2_own.json"
+    settings = dataclasses.asdict(recipes.recipe_for("own", "hipnn_pyg"))
+    record.write_text(json.dumps({"settings": settings}))
+    bench._check_kept(record, "hipnn_pyg_ts2", args)  # the same recipe: kept
+    record.write_text(json.dumps({"settings": {**settings, "lr": 1e-3}}))  # an older default
+    with pytest.raises(SystemExit, match=r"other settings .* lr 0.001 \(now 0.002\)"):
+        bench._check_kept(record, "hipnn_pyg_ts2", args)
+    assert json.loads(record.read_text())["settings"]["lr"] == 1e-3  # left as it was
 
 
 def test_replaced_settings_reach_train_through_both_command_lines(
