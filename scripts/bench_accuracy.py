@@ -65,7 +65,7 @@ from hipnn_pyg.train.run import train
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rmd17_errors import rmd17_test_errors  # noqa: E402  (a sibling script)
 from same_loop import VARIANTS  # noqa: E402
-from same_loop_recipes import recipe_for  # noqa: E402
+from same_loop_recipes import Recipe, recipe_for  # noqa: E402
 
 #: Published rMD17 errors with 1000 training configurations: (energy MAE meV,
 #: force MAE meV/Å). Source: Batatia et al., "MACE", NeurIPS 2022, Table 2, as
@@ -143,8 +143,12 @@ class _Replaced:
     label: Callable[[Any], str]
     implementations: tuple[str, ...] = ("hipnn_pyg", "hippynn", "mace")
 
+    @property
+    def attribute(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
     def value(self, args: argparse.Namespace) -> Any:
-        return getattr(args, self.flag[2:].replace("-", "_"))
+        return getattr(args, self.attribute)
 
 
 OURS_AND_HIPPYNN = ("hipnn_pyg", "hippynn")
@@ -229,9 +233,11 @@ def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: 
     arguments = ["--variant", variant, "--molecule", molecule, "--minutes", str(args.max_minutes),
                  "--seed", str(seed), "--output", str(output), "--clock", args.clock,
                  "--recipe", args.recipe]
-    for setting in (*_REPLACED, _Replaced("--data-dir", str, str)):
+    for setting in _REPLACED:
         if setting.value(args) is not None:
             arguments += [setting.flag, str(setting.value(args))]
+    if args.data_dir is not None:
+        arguments += ["--data-dir", str(args.data_dir)]
     return arguments
 
 
@@ -241,9 +247,11 @@ def _check_kept(path: Path, variant: str, args: argparse.Namespace) -> None:
     recorded = json.loads(path.read_text()).get("settings")
     if recorded is None:
         return
-    recipe = recipe_for(args.recipe, VARIANTS[variant][0], schedule=args.schedule,
-                        batch=args.batch, weight_decay=args.weight_decay,
-                        force_weight=args.force_weight, lr=args.lr)
+    # the replaced settings that are recipe settings (the others change the model)
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    recipe = recipe_for(args.recipe, VARIANTS[variant][0], **{
+        setting.attribute: setting.value(args) for setting in _REPLACED
+        if setting.attribute in fields})
     expected = json.loads(json.dumps(dataclasses.asdict(recipe)))
     differ = {key: (recorded.get(key), value) for key, value in expected.items()
               if recorded.get(key) != value}
