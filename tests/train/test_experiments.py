@@ -130,19 +130,9 @@ def test_hparams_search_configs_compose(search: str, tmp_path: Path) -> None:
         assert OmegaConf.select(cfg, key.lstrip("+")) is not None, key
 
 
-def test_runs_started_in_the_same_second_get_separate_folders() -> None:
+def test_runs_started_in_the_same_second_get_separate_folders(tmp_path: Path) -> None:
     r"""Two runs launched together (a queue, a job array) must not share a run folder,
     where the later would overwrite the other's model.pt: the name goes below a second."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    folders = []
-    for _ in range(2):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
-            cfg = compose(config_name="train", return_hydra_config=True)
-        folders.append((cfg.hydra.run.dir, cfg.hydra.sweep.dir))
-    GlobalHydra.instance().clear()
-    (run_a, sweep_a), (run_b, sweep_b) = folders
-    assert run_a != run_b and sweep_a != sweep_b
-    assert "/runs/" in run_a and "/multiruns/" in sweep_a
+    first, second = (compose_config("train", tmp_path).hydra for _ in range(2))
+    assert first.run.dir != second.run.dir and first.sweep.dir != second.sweep.dir
+    assert "/runs/" in first.run.dir and "/multiruns/" in first.sweep.dir
