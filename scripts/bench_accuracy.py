@@ -158,6 +158,8 @@ _REPLACED = (
     _Replaced("--width", lambda v: f"_w{v}", lambda v: f"width {v}", OURS_AND_HIPPYNN),
     _Replaced("--sensitivities", lambda v: f"_sens{v}", lambda v: f"{v} sensitivities",
               OURS_AND_HIPPYNN),
+    _Replaced("--interactions", lambda v: f"_int{v}", lambda v: f"{v} interactions",
+              OURS_AND_HIPPYNN),
     _Replaced("--readout-decay", lambda v: f"_decay{v}", lambda v: f"readout decay {v:g}",
               ("hipnn_pyg",)),
     _Replaced("--weight-decay", lambda v: f"_wd{v}", lambda v: f"weight decay {v:g}"),
@@ -338,6 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sensitivities", type=int, default=None,
                         help="--same-loop: radial sensitivities of ours and hippynn's "
                         "(default 20)")
+    parser.add_argument("--interactions", type=int, default=None,
+                        help="--same-loop: interaction layers of ours and hippynn's "
+                        "(default 3)")
     parser.add_argument("--force-weight", type=float, default=None,
                         help="--same-loop: replace each recipe's force weight w_F (energy "
                         "weight 1)")

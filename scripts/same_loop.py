@@ -18,9 +18,9 @@ cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.p
 ``--schedule``, ``--lr`` (the peak rate), ``--batch``, ``--force-weight`` and
 ``--weight-decay`` replace that setting of either recipe. Our models are HIP-NN of ``SHAPE`` (64
 features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
-5.5 Å; ``--width`` and ``--sensitivities`` change those; the rMD17 experiments now use
-10 sensitivities, ``--sensitivities 10``), hippynn's of the same shape, MACE of the sizes
-in ``MACE_SIZES``.
+5.5 Å; ``--width``, ``--sensitivities`` and ``--interactions`` change those; the rMD17
+experiments now use 10 sensitivities, ``--sensitivities 10``), hippynn's of the same
+shape, MACE of the sizes in ``MACE_SIZES``.
 
 Example::
 
@@ -130,7 +130,8 @@ def loss_of(run: EnergyForces, z: Tensor, pos: Tensor, energy: Tensor, forces: T
 
 def build(variant: str, train: dict[str, Tensor], offset: float, width: int | None = None,
           init: str = "fit", readout_decay: float | None = None,
-          sensitivities: int | None = None) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
+          sensitivities: int | None = None, interactions: int | None = None,
+          ) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
     r"""The model of ``variant``, its energy-and-forces function and the config that
     rebuilds it, started from the training split (see the module docs).
 
@@ -145,12 +146,14 @@ def build(variant: str, train: dict[str, Tensor], offset: float, width: int | No
         readout_decay: ours only: hippynn's decay of the higher readouts (``None``: off).
         sensitivities: radial sensitivities of ours and hippynn's (default: ``SHAPE``'s),
             spread over the same range.
+        interactions: interaction layers of ours and hippynn's (default: ``SHAPE``'s).
     """
     implementation, option = VARIANTS[variant]
     if implementation == "mace":
         return mace_model(option, train, offset)
     shape = dict(SHAPE, features=width or SHAPE["features"],
-                 sensitivities=sensitivities or SHAPE["sensitivities"])
+                 sensitivities=sensitivities or SHAPE["sensitivities"],
+                 interactions=interactions or SHAPE["interactions"])
     config = dict(shape=shape, tensor_order=option)
     if variant in PRODUCT_VARIANTS:
         config["tensor_products"] = True
@@ -199,7 +202,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           schedule: str | None = None, width: int | None = None, init: str = "fit",
           readout_decay: float | None = None, batch: int | None = None,
           weight_decay: float | None = None, force_weight: float | None = None,
-          sensitivities: int | None = None, lr: float | None = None) -> dict:
+          sensitivities: int | None = None, lr: float | None = None,
+          interactions: int | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
     given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight`` and ``lr`` (the
     peak rate) replace the recipe's when given."""
@@ -215,7 +219,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
     model, run, config = build(variant, train_set, offset, width, init, readout_decay,
-                               sensitivities)
+                               sensitivities, interactions)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
@@ -320,6 +324,8 @@ def main() -> None:
                         help="features of ours and hippynn's (default 64)")
     parser.add_argument("--sensitivities", type=int, default=None,
                         help="radial sensitivities of ours and hippynn's (default 20)")
+    parser.add_argument("--interactions", type=int, default=None,
+                        help="interaction layers of ours and hippynn's (default 3)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
                         help="ours and hippynn: each one's start fitted on the training "
                         "split (fit) or not (mean)")
@@ -332,7 +338,8 @@ def main() -> None:
                    recipe=args.recipe, schedule=args.schedule, width=args.width,
                    init=args.init, readout_decay=args.readout_decay, batch=args.batch,
                    weight_decay=args.weight_decay, force_weight=args.force_weight,
-                   sensitivities=args.sensitivities, lr=args.lr)
+                   sensitivities=args.sensitivities, lr=args.lr,
+                   interactions=args.interactions)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

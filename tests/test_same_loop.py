@@ -47,11 +47,12 @@ def test_ours_starts_at_the_training_energies(same_loop: ModuleType, frames: dic
     errors = {}
     for init in ("mean", "fit"):
         torch.manual_seed(0)
-        _, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16, init=init,
-                                         sensitivities=10)
+        model, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16,
+                                             init=init, sensitivities=10, interactions=2)
         errors[init] = same_loop.errors(run, frames, offset)[0]
-    assert config == {"shape": dict(same_loop.SHAPE, features=16, sensitivities=10),
-                      "tensor_order": 2}
+    assert config == {"shape": dict(same_loop.SHAPE, features=16, sensitivities=10,
+                                    interactions=2), "tensor_order": 2}
+    assert model.representation.num_interactions == 2
     assert errors["fit"] < 1.0 < errors["mean"], errors  # eV per molecule
 
 
@@ -211,6 +212,8 @@ def test_job_names_and_labels_keep_each_replaced_setting_apart() -> None:
                 "--sensitivities", "10") == "aspirin_hipnn_pyg_w32_sens10_own"
     assert name("aspirin", "hipnn_pyg_ts2", 1, "--recipe", "own", "--sensitivities", "10",
                 "--lr", "2e-3", "--batch", "8") == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
+    assert name("aspirin", "hipnn_pyg_ts2", 1, "--recipe", "own", "--sensitivities", "10",
+                "--interactions", "2") == "aspirin_hipnn_pyg_ts2_sens10_int2_own"
     # Every replaced setting is in the name: a run with another schedule is not "kept".
     assert name("ethanol", "mace", 1, "--schedule", "cosine") == "ethanol_mace_cosine"
     args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "mace", "--sensitivities", "10",
@@ -244,7 +247,8 @@ def test_replaced_settings_reach_train_through_both_command_lines(
     bench = _script("bench_accuracy")
     args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "--recipe", "own",
                              "--sensitivities", "10", "--lr", "2e-3", "--batch", "8",
-                             "--force-weight", "100", "--data-dir", str(tmp_path)])
+                             "--force-weight", "100", "--interactions", "2",
+                             "--data-dir", str(tmp_path)])
     output = tmp_path / "run.json"
     arguments = bench._run_arguments(args, "aspirin", "hipnn_pyg_ts2", 3, output)
     received: dict = {}
@@ -258,7 +262,7 @@ def test_replaced_settings_reach_train_through_both_command_lines(
     monkeypatch.setattr(sys, "argv", ["same_loop.py", *arguments])
     same_loop.main()
     assert {key: received[key] for key in ("molecule", "seed", "recipe", "sensitivities",
-                                           "lr", "batch", "force_weight")} == \
+                                           "lr", "batch", "force_weight", "interactions")} == \
         {"molecule": "aspirin", "seed": 3, "recipe": "own", "sensitivities": 10, "lr": 2e-3,
-         "batch": 8, "force_weight": 100.0}
+         "batch": 8, "force_weight": 100.0, "interactions": 2}
     assert json.loads(output.read_text())["command"].endswith("--data-dir " + str(tmp_path))
