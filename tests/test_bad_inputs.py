@@ -198,12 +198,18 @@ def _earlier_run(folder: Path) -> dict[Path, str]:
     return snapshot(folder / "model.pt", folder / "checkpoints")
 
 
-def test_hipnn_train_with_an_element_the_model_lacks_keeps_the_run_folder(
-        tmp_path: Path) -> None:
-    before = _earlier_run(tmp_path)
+def test_hipnn_train_with_an_element_the_model_lacks_writes_no_model(tmp_path: Path) -> None:
     output = failed_with(run_cli("train", *TINY, "model.representation.species=[1,6]",
                                  f"hydra.run.dir={tmp_path}"))
     assert re.search(r"elements \[8\] that are not in species \[1, 6\]", output), output[-3000:]
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_hipnn_train_in_another_runs_folder_is_refused_and_keeps_it(tmp_path: Path) -> None:
+    before = _earlier_run(tmp_path)
+    output = failed_with(run_cli("train", *TINY, f"hydra.run.dir={tmp_path}"))
+    assert re.search(r"already holds another run's model\.pt, checkpoints/last\.ckpt", output), \
+        output[-3000:]
     assert_unchanged(before)
 
 

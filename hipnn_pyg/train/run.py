@@ -19,6 +19,7 @@ from lightning import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
@@ -93,6 +94,24 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
             return str(last)
         log.warning("resume=true but %s does not exist: starting a new run", last)
     return None
+
+
+def refuse_another_runs_folder(output_dir: Path, ckpt_path: str | None) -> None:
+    r"""Raises ``FileExistsError`` if ``output_dir`` already holds another run's trained
+    files (``model.pt``, ``results.json``, ``checkpoints/*.ckpt``) that this run would
+    overwrite: a folder given by hand (``hydra.run.dir=...``) that an earlier run used.
+    Continuing from that folder's own checkpoint (``resume=true``) is allowed."""
+    checkpoints = output_dir / "checkpoints"
+    if ckpt_path is not None and Path(ckpt_path).resolve().parent == checkpoints.resolve():
+        return
+    found = [path.name for path in (output_dir / "model.pt", output_dir / "results.json")
+             if path.exists()]
+    found += [f"checkpoints/{path.name}" for path in sorted(checkpoints.glob("*.ckpt"))]
+    if found:
+        raise FileExistsError(
+            f"output folder {output_dir} already holds another run's {', '.join(found)}, "
+            "which this run would overwrite: give a new folder (hydra.run.dir=...), "
+            "resume=true to continue that run, or move its files away")
 
 
 def _has_test_data(datamodule: LightningDataModule) -> bool:
@@ -185,6 +204,9 @@ def train(cfg: DictConfig) -> float | None:
         seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     log.info("output folder: %s", output_dir)
+    ckpt_path = checkpoint_to_resume(cfg) if cfg.get("train", True) else None
+    if rank_zero_only.rank == 0:  # DDP's other ranks start in rank 0's folder
+        refuse_another_runs_folder(output_dir, ckpt_path)
     hipnn_pyg.train.resolvers.check_data_paths(cfg)  # a missing file: where it was looked for
     datamodule: LightningDataModule = instantiate(cfg.data)
     source = finetune.pretrained_source(cfg)
@@ -202,7 +224,6 @@ def train(cfg: DictConfig) -> float | None:
             logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))  # type: ignore[arg-type]
 
     if cfg.get("train", True):
-        ckpt_path = checkpoint_to_resume(cfg)
         if source:
             finetune.prepare_data(cfg, model, datamodule, refit=ckpt_path is None)
         elif ckpt_path is None and cfg.get("fit_self_energies", True):

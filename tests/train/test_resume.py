@@ -108,3 +108,20 @@ def test_last_checkpoint_follows_every_epoch_without_improvement(tmp_path: Path)
     assert names == ["epoch_000.ckpt", "last.ckpt"]
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 12
+
+
+def test_a_new_run_refuses_a_folder_holding_another_runs_files(tmp_path: Path) -> None:
+    # a folder given by hand (hydra.run.dir=...) that an earlier run used: starting again
+    # there without resume=true would overwrite its model.pt and checkpoints
+    run = [*RUN, "trainer.max_epochs=1"]
+    train(compose_config("train", tmp_path / "other", run))
+    train(compose_config("train", tmp_path, run))
+    kept = {path: path.read_bytes() for path in tmp_path.rglob("*")
+            if path.is_file() and path.suffix in (".pt", ".ckpt", ".json")}
+    message = (r"already holds another run's model\.pt, results\.json, "
+               r"checkpoints/epoch_000\.ckpt, checkpoints/last\.ckpt")
+    for again in ([*run, "seed=2"], [*run, f"resume={tmp_path / 'other'}"]):
+        with pytest.raises(FileExistsError, match=message):
+            train(compose_config("train", tmp_path, again))
+    assert {path: path.read_bytes() for path in kept} == kept
+    train(compose_config("train", tmp_path, [*run, "resume=true"]))  # its own: continues
