@@ -206,11 +206,25 @@ def test_hipnn_train_with_an_element_the_model_lacks_writes_no_model(tmp_path: P
 
 
 def test_hipnn_train_in_another_runs_folder_is_refused_and_keeps_it(tmp_path: Path) -> None:
-    before = _earlier_run(tmp_path)
-    output = failed_with(run_cli("train", *TINY, f"hydra.run.dir={tmp_path}"))
+    # hydra.run.dir given by hand: refused before Hydra writes the run's .hydra/ there
+    _earlier_run(tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    before = snapshot(tmp_path)
+    output = failed_with(run_cli("train", *TINY, f"hydra.run.dir={tmp_path}", "seed=7"))
     assert re.search(r"already holds another run's model\.pt, checkpoints/last\.ckpt", output), \
         output[-3000:]
     assert_unchanged(before)
+
+
+def test_hipnn_train_multirun_in_a_used_sweep_folder_is_refused(tmp_path: Path) -> None:
+    _earlier_run(tmp_path / "0")
+    before = snapshot(tmp_path)
+    output = failed_with(run_cli("train", "-m", *TINY, f"hydra.sweep.dir={tmp_path}",
+                                 "seed=1,2"))
+    assert re.search(r"0 already holds another run's model\.pt", output), output[-3000:]
+    assert_unchanged(before)
+    assert not (tmp_path / "1").exists()
 
 
 def test_hipnn_eval_names_a_model_file_that_is_text(tmp_path: Path) -> None:

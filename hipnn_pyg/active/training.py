@@ -24,6 +24,7 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hipnn_pyg.serialization import load_model
+from hipnn_pyg.train.folders import used_files
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,9 @@ def member_config(train_overrides: Sequence[str], data_path: Path, output_dir: P
             raise ValueError("a step budget needs the number of training frames")
         budget.apply(cfg, num_train_frames)
     with open_dict(cfg):
-        # a killed member continues from its last.ckpt
-        cfg.resume = (output_dir / "checkpoints" / "last.ckpt").is_file()
+        # a killed member continues from its last.ckpt, or starts again if killed
+        # before writing one (train_member skips finished members)
+        cfg.resume = bool(used_files(output_dir))
         if warm_start is not None:
             cfg.callbacks = cfg.get("callbacks") or {}
             cfg.callbacks.warm_start = {"_target_": f"{__name__}.WarmStart",

@@ -27,6 +27,7 @@ from hipnn_pyg.atomic import atomic_write_text
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import atomic_torch_save, load_model, save_model, torch_load
 from hipnn_pyg.train import finetune
+from hipnn_pyg.train.folders import refuse_used_folder
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
 from hipnn_pyg.train.self_energy import (
@@ -94,24 +95,6 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
             return str(last)
         log.warning("resume=true but %s does not exist: starting a new run", last)
     return None
-
-
-def refuse_another_runs_folder(output_dir: Path, ckpt_path: str | None) -> None:
-    r"""Raises ``FileExistsError`` if ``output_dir`` already holds another run's trained
-    files (``model.pt``, ``results.json``, ``checkpoints/*.ckpt``) that this run would
-    overwrite: a folder given by hand (``hydra.run.dir=...``) that an earlier run used.
-    Continuing from that folder's own checkpoint (``resume=true``) is allowed."""
-    checkpoints = output_dir / "checkpoints"
-    if ckpt_path is not None and Path(ckpt_path).resolve().parent == checkpoints.resolve():
-        return
-    found = [path.name for path in (output_dir / "model.pt", output_dir / "results.json")
-             if path.exists()]
-    found += [f"checkpoints/{path.name}" for path in sorted(checkpoints.glob("*.ckpt"))]
-    if found:
-        raise FileExistsError(
-            f"output folder {output_dir} already holds another run's {', '.join(found)}, "
-            "which this run would overwrite: give a new folder (hydra.run.dir=...), "
-            "resume=true to continue that run, or move its files away")
 
 
 def _has_test_data(datamodule: LightningDataModule) -> bool:
@@ -204,9 +187,9 @@ def train(cfg: DictConfig) -> float | None:
         seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     log.info("output folder: %s", output_dir)
-    ckpt_path = checkpoint_to_resume(cfg) if cfg.get("train", True) else None
     if rank_zero_only.rank == 0:  # DDP's other ranks start in rank 0's folder
-        refuse_another_runs_folder(output_dir, ckpt_path)
+        refuse_used_folder(output_dir, cfg)  # also before Hydra writes (conf/train.yaml)
+    ckpt_path = checkpoint_to_resume(cfg) if cfg.get("train", True) else None
     hipnn_pyg.train.resolvers.check_data_paths(cfg)  # a missing file: where it was looked for
     datamodule: LightningDataModule = instantiate(cfg.data)
     source = finetune.pretrained_source(cfg)

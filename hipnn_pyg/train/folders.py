@@ -1,0 +1,98 @@
+r"""A training run never starts in a folder that holds another run's results.
+
+Run folders are named to the microsecond (``conf/hydra/default.yaml``), so only a
+folder given by hand (``hydra.run.dir=...``, a reused ``hydra.sweep.dir``) can already
+hold an earlier run: its ``model.pt``, ``results.json`` and checkpoints would be
+overwritten by the new run. :func:`refuse_used_folder` names them and stops, unless the
+run continues that folder's own run (``resume=true``, or ``resume=``/``ckpt_path=``
+pointing into its ``checkpoints/``). :class:`RefuseUsedFolder` checks before Hydra
+writes the run's ``.hydra/`` config files (``conf/train.yaml`` registers it), so those of
+the earlier run are kept too; :func:`hipnn_pyg.train.run.train` checks again for configs
+composed without Hydra's launcher.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+#: a finished run's files, which no new run may overwrite
+FINISHED = ("model.pt", "results.json")
+
+
+def used_files(folder: Path) -> list[str]:
+    r"""The trained files of an earlier run in ``folder``, relative to it."""
+    found = [name for name in FINISHED if (folder / name).exists()]
+    return found + [f"checkpoints/{path.name}"
+                    for path in sorted((folder / "checkpoints").glob("*.ckpt"))]
+
+
+def _resume_requested(cfg: DictConfig) -> bool:
+    return str(cfg.get("resume")).lower() == "true"
+
+
+def _continues_folder(cfg: DictConfig, folder: Path, found: list[str]) -> bool:
+    r"""Whether the run ``cfg`` describes continues the run already in ``folder``."""
+    if not cfg.get("train", True):
+        return False  # a test-only run would write its own model.pt over the trained one
+    checkpoints = (folder / "checkpoints").resolve()
+    resume = cfg.get("resume")
+    given = cfg.get("ckpt_path") or (None if resume is None or str(resume).lower() in
+                                     ("true", "false") else str(resume))
+    if given:
+        path = Path(given)
+        path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+        return path.absolute().parent.resolve() == checkpoints
+    if _resume_requested(cfg):
+        # its last.ckpt, or an unfinished run killed before writing one (it starts again)
+        return (checkpoints / "last.ckpt").is_file() or not any(
+            name in FINISHED for name in found)
+    return False
+
+
+def refuse_used_folder(folder: Path, cfg: DictConfig) -> None:
+    r"""Raises ``FileExistsError`` if ``folder`` holds another run's trained files that
+    the run ``cfg`` describes would overwrite (see the module docs)."""
+    found = used_files(folder)
+    if found and not _continues_folder(cfg, folder, found):
+        raise FileExistsError(
+            f"output folder {folder} already holds another run's {', '.join(found)}, "
+            "which this run would overwrite: give a new folder (hydra.run.dir=...), "
+            "resume=true to continue that run, or move its files away")
+
+
+def _is_rank_zero() -> bool:
+    # DDP's other ranks are started by Lightning in rank 0's folder
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def _exit_if_used(folders: list[Path], config: DictConfig) -> None:
+    try:
+        for folder in folders:
+            refuse_used_folder(folder, config)
+    except FileExistsError as error:
+        # Hydra turns a callback's exception into a warning and runs the job: exit instead
+        # (logging is not set up yet, so the message goes to stderr)
+        print(f"hipnn-train: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
+
+
+class RefuseUsedFolder(Callback):
+    r"""Hydra callback: :func:`refuse_used_folder` before the run's folder is written;
+    exits with status 1 if it refuses."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _is_rank_zero():
+            _exit_if_used([Path(str(config.hydra.run.dir))], config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # every job folder of a reused sweep folder (the jobs' own names are known only
+        # when each starts, after Hydra has written its config there)
+        sweep = Path(str(config.hydra.sweep.dir))
+        _exit_if_used(sorted(path for path in sweep.glob("*") if path.is_dir()), config)

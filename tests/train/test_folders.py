@@ -1,0 +1,69 @@
+"""Which earlier run folders a new training run may use (hipnn_pyg/train/folders.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hipnn_pyg.train.folders import refuse_used_folder, used_files
+
+
+def _run(folder: Path, *, finished: bool = True, last: bool = True) -> Path:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "epoch_000.ckpt").write_bytes(b"best")
+    if last:
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"last")
+    if finished:
+        (folder / "model.pt").write_bytes(b"model")
+        (folder / "results.json").write_text("{}")
+    return folder
+
+
+def _allowed(folder: Path, **cfg: object) -> bool:
+    try:
+        refuse_used_folder(folder, OmegaConf.create({"train": True, **cfg}))
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_an_empty_or_new_folder_is_free(tmp_path: Path) -> None:
+    assert used_files(tmp_path / "new") == []
+    (tmp_path / ".hydra").mkdir()  # Hydra's own files and logs are not a run's results
+    (tmp_path / "train.log").write_text("")
+    assert _allowed(tmp_path) and _allowed(tmp_path / "new")
+
+
+def test_a_finished_run_is_refused_unless_continued(tmp_path: Path) -> None:
+    folder = _run(tmp_path / "run")
+    with pytest.raises(FileExistsError, match=r"run already holds another run's model\.pt, "
+                       r"results\.json, checkpoints/epoch_000\.ckpt, checkpoints/last\.ckpt"):
+        refuse_used_folder(folder, OmegaConf.create({"train": True, "resume": False}))
+    assert _allowed(folder, resume=True) and _allowed(folder, resume="true")
+    assert _allowed(folder, resume=str(folder))  # its own folder, by name
+    assert _allowed(folder, ckpt_path=str(folder / "checkpoints" / "epoch_000.ckpt"))
+    other = _run(tmp_path / "other")
+    assert not _allowed(folder, resume=str(other))  # would write other's run into it
+    assert not _allowed(folder, ckpt_path=str(other / "checkpoints" / "last.ckpt"))
+    # test only: it would write its own model.pt over the trained one
+    assert not _allowed(folder, train=False, resume=True)
+
+
+def test_a_checkpoint_linked_from_elsewhere_counts_where_the_link_is(tmp_path: Path) -> None:
+    folder = _run(tmp_path / "run")
+    link = folder / "checkpoints" / "linked.ckpt"
+    link.symlink_to(tmp_path / "elsewhere.ckpt")
+    (tmp_path / "elsewhere.ckpt").write_bytes(b"x")
+    assert _allowed(folder, ckpt_path=str(link))
+
+
+def test_an_unfinished_run_without_last_checkpoint_starts_again_on_resume(tmp_path: Path) -> None:
+    # killed between the best checkpoint and last.ckpt: resume=true starts it again
+    unfinished = _run(tmp_path / "unfinished", finished=False, last=False)
+    assert _allowed(unfinished, resume=True)
+    assert not _allowed(unfinished, resume=False)
+    # a finished run without last.ckpt (save_last off) is not restarted over its model
+    finished = _run(tmp_path / "finished", last=False)
+    assert not _allowed(finished, resume=True)
