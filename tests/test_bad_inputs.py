@@ -217,6 +217,17 @@ def test_hipnn_train_in_another_runs_folder_is_refused_and_keeps_it(tmp_path: Pa
     assert_unchanged(before)
 
 
+def test_hipnn_eval_in_a_training_runs_folder_is_refused_and_keeps_it(tmp_path: Path) -> None:
+    _earlier_run(tmp_path)
+    (tmp_path / "results.json").write_text("{}")
+    before = snapshot(tmp_path)
+    output = failed_with(run_cli("eval", f"ckpt_path={tmp_path / 'model.pt'}",
+                                 "data=rmd17_shipped", f"hydra.run.dir={tmp_path}"))
+    assert re.search(r"hipnn-eval: error: .* already holds another run's model\.pt, "
+                     r"results\.json", output), output[-3000:]
+    assert_unchanged(before)
+
+
 def test_hipnn_train_multirun_in_a_used_sweep_folder_is_refused(tmp_path: Path) -> None:
     _earlier_run(tmp_path / "0")
     before = snapshot(tmp_path)

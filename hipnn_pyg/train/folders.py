@@ -6,9 +6,11 @@ hold an earlier run: its ``model.pt``, ``results.json`` and checkpoints would be
 overwritten by the new run. :func:`refuse_used_folder` names them and stops, unless the
 run continues that folder's own run (``resume=true``, or ``resume=``/``ckpt_path=``
 pointing into its ``checkpoints/``). :class:`RefuseUsedFolder` checks before Hydra
-writes the run's ``.hydra/`` config files (``conf/train.yaml`` registers it), so those of
-the earlier run are kept too; :func:`hipnn_pyg.train.run.train` checks again for configs
-composed without Hydra's launcher.
+writes the run's ``.hydra/`` config files (``conf/train.yaml`` and ``conf/eval.yaml``
+register it), so those of the earlier run are kept too; :func:`hipnn_pyg.train.run.train`
+and :func:`~hipnn_pyg.train.run.evaluate` check again for configs composed without
+Hydra's launcher. ``hipnn-eval`` never continues a run: it refuses any used folder (it
+would overwrite ``results.json``).
 """
 
 from __future__ import annotations
@@ -54,11 +56,18 @@ def _continues_folder(cfg: DictConfig, folder: Path, found: list[str]) -> bool:
     return False
 
 
-def refuse_used_folder(folder: Path, cfg: DictConfig) -> None:
+def refuse_used_folder(folder: Path, cfg: DictConfig, resumable: bool = True) -> None:
     r"""Raises ``FileExistsError`` if ``folder`` holds another run's trained files that
-    the run ``cfg`` describes would overwrite (see the module docs)."""
+    the run ``cfg`` describes would overwrite (see the module docs).
+
+    Args:
+        folder: the run's output folder.
+        cfg: the run's config (``train``, ``resume``, ``ckpt_path``).
+        resumable: ``False`` for runs that never continue another (``hipnn-eval``,
+            whose ``ckpt_path`` is the model it reads).
+    """
     found = used_files(folder)
-    if found and not _continues_folder(cfg, folder, found):
+    if found and not (resumable and _continues_folder(cfg, folder, found)):
         raise FileExistsError(
             f"output folder {folder} already holds another run's {', '.join(found)}, "
             "which this run would overwrite: give a new folder (hydra.run.dir=...), "
@@ -72,27 +81,35 @@ def _is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _exit_if_used(folders: list[Path], config: DictConfig) -> None:
-    try:
-        for folder in folders:
-            refuse_used_folder(folder, config)
-    except FileExistsError as error:
-        # Hydra turns a callback's exception into a warning and runs the job: exit instead
-        # (logging is not set up yet, so the message goes to stderr)
-        print(f"hipnn-train: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
-
-
 class RefuseUsedFolder(Callback):
     r"""Hydra callback: :func:`refuse_used_folder` before the run's folder is written;
-    exits with status 1 if it refuses."""
+    exits with status 1 if it refuses.
+
+    Args:
+        program: the command named in the message.
+        resumable: as :func:`refuse_used_folder`'s.
+    """
+
+    def __init__(self, program: str = "hipnn-train", resumable: bool = True) -> None:
+        self.program = program
+        self.resumable = resumable
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _is_rank_zero():
-            _exit_if_used([Path(str(config.hydra.run.dir))], config)
+            self._exit_if_used([Path(str(config.hydra.run.dir))], config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # every job folder of a reused sweep folder (the jobs' own names are known only
         # when each starts, after Hydra has written its config there)
         sweep = Path(str(config.hydra.sweep.dir))
-        _exit_if_used(sorted(path for path in sweep.glob("*") if path.is_dir()), config)
+        self._exit_if_used(sorted(path for path in sweep.glob("*") if path.is_dir()), config)
+
+    def _exit_if_used(self, folders: list[Path], config: DictConfig) -> None:
+        try:
+            for folder in folders:
+                refuse_used_folder(folder, config, self.resumable)
+        except FileExistsError as error:
+            # Hydra turns a callback's exception into a warning and runs the job: exit
+            # instead (logging is not set up yet, so the message goes to stderr)
+            print(f"{self.program}: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from error

@@ -299,6 +299,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError("evaluation needs ckpt_path=<model.pt or .ckpt>")
     apply_threads(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    refuse_used_folder(output_dir, cfg, resumable=False)  # a training run's results.json
     device = torch.device(cfg.get("device") or "cpu")
     model = load_model(cfg.ckpt_path, map_location=device).to(device)
     hipnn_pyg.train.resolvers.check_data_paths(cfg)

@@ -49,6 +49,10 @@ def test_a_finished_run_is_refused_unless_continued(tmp_path: Path) -> None:
     assert not _allowed(folder, ckpt_path=str(other / "checkpoints" / "last.ckpt"))
     # test only: it would write its own model.pt over the trained one
     assert not _allowed(folder, train=False, resume=True)
+    # hipnn-eval reads a checkpoint of the folder but never continues its run
+    with pytest.raises(FileExistsError):
+        refuse_used_folder(folder, OmegaConf.create(
+            {"ckpt_path": str(folder / "checkpoints" / "last.ckpt")}), resumable=False)
 
 
 def test_a_checkpoint_linked_from_elsewhere_counts_where_the_link_is(tmp_path: Path) -> None:
