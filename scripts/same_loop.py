@@ -197,6 +197,20 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_description() -> str | None:
+    r"""The CPU's model name and its widest vector instruction set (AVX-512, AVX2 or
+    neither): the machine's speed, and which models it favours, depend on both."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split() for line in info.splitlines() if line.startswith("flags")), [])
+    widest = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no AVX2"
+    return f"{model} ({widest})"
+
+
 def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int,
           weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
           schedule: str | None = None, width: int | None = None, init: str = "fit",
@@ -291,7 +305,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
                 untrained_energy_mae_meV=1000 * untrained[0],
                 untrained_forces_mae_meV_per_A=1000 * untrained[1],
                 offset_eV=offset, model_config=config, threads=torch.get_num_threads(),
-                dtype="float32", commit=commit)  # checked above
+                dtype="float32", commit=commit, cpu=cpu_description())  # checked above
 
 
 def main() -> None:
