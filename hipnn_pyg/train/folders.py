@@ -33,8 +33,31 @@ def used_files(folder: Path) -> list[str]:
                     for path in sorted((folder / "checkpoints").glob("*.ckpt"))]
 
 
-def _resume_requested(cfg: DictConfig) -> bool:
+def resume_requested(cfg: DictConfig) -> bool:
+    r"""Whether ``cfg`` says ``resume=true``: continue this run folder's own run."""
     return str(cfg.get("resume")).lower() == "true"
+
+
+def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
+    r"""The checkpoint file that ``cfg`` names, with the setting that names it:
+    ``ckpt_path=<file>``, or ``resume=<run folder or .ckpt>`` (a folder meaning its
+    ``checkpoints/last.ckpt``); :obj:`None` for ``resume=true``/``false`` or neither.
+    Whether the file exists is the caller's question."""
+    if cfg.get("ckpt_path"):
+        return f"ckpt_path={cfg.ckpt_path}", Path(str(cfg.ckpt_path))
+    resume = cfg.get("resume")
+    if resume is None or str(resume).lower() in ("true", "false"):
+        return None
+    path = Path(str(resume))
+    return f"resume={resume}", path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+
+
+def is_rank_zero() -> bool:
+    r"""Whether this is the process that owns the run folder: DDP's other ranks are
+    started by Lightning in rank 0's folder."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 def _continues_folder(cfg: DictConfig, folder: Path, found: list[str]) -> bool:
@@ -42,14 +65,10 @@ def _continues_folder(cfg: DictConfig, folder: Path, found: list[str]) -> bool:
     if not cfg.get("train", True):
         return False  # a test-only run would write its own model.pt over the trained one
     checkpoints = (folder / "checkpoints").resolve()
-    resume = cfg.get("resume")
-    given = cfg.get("ckpt_path") or (None if resume is None or str(resume).lower() in
-                                     ("true", "false") else str(resume))
-    if given:
-        path = Path(given)
-        path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-        return path.absolute().parent.resolve() == checkpoints
-    if _resume_requested(cfg):
+    named = named_checkpoint(cfg)
+    if named is not None:
+        return named[1].absolute().parent.resolve() == checkpoints
+    if resume_requested(cfg):
         # its last.ckpt, or an unfinished run killed before writing one (it starts again)
         return (checkpoints / "last.ckpt").is_file() or not any(
             name in FINISHED for name in found)
@@ -74,13 +93,6 @@ def refuse_used_folder(folder: Path, cfg: DictConfig, resumable: bool = True) ->
             "resume=true to continue that run, or move its files away")
 
 
-def _is_rank_zero() -> bool:
-    # DDP's other ranks are started by Lightning in rank 0's folder
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return rank_zero_only.rank == 0
-
-
 class RefuseUsedFolder(Callback):
     r"""Hydra callback: :func:`refuse_used_folder` before the run's folder is written;
     exits with status 1 if it refuses.
@@ -95,7 +107,7 @@ class RefuseUsedFolder(Callback):
         self.resumable = resumable
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if _is_rank_zero():
+        if is_rank_zero():
             self._exit_if_used([Path(str(config.hydra.run.dir))], config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -19,7 +19,6 @@ from lightning import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import hipnn_pyg.train.resolvers  # noqa: F401  (registers ${hipnn_root:})
@@ -27,7 +26,12 @@ from hipnn_pyg.atomic import atomic_write_text
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import atomic_torch_save, load_model, save_model, torch_load
 from hipnn_pyg.train import finetune
-from hipnn_pyg.train.folders import refuse_used_folder
+from hipnn_pyg.train.folders import (
+    is_rank_zero,
+    named_checkpoint,
+    refuse_used_folder,
+    resume_requested,
+)
 from hipnn_pyg.train.metrics import ErrorMetric, format_table
 from hipnn_pyg.train.module import TRAIN_RUNNING
 from hipnn_pyg.train.self_energy import (
@@ -75,20 +79,14 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     * ``resume=<run folder or .ckpt>``: that folder's ``checkpoints/last.ckpt`` or that
       file; logs and new checkpoints go to this run's folder.
     """
-    if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
+    named = named_checkpoint(cfg)
+    if named is not None:
+        setting, path = named
         if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={path} does not exist")
-        return str(path)
-    resume = cfg.get("resume")
-    if isinstance(resume, str) and resume.lower() not in ("true", "false"):
-        path = Path(resume)
-        path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+            raise FileNotFoundError(f"{setting}: no checkpoint at {path}")
         log.info("resuming from %s", path)
         return str(path)
-    if resume is True or str(resume).lower() == "true":
+    if resume_requested(cfg):
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if last.is_file():
             log.info("resuming from %s", last)
@@ -187,7 +185,7 @@ def train(cfg: DictConfig) -> float | None:
         seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     log.info("output folder: %s", output_dir)
-    if rank_zero_only.rank == 0:  # DDP's other ranks start in rank 0's folder
+    if is_rank_zero():
         refuse_used_folder(output_dir, cfg)  # also before Hydra writes (conf/train.yaml)
     ckpt_path = checkpoint_to_resume(cfg) if cfg.get("train", True) else None
     hipnn_pyg.train.resolvers.check_data_paths(cfg)  # a missing file: where it was looked for
