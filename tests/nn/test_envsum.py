@@ -178,7 +178,8 @@ def test_cached_kernel_loads_without_waiting_on_a_killed_builds_lock(tmp_path: P
 def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> None:
     # Feature counts that take every path of the kernels: short unrolled tails (1-4),
     # run-time tails, one to four vectors per block, several blocks; sensitivity counts
-    # with every remainder of the blocks of 4.
+    # with every remainder of the blocks of 2 and 4 (their sizes depend on the CPU's
+    # vector instruction set: csrc/envsum.cpp).
     from hipnn_pyg.nn.contraction import KERNELS, OPS
 
     generator = torch.Generator().manual_seed(11)
