@@ -40,16 +40,28 @@ def resume_requested(cfg: DictConfig) -> bool:
 
 def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
     r"""The checkpoint file that ``cfg`` names, with the setting that names it:
-    ``ckpt_path=<file>``, or ``resume=<run folder or .ckpt>`` (a folder meaning its
-    ``checkpoints/last.ckpt``); :obj:`None` for ``resume=true``/``false`` or neither.
-    Whether the file exists is the caller's question."""
-    if cfg.get("ckpt_path"):
-        return f"ckpt_path={cfg.ckpt_path}", Path(str(cfg.ckpt_path))
-    resume = cfg.get("resume")
-    if resume is None or str(resume).lower() in ("true", "false"):
-        return None
-    path = Path(str(resume))
-    return f"resume={resume}", path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    ``ckpt_path=`` or ``resume=`` a ``.ckpt`` file or a run folder (meaning its
+    ``checkpoints/last.ckpt``); :obj:`None` for ``resume=true``/``false`` or neither
+    (``ckpt_path`` wins when both are given). Whether the file exists is the caller's
+    question.
+
+    Raises:
+        ValueError: ``resume`` or ``ckpt_path`` is a number (``resume=0``, as Hydra
+            reads it), which names neither a switch nor a checkpoint.
+    """
+    for key in ("ckpt_path", "resume"):
+        value = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"{key}={value}: give a .ckpt file or a run folder"
+                             + (", or true/false" if key == "resume" else ""))
+    given = cfg.get("ckpt_path")
+    key = "ckpt_path"
+    if not given:
+        given, key = cfg.get("resume"), "resume"
+        if given is None or str(given).lower() in ("true", "false"):
+            return None
+    path = Path(str(given))
+    return f"{key}={given}", path / "checkpoints" / "last.ckpt" if path.is_dir() else path
 
 
 def is_rank_zero() -> bool:
@@ -120,7 +132,7 @@ class RefuseUsedFolder(Callback):
         try:
             for folder in folders:
                 refuse_used_folder(folder, config, self.resumable)
-        except FileExistsError as error:
+        except (FileExistsError, ValueError) as error:  # a used folder, resume=0
             # Hydra turns a callback's exception into a warning and runs the job: exit
             # instead (logging is not set up yet, so the message goes to stderr)
             print(f"{self.program}: error: {error}", file=sys.stderr)

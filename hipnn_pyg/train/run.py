@@ -72,7 +72,8 @@ def trainer_callbacks(cfg: DictConfig) -> list[Callback]:
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     r"""The checkpoint to continue from, if any.
 
-    * ``ckpt_path=<file>``: that checkpoint.
+    * ``ckpt_path=<file or run folder>``: that checkpoint (a folder's
+      ``checkpoints/last.ckpt``).
     * ``resume=true``: this run folder's ``checkpoints/last.ckpt`` (give the old folder
       with ``hydra.run.dir=...``) if it exists, else a fresh start, so that a requeued
       job resumes and a first one starts.

@@ -71,3 +71,23 @@ def test_an_unfinished_run_without_last_checkpoint_starts_again_on_resume(tmp_pa
     # a finished run without last.ckpt (save_last off) is not restarted over its model
     finished = _run(tmp_path / "finished", last=False)
     assert not _allowed(finished, resume=True)
+
+
+def test_the_checkpoint_a_config_names(tmp_path) -> None:
+    # ckpt_path and resume read alike: a file, or a run folder's checkpoints/last.ckpt
+    from hipnn_pyg.train.folders import named_checkpoint
+
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    last = folder / "checkpoints" / "last.ckpt"
+    for key in ("ckpt_path", "resume"):
+        assert named_checkpoint(OmegaConf.create({key: str(folder)})) == (
+            f"{key}={folder}", last)
+        assert named_checkpoint(OmegaConf.create({key: str(last)}))[1] == last
+    for switch in (True, False, "true", "False", None):
+        assert named_checkpoint(OmegaConf.create({"resume": switch})) is None
+    both = OmegaConf.create({"ckpt_path": str(last), "resume": str(tmp_path / "other")})
+    assert named_checkpoint(both)[0].startswith("ckpt_path=")
+    for number in (0, 1, 2.5):  # Hydra reads resume=0 as a number, not a switch
+        with pytest.raises(ValueError, match=f"resume={number}: give a .ckpt file"):
+            named_checkpoint(OmegaConf.create({"resume": number}))
