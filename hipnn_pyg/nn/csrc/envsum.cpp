@@ -62,6 +62,12 @@ inline scalar_t lane_sum(const Vec<scalar_t>& v) {
   return total;
 }
 
+// Room for a tail of fewer features than one vector's lanes, and for the unrolled counts
+// of with_count (up to 4) that instantiate the tails even where a vector has fewer lanes
+// (doubles on 16-byte vectors) and never run there.
+template <typename scalar_t>
+constexpr int tail_room() { return lanes<scalar_t>() > 4 ? lanes<scalar_t>() : 4; }
+
 // Calls body.operator()<N>() with N = count for the short counts (1 to 4 features of a
 // tail, a species one-hot), so that their loops unroll; N = 0 means "count, at run time".
 template <typename Body>
@@ -109,7 +115,7 @@ template <typename scalar_t, int R, int N>
 inline void envsum_tail(const scalar_t* s, const scalar_t* x, const int64_t* edges,
                         const int64_t* nbr, int64_t k0, int64_t k1, int64_t ns, int64_t nf,
                         int64_t v0, int64_t f0, scalar_t* row) {
-  scalar_t acc[R][lanes<scalar_t>()] = {};
+  scalar_t acc[R][tail_room<scalar_t>()] = {};
   const int64_t count = N ? N : nf - f0;
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t e = edges[k];
@@ -250,7 +256,7 @@ template <typename scalar_t, int N>
 inline void featsum_tail(const scalar_t* env, const scalar_t* s, const int64_t* edges,
                          const int64_t* ctr, int64_t k0, int64_t k1, int64_t ns, int64_t nf,
                          int64_t f0, scalar_t* row) {
-  scalar_t acc[lanes<scalar_t>()] = {};
+  scalar_t acc[tail_room<scalar_t>()] = {};
   const int64_t count = N ? N : nf - f0;
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t e = edges[k];
