@@ -54,10 +54,10 @@ def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ValueError(f"{key}={value}: give a .ckpt file or a run folder"
                              + (", or true/false" if key == "resume" else ""))
-    given = cfg.get("ckpt_path")
-    key = "ckpt_path"
-    if not given:
-        given, key = cfg.get("resume"), "resume"
+    if cfg.get("ckpt_path"):
+        key, given = "ckpt_path", cfg.ckpt_path
+    else:
+        key, given = "resume", cfg.get("resume")
         if given is None or str(given).lower() in ("true", "false"):
             return None
     path = Path(str(given))
