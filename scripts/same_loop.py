@@ -120,17 +120,28 @@ def errors(run: EnergyForces, data: dict[str, Tensor], offset: float) -> tuple[f
 
 def loss_of(run: EnergyForces, z: Tensor, pos: Tensor, energy: Tensor, forces: Tensor,
             create_graph: bool, force_weight: float = FORCE_WEIGHT,
-            energy_weight: float = 1.0) -> Tensor:
-    r""":math:`w_E\,\mathrm{mean}((\hat E - E)/N)^2 + w_F\,\mathrm{mean}(\hat F - F)^2`."""
+            energy_weight: float = 1.0, force_loss: str = "mse") -> Tensor:
+    r""":math:`w_E\,\mathrm{mean}((\hat E - E)/N)^2 + w_F\,\mathrm{mean}(\hat F - F)^2`;
+    ``force_loss="norm"`` takes the force term as the mean over atoms of
+    :math:`\lVert\hat F_i - F_i\rVert` (GemNet's force loss), which weighs every atom's
+    error by its size rather than its square, as a mean absolute error does."""
     predicted, predicted_forces = run(z, pos, create_graph)
     atoms = z.size(1)
     energy_term = ((predicted - energy.float()) / atoms).square().mean()
-    return energy_weight * energy_term + force_weight * (predicted_forces - forces).square().mean()
+    force_error = predicted_forces - forces
+    if force_loss == "mse":
+        force_term = force_error.square().mean()
+    elif force_loss == "norm":
+        force_term = force_error.norm(dim=-1).mean()
+    else:
+        raise ValueError(f"force_loss {force_loss!r}: choose mse or norm")
+    return energy_weight * energy_term + force_weight * force_term
 
 
 def build(variant: str, train: dict[str, Tensor], offset: float, width: int | None = None,
           init: str = "fit", readout_decay: float | None = None,
           sensitivities: int | None = None, interactions: int | None = None,
+          cutoff: float | None = None, soft_max: float | None = None,
           ) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
     r"""The model of ``variant``, its energy-and-forces function and the config that
     rebuilds it, started from the training split (see the module docs).
@@ -147,13 +158,17 @@ def build(variant: str, train: dict[str, Tensor], offset: float, width: int | No
         sensitivities: radial sensitivities of ours and hippynn's (default: ``SHAPE``'s),
             spread over the same range.
         interactions: interaction layers of ours and hippynn's (default: ``SHAPE``'s).
+        cutoff: ours and hippynn's pair cutoff in Å (default: ``SHAPE``'s).
+        soft_max: ours and hippynn's largest sensitivity distance in Å (default:
+            ``SHAPE``'s).
     """
     implementation, option = VARIANTS[variant]
     if implementation == "mace":
         return mace_model(option, train, offset)
     shape = dict(SHAPE, features=width or SHAPE["features"],
                  sensitivities=sensitivities or SHAPE["sensitivities"],
-                 interactions=interactions or SHAPE["interactions"])
+                 interactions=interactions or SHAPE["interactions"],
+                 cutoff=cutoff or SHAPE["cutoff"], soft_max=soft_max or SHAPE["soft_max"])
     config = dict(shape=shape, tensor_order=option)
     if variant in PRODUCT_VARIANTS:
         config["tensor_products"] = True
@@ -217,10 +232,11 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           readout_decay: float | None = None, batch: int | None = None,
           weight_decay: float | None = None, force_weight: float | None = None,
           sensitivities: int | None = None, lr: float | None = None,
-          interactions: int | None = None) -> dict:
+          interactions: int | None = None, cutoff: float | None = None,
+          soft_max: float | None = None, force_loss: str = "mse") -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
     given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight`` and ``lr`` (the
-    peak rate) replace the recipe's when given."""
+    peak rate) replace the recipe's when given; ``force_loss`` is :func:`loss_of`'s."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
@@ -233,7 +249,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
     model, run, config = build(variant, train_set, offset, width, init, readout_decay,
-                               sensitivities, interactions)
+                               sensitivities, interactions, cutoff, soft_max)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
@@ -265,7 +281,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
             rate = schedule_.before_step(steps, (now() - start) / budget)
             loss = loss_of(run, train_set["z"][index], train_set["pos"][index],
                            train_set["energy"][index] - offset, train_set["forces"][index],
-                           True, weights_f, weights_e)
+                           True, weights_f, weights_e, force_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if plan.clip is not None:
@@ -279,7 +295,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
         epochs += 1
         with weights_of(model, None if average is None else average.module):
             val_loss = float(loss_of(run, val["z"], val["pos"], val["energy"] - offset,
-                                     val["forces"], False, weights_f, weights_e).detach())
+                                     val["forces"], False, weights_f, weights_e,
+                                     force_loss).detach())
             if val_loss < best:
                 best, best_state = val_loss, copy.deepcopy(model.state_dict())
         schedule_.after_epoch(steps, val_loss)
@@ -294,6 +311,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     energy_mae, force_mae, centred_mae = errors(run, data["test"], offset)
     return dict(variant=variant, molecule=molecule, minutes=minutes, clock=clock,
                 recipe=recipe, settings=dataclasses.asdict(plan), init=init,
+                force_loss=force_loss,
                 readout_decay=readout_decay if implementation == "hipnn_pyg" else None,
                 seed=seed, steps=steps, epochs=epochs,
                 stage_two_epoch=stage_two_epoch,
@@ -340,6 +358,14 @@ def main() -> None:
                         help="radial sensitivities of ours and hippynn's (default 20)")
     parser.add_argument("--interactions", type=int, default=None,
                         help="interaction layers of ours and hippynn's (default 3)")
+    parser.add_argument("--cutoff", type=float, default=None,
+                        help="pair cutoff of ours and hippynn's in Å (default 5.5)")
+    parser.add_argument("--soft-max", type=float, default=None,
+                        help="largest sensitivity distance of ours and hippynn's in Å "
+                        "(default 5.0)")
+    parser.add_argument("--force-loss", choices=["mse", "norm"], default="mse",
+                        help="the loss's force term: mean squared component error, or "
+                        "the mean of each atom's error norm (weigh --force-weight to it)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
                         help="ours and hippynn: each one's start fitted on the training "
                         "split (fit) or not (mean)")
@@ -353,7 +379,8 @@ def main() -> None:
                    init=args.init, readout_decay=args.readout_decay, batch=args.batch,
                    weight_decay=args.weight_decay, force_weight=args.force_weight,
                    sensitivities=args.sensitivities, lr=args.lr,
-                   interactions=args.interactions)
+                   interactions=args.interactions, cutoff=args.cutoff,
+                   soft_max=args.soft_max, force_loss=args.force_loss)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 
