@@ -255,11 +255,13 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
 
     # Ours decays decoupled (AdamW, as hipnn-train's module.optimizer=AdamW); MACE adds
-    # its L2 to the gradient, as its recipe does. Without decay both are Adam.
+    # its L2 to the gradient, as its recipe does. Without decay both are Adam. Both are
+    # fused (one kernel over all tensors, 4x faster on CPU than the default per-tensor loop
+    # for ours; the same arithmetic): each model's step is what its optimizer can do.
     adam = torch.optim.AdamW if implementation == "hipnn_pyg" and plan.weight_decay else \
         torch.optim.Adam
     optimizer = adam(parameter_groups(model, implementation, plan.weight_decay),
-                     lr=plan.lr, amsgrad=plan.amsgrad)
+                     lr=plan.lr, amsgrad=plan.amsgrad, fused=True)
     schedule_ = Schedule(optimizer, plan)
     average = ExponentialMovingAverage(model, plan.ema) if plan.ema else None
     best, best_state, steps, epochs, rate = float("inf"), None, 0, 0, plan.lr
@@ -285,7 +287,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if plan.clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), plan.clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), plan.clip, foreach=True)
             optimizer.step()
             if average is not None:
                 average.update(model)
