@@ -43,6 +43,7 @@ def test_default_config_builds_adam_and_plateau(tmp_path: Path) -> None:
     configured = _configured(tmp_path, [])
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
+    assert optimizer.defaults["fused"]
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (scheduler.factor, scheduler.patience, scheduler.min_lrs[0]) == (0.5, 5, 1e-6)
     assert configured["lr_scheduler"]["monitor"] == "val/loss"
@@ -55,6 +56,27 @@ def test_overrides_swap_optimizer_and_drop_the_schedule(tmp_path: Path) -> None:
     optimizer = configured["optimizer"]
     assert type(optimizer) is torch.optim.AdamW and "lr_scheduler" not in configured
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_the_fused_step_is_the_per_tensor_step(tmp_path: Path) -> None:
+    fused_model, loop_model = _model(), _model()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = _configured(tmp_path, [])["optimizer"]
+    fused = type(fused)(parameter_groups(fused_model), **fused.defaults)
+    loop = torch.optim.Adam(parameter_groups(loop_model), lr=1e-3)
+    for _ in range(3):
+        for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+            for p in model.parameters():
+                p.grad = torch.full_like(p, 0.5) + p.detach()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_an_optimizer_without_a_fused_form_drops_the_key(tmp_path: Path) -> None:
+    configured = _configured(tmp_path, ["module.optimizer._target_=torch.optim.RMSprop",
+                                        "~module.optimizer.fused"])
+    assert type(configured["optimizer"]) is torch.optim.RMSprop
 
 
 def test_warm_up_is_linear_to_the_configured_rate() -> None:
