@@ -47,13 +47,17 @@ def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
 
     Raises:
         ValueError: ``resume`` or ``ckpt_path`` is a number (``resume=0``, as Hydra
-            reads it), which names neither a switch nor a checkpoint.
+            reads it) or empty (``resume=$UNSET_VARIABLE``, which would read as the
+            working directory), which names neither a switch nor a checkpoint.
     """
     for key in ("ckpt_path", "resume"):
         value = cfg.get(key)
+        wanted = "give a .ckpt file or a run folder" + (", or true/false"
+                                                          if key == "resume" else "")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise ValueError(f"{key}={value}: give a .ckpt file or a run folder"
-                             + (", or true/false" if key == "resume" else ""))
+            raise ValueError(f"{key}={value}: {wanted}")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"{key}={value!r} is empty: {wanted}")
     if cfg.get("ckpt_path"):
         key, given = "ckpt_path", cfg.ckpt_path
     else:

@@ -91,3 +91,6 @@ def test_the_checkpoint_a_config_names(tmp_path) -> None:
     for number in (0, 1, 2.5):  # Hydra reads resume=0 as a number, not a switch
         with pytest.raises(ValueError, match=f"resume={number}: give a .ckpt file"):
             named_checkpoint(OmegaConf.create({"resume": number}))
+    for key in ("resume", "ckpt_path"):  # an unset shell variable: not the working dir
+        with pytest.raises(ValueError, match=f"{key}='' is empty: give a .ckpt file"):
+            named_checkpoint(OmegaConf.create({key: ""}))
