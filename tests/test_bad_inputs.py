@@ -217,6 +217,17 @@ def test_hipnn_train_in_another_runs_folder_is_refused_and_keeps_it(tmp_path: Pa
     assert_unchanged(before)
 
 
+def test_hipnn_train_into_another_runs_checkpoint_folder_is_refused(tmp_path: Path) -> None:
+    # callbacks.model_checkpoint.dirpath outside the run folder: Lightning only warns
+    before = _earlier_run(tmp_path / "earlier")
+    shared = tmp_path / "earlier" / "checkpoints"
+    output = failed_with(run_cli("train", *TINY, f"hydra.run.dir={tmp_path / 'new'}",
+                                 f"callbacks.model_checkpoint.dirpath={shared}"))
+    assert re.search(r"model_checkpoint\.dirpath=.* already holds another run's last\.ckpt",
+                     output), output[-3000:]
+    assert_unchanged(before)
+
+
 def test_hipnn_eval_in_a_training_runs_folder_is_refused_and_keeps_it(tmp_path: Path) -> None:
     _earlier_run(tmp_path)
     (tmp_path / "results.json").write_text("{}")

@@ -1,16 +1,18 @@
 r"""A training run never starts in a folder that holds another run's results.
 
-Run folders are named to the microsecond (``conf/hydra/default.yaml``), so only a
-folder given by hand (``hydra.run.dir=...``, a reused ``hydra.sweep.dir``) can already
-hold an earlier run: its ``model.pt``, ``results.json`` and checkpoints would be
-overwritten by the new run. :func:`refuse_used_folder` names them and stops, unless the
-run continues that folder's own run (``resume=true``, or ``resume=``/``ckpt_path=``
-pointing into its ``checkpoints/``). :class:`RefuseUsedFolder` checks before Hydra
-writes the run's ``.hydra/`` config files (``conf/train.yaml`` and ``conf/eval.yaml``
-register it), so those of the earlier run are kept too; :func:`hipnn_pyg.train.run.train`
-and :func:`~hipnn_pyg.train.run.evaluate` check again for configs composed without
-Hydra's launcher. ``hipnn-eval`` never continues a run: it refuses any used folder (it
-would overwrite ``results.json``).
+Run folders are named to the microsecond (``conf/hydra/default.yaml``), so only a folder
+given by hand (``hydra.run.dir=...``, a reused ``hydra.sweep.dir``) can already hold an
+earlier run: its ``model.pt``, ``results.json`` and checkpoints would be overwritten by
+the new run. :func:`refuse_used_folder` names them and stops, unless the run continues
+that folder's own run (``resume=true``, or ``resume=``/``ckpt_path=`` pointing into its
+``checkpoints/``). A checkpoint folder set outside the run folder
+(``callbacks.model_checkpoint.dirpath=...``) that holds checkpoints is refused in the
+same way, unless ``ckpt_path=`` continues from one of them. :class:`RefuseUsedFolder`
+checks before Hydra writes the run's ``.hydra/`` config files (``conf/train.yaml`` and
+``conf/eval.yaml`` register it), so those of the earlier run are kept too;
+:func:`hipnn_pyg.train.run.train` and :func:`~hipnn_pyg.train.run.evaluate` check again
+for configs composed without Hydra's launcher. ``hipnn-eval`` never continues a run: it
+refuses any used folder (it would overwrite ``results.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 #: a finished run's files, which no new run may overwrite
 FINISHED = ("model.pt", "results.json")
@@ -107,6 +109,31 @@ def refuse_used_folder(folder: Path, cfg: DictConfig, resumable: bool = True) ->
             f"output folder {folder} already holds another run's {', '.join(found)}, "
             "which this run would overwrite: give a new folder (hydra.run.dir=...), "
             "resume=true to continue that run, or move its files away")
+    _refuse_used_checkpoint_dir(folder, cfg, resumable)
+
+
+def _refuse_used_checkpoint_dir(folder: Path, cfg: DictConfig, resumable: bool) -> None:
+    # callbacks.model_checkpoint.dirpath outside the run folder: Lightning only warns
+    # before writing its last.ckpt and best checkpoint over an earlier run's. The default,
+    # ${paths.output_dir}/checkpoints, resolves only once Hydra has named the run folder
+    # (not yet in RefuseUsedFolder): None then, and the run folder's own check covers it.
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None,
+                               throw_on_resolution_failure=False)
+    if not dirpath or not cfg.get("train", True):
+        return
+    checkpoints = Path(str(dirpath)).resolve()
+    if checkpoints == (folder / "checkpoints").resolve():
+        return  # the run folder's own, checked above
+    found = sorted(path.name for path in checkpoints.glob("*.ckpt"))
+    named = named_checkpoint(cfg)
+    if not found or (resumable and named is not None
+                     and named[1].absolute().parent.resolve() == checkpoints):
+        return
+    raise FileExistsError(
+        f"callbacks.model_checkpoint.dirpath={dirpath} already holds another run's "
+        f"{', '.join(found)}, which this run would overwrite: give an empty folder, "
+        f"ckpt_path={Path(str(dirpath)) / 'last.ckpt'} to continue that run, or move "
+        "its files away")
 
 
 class RefuseUsedFolder(Callback):

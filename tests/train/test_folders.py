@@ -63,6 +63,25 @@ def test_a_checkpoint_linked_from_elsewhere_counts_where_the_link_is(tmp_path: P
     assert _allowed(folder, ckpt_path=str(link))
 
 
+def test_a_checkpoint_folder_outside_the_run_is_checked_too(tmp_path: Path) -> None:
+    shared = _run(tmp_path / "earlier") / "checkpoints"
+    fresh = tmp_path / "fresh"
+
+    def elsewhere(**cfg: object) -> dict:
+        return {"callbacks": {"model_checkpoint": {"dirpath": str(shared)}}, **cfg}
+
+    with pytest.raises(FileExistsError, match=r"callbacks\.model_checkpoint\.dirpath=.*"
+                       r"earlier/checkpoints already holds another run's epoch_000\.ckpt, "
+                       r"last\.ckpt"):
+        refuse_used_folder(fresh, OmegaConf.create({"train": True, **elsewhere()}))
+    assert not _allowed(fresh, **elsewhere(resume=True))  # resume=true reads fresh's own
+    assert _allowed(fresh, **elsewhere(ckpt_path=str(shared / "last.ckpt")))
+    assert _allowed(fresh, **elsewhere(train=False))  # a test-only run writes none
+    (tmp_path / "empty").mkdir()
+    assert _allowed(fresh, callbacks={"model_checkpoint": {"dirpath": str(tmp_path / "empty")}})
+    assert _allowed(fresh, callbacks={"model_checkpoint": {"dirpath": None}})
+
+
 def test_an_unfinished_run_without_last_checkpoint_starts_again_on_resume(tmp_path: Path) -> None:
     # killed between the best checkpoint and last.ckpt: resume=true starts it again
     unfinished = _run(tmp_path / "unfinished", finished=False, last=False)
