@@ -23,9 +23,11 @@ architecture, through the same energy-and-forces function as ``same_loop.py``.
 4. MD speed through ASE (``bench_md.py``): steps/s of the eager calculator, the
    exported program with a Verlet list, and its AOTInductor build, against hippynn's
    ASE calculator, for ethanol and 12,288-atom water.
+5. ``--sections optimizer`` (not in the default set): the rMD17 recipe's aspirin step
+   with Adam's per-tensor loop against its fused form (``hipnn-train``'s).
 
     python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304] \
-        [--sections throughput tensor scaling md]
+        [--sections throughput tensor scaling md optimizer largest]
 """
 
 from __future__ import annotations
@@ -171,11 +173,12 @@ def peer_inference(shape: dict, batch: Batch) -> Callable[[], None]:
 
 
 def peer_step(builder: Callable, tensor_order: int, shape: dict,
-              batch: Batch) -> Callable[[], None]:
-    r"""One force-training step through ``same_loop``'s loop body."""
+              batch: Batch, fused: bool | None = None) -> Callable[[], None]:
+    r"""One force-training step through ``same_loop``'s loop body (Adam per tensor, or
+    ``fused``)."""
     model, run = builder(tensor_order, shape)
     model.to(batch.pos.device)
-    optimiser = torch.optim.Adam(model.parameters())
+    optimiser = torch.optim.Adam(model.parameters(), fused=fused)
     z, pos = frames_of(batch)
     energy = torch.zeros(batch.num_graphs, device=batch.pos.device)
     forces = torch.zeros_like(pos)
@@ -189,16 +192,39 @@ def peer_step(builder: Callable, tensor_order: int, shape: dict,
     return step
 
 
+def rmd17_batch(molecule: str) -> Batch:
+    r"""The first ``same_loop.BATCH`` frames of rMD17 ``molecule``'s split-01 training file."""
+    raw = np.load(DATA / "rmd17" / f"rmd17_{molecule}_train_01.npz")
+    z = torch.as_tensor(raw["nuclear_charges"].astype(np.int64))
+    return Batch.from_data_list([
+        Data(z=z, pos=torch.as_tensor(raw["coords"][i], dtype=torch.float32))
+        for i in range(same_loop.BATCH)])
+
+
+def optimizers(args: argparse.Namespace) -> None:
+    r"""The rMD17 recipe's force-training step (HIP-NN-TS l = 2, ten sensitivities,
+    aspirin) with Adam's default per-tensor loop and with its fused form, which
+    ``hipnn-train`` (``conf/module/default.yaml``) and ``same_loop.py`` use."""
+    batch = rmd17_batch("aspirin")
+    shape = dict(same_loop.SHAPE, sensitivities=10)
+    contenders = {}
+    for name, fused in (("per-tensor", None), ("fused", True)):
+        torch.manual_seed(0)
+        contenders[name] = peer_step(same_loop.ours, 2, shape, batch, fused)
+    seconds = race(contenders, args.rounds)
+    print(f"\nforce-training step by Adam's form, rMD17 aspirin, batch {same_loop.BATCH}, "
+          f"HIP-NN-TS l = 2, 10 sensitivities, median of {args.rounds}")
+    for name, value in seconds.items():
+        print(f"  Adam {name:10s}  {1000 * value:8.1f} ms/step  "
+              f"{value / seconds['per-tensor']:5.2f}x per-tensor")
+
+
 def tensor_orders(args: argparse.Namespace) -> None:
     builders = {"hipnn_pyg": same_loop.ours}
     if same_loop.hippynn_available():
         builders["hippynn"] = same_loop.hippynn_model
     for molecule in ("ethanol", "aspirin"):
-        raw = np.load(DATA / "rmd17" / f"rmd17_{molecule}_train_01.npz")
-        z = torch.as_tensor(raw["nuclear_charges"].astype(np.int64))
-        batch = Batch.from_data_list([
-            Data(z=z, pos=torch.as_tensor(raw["coords"][i], dtype=torch.float32))
-            for i in range(same_loop.BATCH)])
+        batch = rmd17_batch(molecule)
         contenders = {}
         for name, builder in builders.items():
             for order in (0, 1, 2):
@@ -363,7 +389,8 @@ def main() -> None:
                         help="largest water system for the padded path (9 GB at 98,304)")
     parser.add_argument("--sections", nargs="+",
                         default=["throughput", "tensor", "scaling", "md"],
-                        choices=["throughput", "tensor", "scaling", "md", "largest"])
+                        choices=["throughput", "tensor", "scaling", "md", "largest",
+                                 "optimizer"])
     parser.add_argument("--device", default="cpu",
                         help="torch device of the throughput and largest sections")
     parser.add_argument("--max-repeats", type=int, default=64,
@@ -383,6 +410,8 @@ def main() -> None:
         throughput(args)
     if "tensor" in args.sections:
         tensor_orders(args)
+    if "optimizer" in args.sections:
+        optimizers(args)
     if "scaling" in args.sections:
         scaling(args)
     if "largest" in args.sections:
