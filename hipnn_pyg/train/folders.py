@@ -17,6 +17,7 @@ refuses any used folder (it would overwrite ``results.json``).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def _refuse_used_checkpoint_dir(folder: Path, cfg: DictConfig, resumable: bool) 
                                throw_on_resolution_failure=False)
     if not dirpath or not cfg.get("train", True):
         return
-    checkpoints = Path(str(dirpath)).resolve()
+    checkpoints = Path(os.path.expanduser(str(dirpath))).resolve()  # as Lightning reads it
     if checkpoints == (folder / "checkpoints").resolve():
         return  # the run folder's own, checked above
     found = sorted(path.name for path in checkpoints.glob("*.ckpt"))
@@ -129,11 +130,11 @@ def _refuse_used_checkpoint_dir(folder: Path, cfg: DictConfig, resumable: bool) 
     if not found or (resumable and named is not None
                      and named[1].absolute().parent.resolve() == checkpoints):
         return
+    latest = "last.ckpt" if "last.ckpt" in found else found[-1]
     raise FileExistsError(
         f"callbacks.model_checkpoint.dirpath={dirpath} already holds another run's "
         f"{', '.join(found)}, which this run would overwrite: give an empty folder, "
-        f"ckpt_path={Path(str(dirpath)) / 'last.ckpt'} to continue that run, or move "
-        "its files away")
+        f"ckpt_path={checkpoints / latest} to continue that run, or move its files away")
 
 
 class RefuseUsedFolder(Callback):
@@ -157,12 +158,16 @@ class RefuseUsedFolder(Callback):
         # every job folder of a reused sweep folder (the jobs' own names are known only
         # when each starts, after Hydra has written its config there)
         sweep = Path(str(config.hydra.sweep.dir))
-        self._exit_if_used(sorted(path for path in sweep.glob("*") if path.is_dir()), config)
+        self._exit_if_used(sorted(path for path in sweep.glob("*") if path.is_dir()), config,
+                           sweep)
 
-    def _exit_if_used(self, folders: list[Path], config: DictConfig) -> None:
+    def _exit_if_used(self, folders: list[Path], config: DictConfig,
+                      sweep: Path | None = None) -> None:
         try:
             for folder in folders:
                 refuse_used_folder(folder, config, self.resumable)
+            if sweep is not None:  # a new sweep has no job folders yet
+                _refuse_used_checkpoint_dir(sweep, config, self.resumable)
         except (FileExistsError, ValueError) as error:  # a used folder, resume=0
             # Hydra turns a callback's exception into a warning and runs the job: exit
             # instead (logging is not set up yet, so the message goes to stderr)

@@ -20,7 +20,12 @@ from hipnn_pyg.serialization import model_state
 from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
 from hipnn_pyg.train.losses import hierarchicality, l2_penalty, mse, regularized_weights
 from hipnn_pyg.train.metrics import EpochErrors, loader_padding_mask
-from hipnn_pyg.train.optim import configure_optimization, step_plateau, warm_up
+from hipnn_pyg.train.optim import (
+    clips_mixed_precision,
+    configure_optimization,
+    step_plateau,
+    warm_up,
+)
 from hipnn_pyg.train.targets import (
     build_targets,
     check_labels,
@@ -254,9 +259,10 @@ class HIPNNLightningModule(LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return configure_optimization(self.model, self.optimizer_factory,
-                                      self.scheduler_factory, self.hparams.monitor,
-                                      self.hparams.get("scheduler_interval", "epoch"))
+        return configure_optimization(
+            self.model, self.optimizer_factory, self.scheduler_factory, self.hparams.monitor,
+            self.hparams.get("scheduler_interval", "epoch"),
+            fused=not clips_mixed_precision(attached_trainer(self)))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets hipnn_pyg.serialization.load_model read the (EMA) model straight from a checkpoint.

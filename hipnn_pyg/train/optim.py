@@ -3,7 +3,9 @@ factories (Hydra ``_partial_: true`` configs such as ``conf/module/default.yaml`
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from lightning import Trainer
@@ -28,19 +30,53 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [group for group in groups if group["params"]]
 
 
+def clips_mixed_precision(trainer: Trainer | None) -> bool:
+    r"""Whether ``trainer`` clips gradients under mixed precision, which Lightning
+    refuses for an optimizer that could unscale them itself (a fused one)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    if trainer is None:
+        return False
+    return isinstance(trainer.precision_plugin, MixedPrecision) and bool(
+        trainer.gradient_clip_val)
+
+
+def build_optimizer(optimizer: Callable[..., Optimizer], groups: list[dict[str, Any]],
+                    fused: bool = True) -> Optimizer:
+    r"""``optimizer(groups)``, fused when ``fused`` allows it, its class takes ``fused``
+    (Adam, AdamW, SGD, Adagrad) and its config sets neither ``fused`` nor ``foreach``.
+
+    A fused optimizer updates every parameter in one kernel: the same arithmetic as the
+    default loop over tensors, a fraction of its time on a CPU. Parameters on a device
+    without fused kernels get the default form."""
+    target = optimizer.func if isinstance(optimizer, partial) else optimizer
+    chosen = optimizer.keywords if isinstance(optimizer, partial) else {}
+    takes_fused = isinstance(target, type) and \
+        "fused" in inspect.signature(target).parameters
+    if not (fused and takes_fused and chosen.get("fused") is None
+            and chosen.get("foreach") is None):
+        return optimizer(groups)
+    try:
+        return optimizer(groups, fused=True)
+    except RuntimeError:  # e.g. parameters on a device without fused kernels
+        return optimizer(groups)
+
+
 def configure_optimization(
     model: nn.Module,
     optimizer: Callable[..., Optimizer],
     scheduler: Callable[[Optimizer], Any] | None,
     monitor: str,
     interval: str = "epoch",
+    fused: bool = True,
 ) -> dict[str, Any]:
     r"""What :meth:`~lightning.pytorch.LightningModule.configure_optimizers` returns: the
-    optimizer over :func:`parameter_groups` and, if given, the schedule stepped once per
-    ``interval`` (``"epoch"`` or ``"step"``; a plateau schedule per epoch on ``monitor``)."""
+    optimizer over :func:`parameter_groups` (fused where :func:`build_optimizer` can, and
+    ``fused``) and, if given, the schedule stepped once per ``interval`` (``"epoch"`` or
+    ``"step"``; a plateau schedule per epoch on ``monitor``)."""
     if interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval={interval!r}: choose 'epoch' or 'step'")
-    built = optimizer(parameter_groups(model))
+    built = build_optimizer(optimizer, parameter_groups(model), fused)
     if scheduler is None:
         return {"optimizer": built}
     schedule = scheduler(built)

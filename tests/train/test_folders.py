@@ -79,7 +79,30 @@ def test_a_checkpoint_folder_outside_the_run_is_checked_too(tmp_path: Path) -> N
     assert _allowed(fresh, **elsewhere(train=False))  # a test-only run writes none
     (tmp_path / "empty").mkdir()
     assert _allowed(fresh, callbacks={"model_checkpoint": {"dirpath": str(tmp_path / "empty")}})
-    assert _allowed(fresh, callbacks={"model_checkpoint": {"dirpath": None}})
+    (shared / "last.ckpt").unlink()  # the message names a checkpoint that is there
+    with pytest.raises(FileExistsError, match=r"ckpt_path=.*earlier/checkpoints/epoch_000\.ckpt"):
+        refuse_used_folder(fresh, OmegaConf.create({"train": True, **elsewhere()}))
+
+
+def test_a_checkpoint_folder_from_home_is_read_as_lightning_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _run(tmp_path / "earlier")
+    with pytest.raises(FileExistsError, match="already holds another run's epoch_000"):
+        refuse_used_folder(tmp_path / "fresh", OmegaConf.create(
+            {"train": True, "callbacks": {"model_checkpoint": {
+                "dirpath": "~/earlier/checkpoints"}}}))
+
+
+def test_a_new_sweep_checks_its_checkpoint_folder(tmp_path: Path) -> None:
+    from hipnn_pyg.train.folders import RefuseUsedFolder
+
+    shared = _run(tmp_path / "earlier") / "checkpoints"
+    config = OmegaConf.create({"train": True,
+                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}},
+                               "callbacks": {"model_checkpoint": {"dirpath": str(shared)}}})
+    with pytest.raises(SystemExit):
+        RefuseUsedFolder().on_multirun_start(config)
 
 
 def test_an_unfinished_run_without_last_checkpoint_starts_again_on_resume(tmp_path: Path) -> None:

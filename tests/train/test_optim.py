@@ -3,6 +3,7 @@ frozen parameters, warm-up and the plateau step."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,10 +74,35 @@ def test_the_fused_step_is_the_per_tensor_step(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b)
 
 
-def test_an_optimizer_without_a_fused_form_drops_the_key(tmp_path: Path) -> None:
-    configured = _configured(tmp_path, ["module.optimizer._target_=torch.optim.RMSprop",
-                                        "~module.optimizer.fused"])
-    assert type(configured["optimizer"]) is torch.optim.RMSprop
+@pytest.mark.parametrize(("overrides", "kind", "fused"), [
+    (["module.optimizer._target_=torch.optim.AdamW"], torch.optim.AdamW, True),
+    (["module.optimizer._target_=torch.optim.RMSprop"], torch.optim.RMSprop, None),
+    (["+module.optimizer.fused=false"], torch.optim.Adam, False),
+    (["+module.optimizer.foreach=true"], torch.optim.Adam, None),
+])
+def test_fused_where_the_optimizer_takes_it_and_the_config_leaves_it(
+        tmp_path: Path, overrides: list[str], kind: type, fused: bool | None) -> None:
+    optimizer = _configured(tmp_path, overrides)["optimizer"]
+    assert type(optimizer) is kind and optimizer.defaults.get("fused") == fused
+
+
+def test_no_fused_optimizer_where_mixed_precision_clips() -> None:
+    # Lightning refuses to clip gradients that an optimizer unscales itself
+    from lightning import Trainer
+
+    from hipnn_pyg.train.optim import build_optimizer, clips_mixed_precision
+
+    def trainer(**options: object) -> Trainer:
+        return Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False, **options)
+
+    assert clips_mixed_precision(trainer(precision="16-mixed", gradient_clip_val=10.0))
+    assert not clips_mixed_precision(trainer(precision="16-mixed"))
+    assert not clips_mixed_precision(trainer(gradient_clip_val=10.0))
+    assert not clips_mixed_precision(None)
+    built = build_optimizer(partial(torch.optim.Adam, lr=1e-3), parameter_groups(_model()),
+                            fused=False)
+    assert not built.defaults["fused"]
 
 
 def test_warm_up_is_linear_to_the_configured_rate() -> None:
