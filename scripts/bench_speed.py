@@ -204,7 +204,7 @@ def rmd17_batch(molecule: str) -> Batch:
 def optimizers(args: argparse.Namespace) -> None:
     r"""The rMD17 recipe's force-training step (HIP-NN-TS l = 2, ten sensitivities,
     aspirin) with Adam's default per-tensor loop and with its fused form, which
-    ``hipnn-train`` (``conf/module/default.yaml``) and ``same_loop.py`` use."""
+    ``hipnn-train`` (``hipnn_pyg.train.optim.build_optimizer``) and ``same_loop.py`` use."""
     batch = rmd17_batch("aspirin")
     shape = dict(same_loop.SHAPE, sensitivities=10)
     contenders = {}

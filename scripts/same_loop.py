@@ -256,8 +256,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
 
     # Ours decays decoupled (AdamW, as hipnn-train's module.optimizer=AdamW); MACE adds
     # its L2 to the gradient, as its recipe does. Without decay both are Adam. Both are
-    # fused (one kernel over all tensors, 4x faster on CPU than the default per-tensor loop
-    # for ours; the same arithmetic): each model's step is what its optimizer can do.
+    # fused (one kernel over all tensors instead of the CPU's default loop over them; the
+    # same arithmetic), as hipnn-train builds it (hipnn_pyg.train.optim.build_optimizer).
     adam = torch.optim.AdamW if implementation == "hipnn_pyg" and plan.weight_decay else \
         torch.optim.Adam
     optimizer = adam(parameter_groups(model, implementation, plan.weight_decay),
