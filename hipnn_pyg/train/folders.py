@@ -67,7 +67,7 @@ def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
         key, given = "resume", cfg.get("resume")
         if given is None or str(given).lower() in ("true", "false"):
             return None
-    path = Path(str(given))
+    path = Path(os.path.expanduser(str(given)))  # as Lightning reads it
     return f"{key}={given}", path / "checkpoints" / "last.ckpt" if path.is_dir() else path
 
 
@@ -130,7 +130,8 @@ def _refuse_used_checkpoint_dir(folder: Path, cfg: DictConfig, resumable: bool) 
     if not found or (resumable and named is not None
                      and named[1].absolute().parent.resolve() == checkpoints):
         return
-    latest = "last.ckpt" if "last.ckpt" in found else found[-1]
+    latest = "last.ckpt" if "last.ckpt" in found else max(
+        found, key=lambda name: (checkpoints / name).stat().st_mtime)
     raise FileExistsError(
         f"callbacks.model_checkpoint.dirpath={dirpath} already holds another run's "
         f"{', '.join(found)}, which this run would overwrite: give an empty folder, "

@@ -41,25 +41,40 @@ def clips_mixed_precision(trainer: Trainer | None) -> bool:
         trainer.gradient_clip_val)
 
 
+#: devices whose fused optimizer kernels hipnn_pyg relies on
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(optimizer: Callable[..., Optimizer], groups: list[dict[str, Any]],
                     fused: bool = True) -> Optimizer:
     r"""``optimizer(groups)``, fused when ``fused`` allows it, its class takes ``fused``
-    (Adam, AdamW, SGD, Adagrad) and its config sets neither ``fused`` nor ``foreach``.
+    with the default :obj:`None` (Adam, AdamW, SGD, Adagrad), its config sets neither
+    ``fused`` nor ``foreach``, and every parameter is a floating-point tensor on a CPU or
+    CUDA device.
 
     A fused optimizer updates every parameter in one kernel: the same arithmetic as the
-    default loop over tensors, a fraction of its time on a CPU. Parameters on a device
-    without fused kernels get the default form."""
+    default loop over tensors, in less time on a CPU. A checkpoint's optimizer state
+    loads into either form (the moments are the same), and the loaded groups keep the
+    form built here."""
     target = optimizer.func if isinstance(optimizer, partial) else optimizer
     chosen = optimizer.keywords if isinstance(optimizer, partial) else {}
-    takes_fused = isinstance(target, type) and \
-        "fused" in inspect.signature(target).parameters
-    if not (fused and takes_fused and chosen.get("fused") is None
-            and chosen.get("foreach") is None):
-        return optimizer(groups)
-    try:
-        return optimizer(groups, fused=True)
-    except RuntimeError:  # e.g. parameters on a device without fused kernels
-        return optimizer(groups)
+    default = inspect.signature(target).parameters.get("fused") \
+        if isinstance(target, type) else None
+    supported = all(p.is_floating_point() and p.device.type in FUSED_DEVICES
+                    for group in groups for p in group["params"])
+    if fused and default is not None and default.default is None and supported \
+            and "fused" not in chosen and "foreach" not in chosen:
+        built = optimizer(groups, fused=True)
+    else:
+        built = optimizer(groups)
+    form = {key: built.defaults[key] for key in ("fused", "foreach") if key in built.defaults}
+
+    def keep_form(loaded: Optimizer) -> None:
+        for group in loaded.param_groups:
+            group.update(form)
+
+    built.register_load_state_dict_post_hook(keep_form)
+    return built
 
 
 def configure_optimization(

@@ -94,6 +94,14 @@ def test_a_checkpoint_folder_from_home_is_read_as_lightning_reads_it(
                 "dirpath": "~/earlier/checkpoints"}}}))
 
 
+def test_a_checkpoint_named_from_home_continues_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _run(tmp_path / "earlier")
+    assert _allowed(tmp_path / "fresh", ckpt_path="~/earlier/checkpoints/last.ckpt",
+                    callbacks={"model_checkpoint": {"dirpath": "~/earlier/checkpoints"}})
+
+
 def test_a_new_sweep_checks_its_checkpoint_folder(tmp_path: Path) -> None:
     from hipnn_pyg.train.folders import RefuseUsedFolder
 

@@ -79,6 +79,7 @@ def test_the_fused_step_is_the_per_tensor_step(tmp_path: Path) -> None:
     (["module.optimizer._target_=torch.optim.RMSprop"], torch.optim.RMSprop, None),
     (["+module.optimizer.fused=false"], torch.optim.Adam, False),
     (["+module.optimizer.foreach=true"], torch.optim.Adam, None),
+    (["+module.optimizer.fused=null"], torch.optim.Adam, None),  # set: torch's default
 ])
 def test_fused_where_the_optimizer_takes_it_and_the_config_leaves_it(
         tmp_path: Path, overrides: list[str], kind: type, fused: bool | None) -> None:
@@ -103,6 +104,22 @@ def test_no_fused_optimizer_where_mixed_precision_clips() -> None:
     built = build_optimizer(partial(torch.optim.Adam, lr=1e-3), parameter_groups(_model()),
                             fused=False)
     assert not built.defaults["fused"]
+
+
+def test_a_checkpoint_of_either_form_loads_into_the_form_built() -> None:
+    from hipnn_pyg.train.optim import build_optimizer
+
+    model = _model()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    for written, built_fused in ((None, True), (True, False)):
+        writer = torch.optim.Adam(parameter_groups(model), lr=1e-3, fused=written)
+        writer.step()
+        optimizer = build_optimizer(partial(torch.optim.Adam, lr=1e-3),
+                                    parameter_groups(model), fused=built_fused)
+        optimizer.load_state_dict(writer.state_dict())
+        assert all(bool(g["fused"]) == built_fused for g in optimizer.param_groups)
+        optimizer.step()  # the moments carry over: same state keys in both forms
 
 
 def test_warm_up_is_linear_to_the_configured_rate() -> None:
