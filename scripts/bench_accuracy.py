@@ -164,10 +164,19 @@ _REPLACED = (
               ("hipnn_pyg",)),
     _Replaced("--weight-decay", lambda v: f"_wd{v}", lambda v: f"weight decay {v:g}"),
     _Replaced("--force-weight", lambda v: f"_fw{v:g}", lambda v: f"w_F {v:g}"),
+    _Replaced("--force-loss", lambda v: f"_{v}loss", lambda v: f"{v} force loss",
+              ("hipnn_pyg",)),
     _Replaced("--lr", lambda v: f"_lr{v:g}", lambda v: f"lr {v:g}"),
     _Replaced("--batch", lambda v: f"_b{v}", lambda v: f"batch {v}"),
     _Replaced("--schedule", lambda v: f"_{v}", lambda v: f"{v} schedule"),
 )
+
+
+def _applied(variant: str, args: argparse.Namespace) -> list[_Replaced]:
+    r"""The replaced settings given that apply to ``variant``'s implementation (MACE's
+    runs keep their own force loss and shape)."""
+    return [setting for setting in _REPLACED if setting.value(args) is not None
+            and VARIANTS[variant][0] in setting.implementations]
 
 
 def _job_name(molecule: str, variant: str, seed: int, args: argparse.Namespace) -> str:
@@ -235,9 +244,8 @@ def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: 
     arguments = ["--variant", variant, "--molecule", molecule, "--minutes", str(args.max_minutes),
                  "--seed", str(seed), "--output", str(output), "--clock", args.clock,
                  "--recipe", args.recipe]
-    for setting in _REPLACED:
-        if setting.value(args) is not None:
-            arguments += [setting.flag, str(setting.value(args))]
+    for setting in _applied(variant, args):
+        arguments += [setting.flag, str(setting.value(args))]
     if args.data_dir is not None:
         arguments += ["--data-dir", str(args.data_dir)]
     return arguments
@@ -246,13 +254,15 @@ def _run_arguments(args: argparse.Namespace, molecule: str, variant: str, seed: 
 def _check_kept(path: Path, variant: str, args: argparse.Namespace) -> None:
     r"""Raises ``SystemExit`` if the finished run ``path`` was trained with other recipe
     settings than this command would use (records without settings predate them)."""
-    recorded = json.loads(path.read_text()).get("settings")
-    if recorded is None:
+    record = json.loads(path.read_text())
+    if record.get("settings") is None:
         return
+    # earlier records kept the force loss beside the settings, or (older) had only MSE
+    recorded = {"force_loss": record.get("force_loss", "mse"), **record["settings"]}
     # the replaced settings that are recipe settings (the others change the model)
     fields = {field.name for field in dataclasses.fields(Recipe)}
     recipe = recipe_for(args.recipe, VARIANTS[variant][0], **{
-        setting.attribute: setting.value(args) for setting in _REPLACED
+        setting.attribute: setting.value(args) for setting in _applied(variant, args)
         if setting.attribute in fields})
     expected = json.loads(json.dumps(dataclasses.asdict(recipe)))
     differ = {key: (recorded.get(key), value) for key, value in expected.items()
@@ -343,6 +353,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interactions", type=int, default=None,
                         help="--same-loop: interaction layers of ours and hippynn's "
                         "(default 3)")
+    parser.add_argument("--force-loss", choices=["mse", "norm"], default=None,
+                        help="--same-loop: replace our recipe's force term (ours only; "
+                        "the own recipe's is norm, the plain one's mse)")
     parser.add_argument("--force-weight", type=float, default=None,
                         help="--same-loop: replace each recipe's force weight w_F (energy "
                         "weight 1)")

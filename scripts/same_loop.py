@@ -15,12 +15,12 @@ offset fitted, MACE's E0s and force scale).
 force 1 : 100, batch 16, plateau schedule, no EMA); ``--recipe own`` gives each model
 its own published recipe within the same budget (ours: ``rmd17_ethanol``'s, with a
 cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.py``.
-``--schedule``, ``--lr`` (the peak rate), ``--batch``, ``--force-weight`` and
-``--weight-decay`` replace that setting of either recipe. Our models are HIP-NN of ``SHAPE`` (64
-features, 3 interactions of 3 on-site layers, 20 sensitivities from 0.75 to 5 Å, cutoff
-5.5 Å; ``--width``, ``--sensitivities`` and ``--interactions`` change those; the rMD17
-experiments now use 10 sensitivities, ``--sensitivities 10``), hippynn's of the same
-shape, MACE of the sizes in ``MACE_SIZES``.
+``--schedule``, ``--lr`` (the peak rate), ``--batch``, ``--force-weight``,
+``--force-loss`` and ``--weight-decay`` replace that setting of either recipe. Our models
+are HIP-NN of ``SHAPE`` (64 features, 3 interactions of 3 on-site layers, 20
+sensitivities from 0.75 to 5 Å, cutoff 5.5 Å; ``--width``, ``--sensitivities`` and
+``--interactions`` change those; the rMD17 experiments now use 8 sensitivities,
+``--sensitivities 8``), hippynn's of the same shape, MACE of the sizes in ``MACE_SIZES``.
 
 Example::
 
@@ -233,10 +233,10 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
           weight_decay: float | None = None, force_weight: float | None = None,
           sensitivities: int | None = None, lr: float | None = None,
           interactions: int | None = None, cutoff: float | None = None,
-          soft_max: float | None = None, force_loss: str = "mse") -> dict:
+          soft_max: float | None = None, force_loss: str | None = None) -> dict:
     r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
-    given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight`` and ``lr`` (the
-    peak rate) replace the recipe's when given; ``force_loss`` is :func:`loss_of`'s."""
+    given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight``, ``lr`` (the
+    peak rate) and ``force_loss`` (:func:`loss_of`'s) replace the recipe's when given."""
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
@@ -244,7 +244,8 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
     plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch,
-                              weight_decay=weight_decay, force_weight=force_weight, lr=lr)
+                              weight_decay=weight_decay, force_weight=force_weight, lr=lr,
+                              force_loss=force_loss)
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
@@ -283,7 +284,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
             rate = schedule_.before_step(steps, (now() - start) / budget)
             loss = loss_of(run, train_set["z"][index], train_set["pos"][index],
                            train_set["energy"][index] - offset, train_set["forces"][index],
-                           True, weights_f, weights_e, force_loss)
+                           True, weights_f, weights_e, plan.force_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if plan.clip is not None:
@@ -298,7 +299,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
         with weights_of(model, None if average is None else average.module):
             val_loss = float(loss_of(run, val["z"], val["pos"], val["energy"] - offset,
                                      val["forces"], False, weights_f, weights_e,
-                                     force_loss).detach())
+                                     plan.force_loss).detach())
             if val_loss < best:
                 best, best_state = val_loss, copy.deepcopy(model.state_dict())
         schedule_.after_epoch(steps, val_loss)
@@ -313,7 +314,7 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
     energy_mae, force_mae, centred_mae = errors(run, data["test"], offset)
     return dict(variant=variant, molecule=molecule, minutes=minutes, clock=clock,
                 recipe=recipe, settings=dataclasses.asdict(plan), init=init,
-                force_loss=force_loss,
+                force_loss=plan.force_loss,  # also in settings; top level as in earlier records
                 readout_decay=readout_decay if implementation == "hipnn_pyg" else None,
                 seed=seed, steps=steps, epochs=epochs,
                 stage_two_epoch=stage_two_epoch,
@@ -365,9 +366,10 @@ def main() -> None:
     parser.add_argument("--soft-max", type=float, default=None,
                         help="largest sensitivity distance of ours and hippynn's in Å "
                         "(default 5.0)")
-    parser.add_argument("--force-loss", choices=["mse", "norm"], default="mse",
-                        help="the loss's force term: mean squared component error, or "
-                        "the mean of each atom's error norm (weigh --force-weight to it)")
+    parser.add_argument("--force-loss", choices=["mse", "norm"], default=None,
+                        help="replace the recipe's force term: mean squared component "
+                        "error, or the mean of each atom's error norm (ours' own recipe; "
+                        "weigh --force-weight to it)")
     parser.add_argument("--init", choices=["fit", "mean"], default="fit",
                         help="ours and hippynn: each one's start fitted on the training "
                         "split (fit) or not (mean)")

@@ -4,15 +4,18 @@ schedules.
 
 Loss convention (the same in hipnn_pyg, MACE's ``weighted`` loss and this loop):
 :math:`w_E\,\mathrm{mean}((\hat E - E)/N)^2 + w_F\,\mathrm{mean}(\hat F - F)^2` over
-structures and force components, in eV and Å.
+structures and force components, in eV and Å; with ``force_loss="norm"`` (hipnn_pyg's
+``module.force_loss=norm``) the force term is the mean over atoms of
+:math:`\lVert\hat F_i - F_i\rVert`.
 
 * ``plain``: Adam 3e-3, :math:`w_E : w_F = 1 : 100`, batch 16, halved after 10 epochs
   without a better validation loss (down to 1e-5); no warm-up, clipping or EMA.
-* ``own``, hipnn_pyg: ``conf/experiment/rmd17_ethanol.yaml``'s recipe (Adam 2e-3, 1 : 10,
-  batch 16, warm-up 200 steps, gradient norm clipped at 10, EMA 0.99, the best weights'
-  self-energies refitted on the training energies at the end, as ``hipnn-train``'s
-  ``refit_self_energies`` does), its plateau schedule replaced by a half cosine over the
-  CPU-time budget down to 1e-5 (:func:`hipnn_pyg.train.budget.budget_lr`);
+* ``own``, hipnn_pyg: ``conf/experiment/rmd17_ethanol.yaml``'s recipe (Adam 2e-3, the
+  force-norm loss at :math:`w_E : w_F = 1 : 0.6`, batch 16, warm-up 200 steps, gradient
+  norm clipped at 10, EMA 0.99, the best weights' self-energies refitted on the training
+  energies at the end, as ``hipnn-train``'s ``refit_self_energies`` does), its plateau
+  schedule replaced by a half cosine over the CPU-time budget down to 1e-5
+  (:func:`hipnn_pyg.train.budget.budget_lr`);
   ``--schedule plateau`` restores the experiment's (factor 0.5, patience 10, floor 1e-5).
 * ``own``, MACE: the rMD17 recipe of Batatia et al., NeurIPS 2022 (lr 0.01, AMSGrad,
   batch 5, :math:`w_E : w_F = 1 : 1000`, EMA 0.99, float32), with
@@ -63,6 +66,7 @@ class Recipe:
         stage_two_lr: the constant rate of stage two.
         refit: shift the best weights' self-energies by a fit of their training
             residuals at the end (ours only).
+        force_loss: the force term, ``"mse"`` or ``"norm"`` (see the module docs).
     """
 
     lr: float
@@ -82,12 +86,13 @@ class Recipe:
     stage_two_weights: tuple[float, float] = (1000.0, 100.0)
     stage_two_lr: float = 1.0e-3
     refit: bool = False
+    force_loss: str = "mse"
 
 
 PLAIN = Recipe(lr=3e-3, force_weight=100.0)
 OWN = {
-    "hipnn_pyg": Recipe(lr=2e-3, force_weight=10.0, ema=0.99, warmup=200, clip=10.0,
-                        schedule="cosine", refit=True),
+    "hipnn_pyg": Recipe(lr=2e-3, force_weight=0.6, ema=0.99, warmup=200, clip=10.0,
+                        schedule="cosine", refit=True, force_loss="norm"),
     "mace": Recipe(lr=1e-2, force_weight=1000.0, batch=5, amsgrad=True, weight_decay=5e-7,
                    ema=0.99, clip=10.0, factor=0.8, patience=50, min_lr=0.0, stage_two=0.25),
 }

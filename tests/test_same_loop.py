@@ -110,11 +110,12 @@ def test_our_own_recipe_is_the_rmd17_experiments() -> None:
     conf = OmegaConf.load(REPO / "conf" / "experiment" / "rmd17_ethanol.yaml")
     plan = _script("same_loop_recipes").recipe_for("own", "hipnn_pyg")
     assert (plan.lr, plan.force_weight, plan.energy_weight, plan.batch, plan.warmup,
-            plan.clip, plan.ema, plan.min_lr) == (
+            plan.clip, plan.ema, plan.min_lr, plan.force_loss) == (
         conf.module.optimizer.lr, conf.module.loss_weights.forces,
         conf.module.loss_weights.energy, conf.data.batch_size, conf.module.warmup_steps,
-        conf.trainer.gradient_clip_val, conf.callbacks.ema.decay, conf.module.scheduler.min_lr)
-    # The model's shape too, but for the sensitivities (the benchmark's `--sensitivities 10`).
+        conf.trainer.gradient_clip_val, conf.callbacks.ema.decay, conf.module.scheduler.min_lr,
+        conf.module.force_loss)
+    # The model's shape too, but for the sensitivities (the benchmark's `--sensitivities 8`).
     shape, model = _script("same_loop_models").SHAPE, conf.model.representation
     assert (shape["features"], shape["interactions"], shape["atom_layers"], shape["soft_min"],
             shape["soft_max"], shape["cutoff"]) == (
@@ -214,6 +215,8 @@ def test_job_names_and_labels_keep_each_replaced_setting_apart() -> None:
                 "--lr", "2e-3", "--batch", "8") == "aspirin_hipnn_pyg_ts2_sens10_lr0.002_b8_own"
     assert name("aspirin", "hipnn_pyg_ts2", 1, "--recipe", "own", "--sensitivities", "10",
                 "--interactions", "2") == "aspirin_hipnn_pyg_ts2_sens10_int2_own"
+    assert name("ethanol", "hipnn_pyg_ts2", 1, "--recipe", "own", "--sensitivities", "8",
+                "--force-loss", "mse") == "ethanol_hipnn_pyg_ts2_sens8_mseloss_own"
     # Every replaced setting is in the name: a run with another schedule is not "kept".
     assert name("ethanol", "mace", 1, "--schedule", "cosine") == "ethanol_mace_cosine"
     args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "mace", "--sensitivities", "10",
@@ -224,6 +227,10 @@ def test_job_names_and_labels_keep_each_replaced_setting_apart() -> None:
     args = bench.parse_args(["--same-loop", "hipnn_pyg", "hippynn", "--readout-decay", "0.01"])
     assert bench._variant_label("hipnn_pyg", args) == "hipnn_pyg (readout decay 0.01)"
     assert bench._variant_label("hippynn", args) == "hippynn"  # ours only
+    args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "mace", "--force-loss", "mse"])
+    assert bench._variant_label("hipnn_pyg_ts2", args) == "hipnn_pyg_ts2 (mse force loss)"
+    assert bench._variant_label("mace", args) == "mace"  # MACE keeps its own loss
+    assert "--force-loss" not in bench._run_arguments(args, "ethanol", "mace", 1, Path("x"))
 
 
 def test_a_resumed_output_keeps_only_runs_of_the_same_recipe(tmp_path: Path) -> None:
@@ -237,6 +244,13 @@ def test_a_resumed_output_keeps_only_runs_of_the_same_recipe(tmp_path: Path) -> 
     with pytest.raises(SystemExit, match=r"other settings .* lr 0.001 \(now 0.002\)"):
         bench._check_kept(record, "hipnn_pyg_ts2", args)
     assert json.loads(record.read_text())["settings"]["lr"] == 1e-3  # left as it was
+    # records before the force loss was a recipe setting: beside it, or MSE when absent
+    before = {key: value for key, value in settings.items() if key != "force_loss"}
+    record.write_text(json.dumps({"settings": before, "force_loss": "norm"}))
+    bench._check_kept(record, "hipnn_pyg_ts2", args)
+    record.write_text(json.dumps({"settings": before}))
+    with pytest.raises(SystemExit, match=r"force_loss mse \(now norm\)"):
+        bench._check_kept(record, "hipnn_pyg_ts2", args)
 
 
 def test_replaced_settings_reach_train_through_both_command_lines(
@@ -248,6 +262,7 @@ def test_replaced_settings_reach_train_through_both_command_lines(
     args = bench.parse_args(["--same-loop", "hipnn_pyg_ts2", "--recipe", "own",
                              "--sensitivities", "10", "--lr", "2e-3", "--batch", "8",
                              "--force-weight", "100", "--interactions", "2",
+                             "--force-loss", "mse",
                              "--data-dir", str(tmp_path)])
     output = tmp_path / "run.json"
     arguments = bench._run_arguments(args, "aspirin", "hipnn_pyg_ts2", 3, output)
@@ -262,7 +277,8 @@ def test_replaced_settings_reach_train_through_both_command_lines(
     monkeypatch.setattr(sys, "argv", ["same_loop.py", *arguments])
     same_loop.main()
     assert {key: received[key] for key in ("molecule", "seed", "recipe", "sensitivities",
-                                           "lr", "batch", "force_weight", "interactions")} == \
+                                           "lr", "batch", "force_weight", "interactions",
+                                           "force_loss")} == \
         {"molecule": "aspirin", "seed": 3, "recipe": "own", "sensitivities": 10, "lr": 2e-3,
-         "batch": 8, "force_weight": 100.0, "interactions": 2}
+         "batch": 8, "force_weight": 100.0, "interactions": 2, "force_loss": "mse"}
     assert json.loads(output.read_text())["command"].endswith("--data-dir " + str(tmp_path))

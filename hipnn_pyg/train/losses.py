@@ -5,7 +5,9 @@ The total loss (Lubbers et al. 2018, eq. 10, in hippynn's practical form) is
 .. math::
     L = \sum_t c_t \, \mathrm{MSE}_t + \lambda_H R_\mathrm{hier} + \lambda_2 \sum |w|^2,
 
-with one mean-squared error per target ``t`` (energy, forces, stress, dipole, ...).
+with one mean-squared error per target ``t`` (energy, forces, stress, dipole, ...);
+the forces may instead take the mean over atoms of :math:`\lVert\hat F_i - F_i\rVert`
+(``force_loss="norm"``, :func:`row_lengths`).
 
 Conventions (all in the data's units, eV and Å):
 
@@ -37,6 +39,12 @@ def mse(residual: Tensor) -> Tensor:
     if residual.numel() == 0:
         return residual.new_zeros(())
     return residual.pow(2).mean()
+
+
+def row_lengths(residual: Tensor) -> Tensor:
+    r"""The Euclidean length of each row of ``residual`` ``[rows, ...]`` (the absolute
+    value of ``[rows]``): per atom, :math:`\lVert\hat F_i - F_i\rVert` of forces."""
+    return residual.reshape(residual.size(0), -1).norm(dim=1)
 
 
 def per_atom(residual: Tensor, num_atoms: Tensor) -> Tensor:

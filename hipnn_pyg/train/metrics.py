@@ -23,7 +23,14 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-from hipnn_pyg.train.targets import DISPLAY_UNITS, Target, labelled_residual, num_atoms
+from hipnn_pyg.train.losses import row_lengths
+from hipnn_pyg.train.targets import (
+    DISPLAY_UNITS,
+    Target,
+    labelled_residual,
+    labelled_rows,
+    num_atoms,
+)
 
 
 def mae(residual: Tensor) -> float:
@@ -163,6 +170,10 @@ class EpochErrors(ErrorSums):
                     rows = keep if predicted.size(0) == keep.numel() else keep[data.batch]
                     predicted, reference = predicted[rows], reference[rows]
                 self.update(metric, labelled_residual(predicted, reference))
+                if target.loss == "norm" and metric == target.loss_metric:
+                    labelled = labelled_rows(reference)
+                    self.update(target.norm_metric,
+                                row_lengths(predicted[labelled] - reference[labelled]))
 
     def add_objective(self, value: Tensor, samples: int) -> None:
         r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""

@@ -18,7 +18,7 @@ from hipnn_pyg.compat.lightning import attached_trainer
 from hipnn_pyg.nn.predict import predict
 from hipnn_pyg.serialization import model_state
 from hipnn_pyg.train.callbacks import install_sigterm_flag_handler
-from hipnn_pyg.train.losses import hierarchicality, l2_penalty, mse, regularized_weights
+from hipnn_pyg.train.losses import hierarchicality, l2_penalty, regularized_weights
 from hipnn_pyg.train.metrics import EpochErrors, loader_padding_mask
 from hipnn_pyg.train.optim import (
     clips_mixed_precision,
@@ -29,9 +29,9 @@ from hipnn_pyg.train.optim import (
 from hipnn_pyg.train.targets import (
     build_targets,
     check_labels,
+    data_loss,
     derivatives,
     num_atoms,
-    weighted_mse,
 )
 
 # The epoch values are logged already summed over processes (see the class docs), so
@@ -69,11 +69,17 @@ class HIPNNLightningModule(LightningModule):
 
     Args:
         model (nn.Module): The model to train, e.g. :class:`hipnn_pyg.HIPNN`.
-        loss_weights (Mapping[str, float], optional): Weight of each target's mean-squared
-            error; 0 for metrics only. Extra heads plug in by name (e.g. ``dipole``).
+        loss_weights (Mapping[str, float], optional): Weight of each target's loss term
+            (its mean-squared error, or see ``force_loss``); 0 for metrics only. Extra
+            heads plug in by name (e.g. ``dipole``).
             (default: :obj:`{"energy": 1.0, "forces": 100.0}`)
         per_atom_energy (bool): Divide energy residuals by the atom count in the loss.
             (default: :obj:`True`)
+        force_loss (str): The forces' loss term: ``"mse"``, the mean square over atoms
+            and components, or ``"norm"``, the mean over atoms of
+            :math:`\lVert\hat F_i - F_i\rVert` (GemNet's; logged as ``forces_norm``), in
+            eV/Å rather than eV²/Å², so its weight is on another scale.
+            (default: :obj:`"mse"`)
         hierarchicality_weight (float): Weight of hippynn's hierarchicality penalty.
             (default: :obj:`0.0`)
         l2_weight (float): Weight of the squared norm of the weight matrices (not biases,
@@ -110,13 +116,14 @@ class HIPNNLightningModule(LightningModule):
         monitor: str = "val/loss",
         level_weights: Mapping[str, float] | None = None,
         scheduler_interval: str = "epoch",
+        force_loss: str = "mse",
     ) -> None:
         super().__init__()
         if optimizer is not None and not callable(optimizer):
             raise ValueError(f"optimizer must build a torch optimizer (a class or partial, "
                              f"e.g. from a `_partial_: true` config), got {optimizer!r}")
         weights = dict(DEFAULT_LOSS_WEIGHTS if loss_weights is None else loss_weights)
-        self.targets = build_targets(weights, per_atom_energy)
+        self.targets = build_targets(weights, per_atom_energy, force_loss)
         self.trained = [target for target in self.targets if target.trained]
         if not self.trained:
             raise ValueError(f"no loss weight > 0 in {weights}: nothing to train on")
@@ -172,7 +179,7 @@ class HIPNNLightningModule(LightningModule):
         if objective is not None:
             values["train/loss"] = objective
         if split != "train" and results:
-            values[f"{split}/loss"] = weighted_mse(self.trained, results, split)
+            values[f"{split}/loss"] = data_loss(self.trained, results, split)
         if split == "val" and not self.trainer.sanity_checking:
             step_plateau(self.trainer, values, self.hparams.monitor)
         for key, value in values.items():  # already reduced: no sync_dist (see class docs)
@@ -197,7 +204,7 @@ class HIPNNLightningModule(LightningModule):
         prediction = self._predict(self.model, batch, training=True)
         atoms, size = num_atoms(batch), batch.num_graphs
         weight = self._graph_weights(batch)
-        loss = sum(t.weight * mse(t.loss_residual(prediction, batch, atoms, weight))
+        loss = sum(t.weight * t.loss_term(prediction, batch, atoms, weight)
                    for t in self.trained)
         # Step values are this process's batch only; epoch values: _log_epoch_metrics.
         if self.hparams.hierarchicality_weight > 0:

@@ -11,7 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hipnn_pyg.train.losses import per_atom
+from hipnn_pyg.train.losses import mse, per_atom, row_lengths
+
+#: The loss kinds of a target: the mean square of its residual's elements, or the mean
+#: over its rows (atoms, structures) of each row's Euclidean norm.
+LOSS_KINDS = ("mse", "norm")
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,7 @@ class Target:
 
     Args:
         name (str): The key in both the predictions and the data, e.g. ``"forces"``.
-        weight (float): Weight of its mean-squared error in the loss; 0 for metrics
-            only. (default: :obj:`0.0`)
+        weight (float): Weight of its loss term; 0 for metrics only. (default: :obj:`0.0`)
         per_atom (bool): The residual is per structure and is also reported divided by
             the atom count (as ``{name}_per_atom``). (default: :obj:`False`)
         per_atom_loss (bool): The loss takes the per-atom residual (when ``per_atom``).
@@ -31,6 +34,12 @@ class Target:
         unit (str): Display unit of its errors (the data's unit times ``scale``).
             (default: :obj:`""`)
         scale (float): Factor from the data's unit to ``unit``. (default: :obj:`1.0`)
+        loss (str): The loss term: ``"mse"``, the mean square of the residual's
+            elements, or ``"norm"``, the mean over rows of each row's length
+            :math:`\lVert\hat F_i - F_i\rVert` (GemNet's and fairchem's force loss,
+            "L2MAE"), which weighs an atom's error by its size rather than its square,
+            as a mean absolute error does; its metric is ``{name}_norm``.
+            (default: :obj:`"mse"`)
     """
 
     name: str
@@ -40,6 +49,12 @@ class Target:
     derivative: bool = False
     unit: str = ""
     scale: float = 1.0
+    loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"loss of '{self.name}' is {self.loss!r}: choose one of "
+                             f"{list(LOSS_KINDS)}")
 
     @property
     def trained(self) -> bool:
@@ -48,13 +63,32 @@ class Target:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        r"""Names of its error metrics: its own, and ``{name}_per_atom`` if :attr:`per_atom`."""
-        return (self.name, f"{self.name}_per_atom") if self.per_atom else (self.name,)
+        r"""Names of its error metrics: its own, ``{name}_per_atom`` if :attr:`per_atom`,
+        and ``{name}_norm`` (the mean row length of the loss metric's residual) for a
+        ``"norm"`` loss."""
+        own = (self.name, f"{self.name}_per_atom") if self.per_atom else (self.name,)
+        return (*own, self.norm_metric) if self.loss == "norm" else own
 
     @property
     def loss_metric(self) -> str:
-        r"""The metric whose MSE is this target's loss term."""
+        r"""The metric whose residual enters this target's loss term."""
         return f"{self.name}_per_atom" if self.per_atom and self.per_atom_loss else self.name
+
+    @property
+    def norm_metric(self) -> str:
+        r"""The metric of row lengths, ``{name}_norm``: its MAE is the ``"norm"`` loss."""
+        return f"{self.name}_norm"
+
+    @property
+    def loss_row(self) -> str:
+        r"""The metric whose accumulated errors give the loss term: :attr:`loss_metric`
+        (its MSE), or :attr:`norm_metric` (its MAE) for a ``"norm"`` loss."""
+        return self.norm_metric if self.loss == "norm" else self.loss_metric
+
+    def loss_from(self, results: Mapping[str, Mapping[str, float]]) -> float:
+        r"""This target's loss term (unweighted) from a split's accumulated error
+        ``results`` (``{metric: {"mae", "mse", ...}}``)."""
+        return results[self.loss_row]["mae" if self.loss == "norm" else "mse"]
 
     def available(self, prediction: Mapping[str, Tensor], data: Any) -> bool:
         r"""Whether both the prediction and the data hold this target."""
@@ -103,23 +137,55 @@ class Target:
         self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor,
         graph_weight: Tensor | None = None,
     ) -> Tensor:
-        r"""The residual whose mean square enters the loss, each structure's values
-        scaled by the square root of its ``graph_weight`` ``[num_graphs]`` when given
-        (per-level loss weights), so the mean square weighs them by it."""
+        r"""The residual whose mean square enters an ``"mse"`` loss, each structure's
+        values scaled by the square root of its ``graph_weight`` ``[num_graphs]`` when
+        given (per-level loss weights), so the mean square weighs them by it."""
         if graph_weight is None:
             return self.residuals(prediction, data, num_atoms)[self.loss_metric]
-        rows = prediction[self.name].size(0)
-        weight = graph_weight.to(torch.float64)
-        if rows != weight.numel():  # per-atom values (forces): each atom's structure
-            weight = weight[data.batch]
-        scaled = {self.name: prediction[self.name].double() * weight.sqrt().view(
-            -1, *[1] * (prediction[self.name].dim() - 1))}
+        root = self._row_weights(prediction, data, graph_weight).sqrt()
+        predicted = prediction[self.name].double()
+        scaled = {self.name: predicted * _along_rows(root, predicted)}
         reference = getattr(data, self.name, None)
         if reference is not None:
             reference = reference.double().view_as(prediction[self.name])
-            root = weight.sqrt().view(-1, *[1] * (reference.dim() - 1))
-            data = _With(data, self.name, reference * root)
+            data = _With(data, self.name, reference * _along_rows(root, reference))
         return self.residuals(scaled, data, num_atoms)[self.loss_metric]
+
+    def loss_term(
+        self, prediction: Mapping[str, Tensor], data: Any, num_atoms: Tensor,
+        graph_weight: Tensor | None = None,
+    ) -> Tensor:
+        r"""This target's loss term (before its :attr:`weight`): the mean square of
+        :meth:`loss_residual`, or for a ``"norm"`` loss the mean length of the labelled
+        rows of the loss metric's residual (rows with any unlabelled element are left
+        out), each row weighed by its structure's ``graph_weight`` when given."""
+        if self.loss == "mse":
+            return mse(self.loss_residual(prediction, data, num_atoms, graph_weight))
+        predicted, reference = self.pairs(prediction, data, num_atoms)[self.loss_metric]
+        labelled = labelled_rows(reference)
+        lengths = row_lengths(predicted[labelled] - reference[labelled])
+        if graph_weight is not None:
+            lengths = lengths * self._row_weights(prediction, data, graph_weight)[labelled]
+        return lengths.mean() if lengths.numel() else lengths.new_zeros(())
+
+    def _row_weights(self, prediction: Mapping[str, Tensor], data: Any,
+                     graph_weight: Tensor) -> Tensor:
+        # Each row's structure weight: per structure, or per atom (forces) by data.batch.
+        weight = graph_weight.to(torch.float64)
+        if prediction[self.name].size(0) != weight.numel():
+            weight = weight[data.batch]
+        return weight
+
+
+def _along_rows(weight: Tensor, values: Tensor) -> Tensor:
+    # ``[rows]`` shaped to multiply ``values`` ``[rows, ...]`` row by row.
+    return weight.view(-1, *[1] * (values.dim() - 1))
+
+
+def labelled_rows(reference: Tensor) -> Tensor:
+    r"""Which rows of ``reference`` ``[rows, ...]`` are labelled (finite) in every
+    element: a row length needs the whole row."""
+    return torch.isfinite(reference).reshape(reference.size(0), -1).all(dim=1)
 
 
 def labelled_residual(predicted: Tensor, reference: Tensor) -> Tensor:
@@ -171,12 +237,12 @@ DISPLAY_UNITS: dict[str, tuple[str, float]] = {
     metric: (target.unit + ("/atom" if metric.endswith("_per_atom") else ""), target.scale)
     for target in KNOWN_TARGETS.values()
     for metric in ([target.name, f"{target.name}_per_atom"] if target.per_atom
-                   else [target.name])
+                   else [target.name]) + [target.norm_metric]
 }
 
 
 def build_targets(
-    loss_weights: Mapping[str, float], per_atom_energy: bool = True
+    loss_weights: Mapping[str, float], per_atom_energy: bool = True, force_loss: str = "mse"
 ) -> list[Target]:
     r"""The known targets (weight 0 unless given) and any other weighted name, e.g. an
     extra head's ``"dipole"`` or ``"polarizability"``.
@@ -185,34 +251,40 @@ def build_targets(
         loss_weights (Mapping[str, float]): ``{name: weight}``, every weight >= 0.
         per_atom_energy (bool): Train per-structure targets (energy) on their per-atom
             residual. (default: :obj:`True`)
+        force_loss (str): The forces' loss, ``"mse"`` or ``"norm"`` (see
+            :class:`Target`). (default: :obj:`"mse"`)
 
     Raises:
-        ValueError: A negative weight.
+        ValueError: A negative weight, or an unknown ``force_loss``.
     """
+    if force_loss not in LOSS_KINDS:
+        raise ValueError(f"force_loss is {force_loss!r}: choose one of {list(LOSS_KINDS)}")
     if any(float(w) < 0 for w in loss_weights.values()):
         raise ValueError(f"loss weights must be >= 0, got {dict(loss_weights)}")
     targets = []
     for name in dict.fromkeys((*KNOWN_TARGETS, *loss_weights)):
         known = KNOWN_TARGETS.get(name, Target(name))
         targets.append(replace(known, weight=float(loss_weights.get(name, 0.0)),
-                               per_atom_loss=per_atom_energy and known.per_atom))
+                               per_atom_loss=per_atom_energy and known.per_atom,
+                               loss=force_loss if name == "forces" else known.loss))
     return targets
 
 
-def weighted_mse(
+def data_loss(
     targets: Sequence[Target], results: Mapping[str, Mapping[str, float]], split: str = "val"
 ) -> float:
-    r"""``Σ_t weight_t · MSE_t`` of the trained ``targets`` from a split's error
-    ``results`` (``{metric: {"mse": ...}}``): the loss without regularisers.
+    r"""``Σ_t weight_t · loss_t`` of the trained ``targets`` from a split's error
+    ``results`` (``{metric: {"mae", "mse", ...}}``, see :meth:`Target.loss_from`): the
+    loss without regularisers.
 
     Raises:
         KeyError: The split's data lack a trained target.
     """
-    missing = [t.name for t in targets if t.trained and t.loss_metric not in results]
+    missing = [t.name for t in targets if t.trained and t.loss_row not in results]
     if missing:
         raise KeyError(f"the {split} data lack the trained target(s) {missing}: "
                        "cannot compute the validation loss")
-    return sum(t.weight * results[t.loss_metric]["mse"] for t in targets if t.trained)
+    return sum(t.weight * t.loss_from(results) for t in targets if t.trained)
 
 
 def check_labels(targets: Sequence[Target], dataset: Any) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from hipnn_pyg.train.metrics import (
+    EpochErrors,
     ErrorMetric,
     ErrorSums,
     distributed_padding_mask,
@@ -17,6 +18,7 @@ from hipnn_pyg.train.metrics import (
     mae,
     rmse,
 )
+from hipnn_pyg.train.targets import build_targets, num_atoms
 
 
 def test_mae_rmse() -> None:
@@ -67,6 +69,27 @@ def test_error_sums_rows_are_fixed_and_sum_over_processes() -> None:
         first.update("charge", torch.zeros(1))
     first.reset()
     assert first.results() == {}
+
+
+def test_epoch_errors_accumulate_the_norm_loss_exactly_over_batches() -> None:
+    forces = next(t for t in build_targets({"forces": 1.0}, force_loss="norm")
+                  if t.name == "forces")
+    torch.manual_seed(1)
+    predicted, reference = torch.randn(7, 3), torch.randn(7, 3)
+    lengths = (predicted - reference).double().norm(dim=1)
+    errors = EpochErrors(forces.metrics)
+
+    def batch(atoms: slice, count: int) -> SimpleNamespace:
+        return SimpleNamespace(forces=reference[atoms], batch=torch.zeros(count, dtype=torch.long),
+                               ptr=torch.tensor([0, count]), num_graphs=1)
+
+    errors.add_errors([forces], {"forces": predicted[:3]}, batch(slice(0, 3), 3))
+    errors.add_errors([forces], {"forces": predicted[3:]}, batch(slice(3, 7), 4))
+    results, _ = errors.reduce(None)
+    assert results["forces_norm"]["mae"] == pytest.approx(float(lengths.mean()))
+    whole = batch(slice(0, 7), 7)
+    assert float(forces.loss_term({"forces": predicted}, whole, num_atoms(whole))) == \
+        pytest.approx(results["forces_norm"]["mae"])
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

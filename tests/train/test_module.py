@@ -149,3 +149,23 @@ def test_padding_mask_per_validation_loader_in_any_order(as_dict: bool) -> None:
             keep = module._padding_mask("val", data, batch_idx, loader_idx)
             kept[loader_idx] += (batch if keep is None else batch[keep]).tolist()
     assert {i: sorted(v) for i, v in kept.items()} == {0: [0, 1, 2, 3, 4], 1: [0, 1, 2]}
+
+
+def test_norm_force_loss_trains_and_its_validation_loss_is_the_logged_terms(
+    tmp_path: Path,
+) -> None:
+    cfg = compose_config("train", tmp_path, [*SHIPPED, *TINY, "trainer.max_epochs=1",
+                                             "module.force_loss=norm",
+                                             "module.loss_weights.forces=0.5"])
+    train(cfg)
+    metrics = results(tmp_path)["metrics"]
+    # the loss weighs the mean per-atom error length; a force vector of 3 components is
+    # longer than one component's error, shorter than their sum
+    assert metrics["val/forces_mae"] < metrics["val/forces_norm_mae"] < \
+        3 * metrics["val/forces_mae"]
+    energy_mse = metrics["val/energy_per_atom_rmse"] ** 2
+    assert metrics["val/loss"] == pytest.approx(energy_mse + 0.5 * metrics["val/forces_norm_mae"],
+                                                rel=1e-5)
+    with pytest.raises(ValueError, match="force_loss is 'l1'"):
+        HIPNNLightningModule(HIPNN(species=(1,), hidden_channels=4, num_interactions=1,
+                                   num_atom_layers=1), force_loss="l1")
