@@ -67,8 +67,20 @@ def named_checkpoint(cfg: DictConfig) -> tuple[str, Path] | None:
         key, given = "resume", cfg.get("resume")
         if given is None or str(given).lower() in ("true", "false"):
             return None
-    path = Path(os.path.expanduser(str(given)))  # as Lightning reads it
+    path = as_lightning_reads(given)
     return f"{key}={given}", path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+
+
+def as_lightning_reads(setting: Any) -> Path:
+    r"""A path setting as Lightning opens it: ``~`` expanded, nothing else resolved."""
+    return Path(os.path.expanduser(str(setting)))
+
+
+def _names_checkpoint_in(cfg: DictConfig, checkpoints: Path) -> bool:
+    r"""Whether ``cfg`` continues from a checkpoint file in the folder ``checkpoints``
+    (resolved)."""
+    named = named_checkpoint(cfg)
+    return named is not None and named[1].absolute().parent.resolve() == checkpoints
 
 
 def is_rank_zero() -> bool:
@@ -84,9 +96,8 @@ def _continues_folder(cfg: DictConfig, folder: Path, found: list[str]) -> bool:
     if not cfg.get("train", True):
         return False  # a test-only run would write its own model.pt over the trained one
     checkpoints = (folder / "checkpoints").resolve()
-    named = named_checkpoint(cfg)
-    if named is not None:
-        return named[1].absolute().parent.resolve() == checkpoints
+    if named_checkpoint(cfg) is not None:
+        return _names_checkpoint_in(cfg, checkpoints)
     if resume_requested(cfg):
         # its last.ckpt, or an unfinished run killed before writing one (it starts again)
         return (checkpoints / "last.ckpt").is_file() or not any(
@@ -122,13 +133,11 @@ def _refuse_used_checkpoint_dir(folder: Path, cfg: DictConfig, resumable: bool) 
                                throw_on_resolution_failure=False)
     if not dirpath or not cfg.get("train", True):
         return
-    checkpoints = Path(os.path.expanduser(str(dirpath))).resolve()  # as Lightning reads it
+    checkpoints = as_lightning_reads(dirpath).resolve()
     if checkpoints == (folder / "checkpoints").resolve():
         return  # the run folder's own, checked above
     found = sorted(path.name for path in checkpoints.glob("*.ckpt"))
-    named = named_checkpoint(cfg)
-    if not found or (resumable and named is not None
-                     and named[1].absolute().parent.resolve() == checkpoints):
+    if not found or (resumable and _names_checkpoint_in(cfg, checkpoints)):
         return
     latest = "last.ckpt" if "last.ckpt" in found else max(
         found, key=lambda name: (checkpoints / name).stat().st_mtime)
