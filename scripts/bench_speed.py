@@ -23,7 +23,7 @@ architecture, through the same energy-and-forces function as ``same_loop.py``.
 4. MD speed through ASE (``bench_md.py``): steps/s of the eager calculator, the
    exported program with a Verlet list, and its AOTInductor build, against hippynn's
    ASE calculator, for ethanol and 12,288-atom water.
-5. ``--sections optimizer`` (not in the default set): the rMD17 recipe's aspirin step
+5. ``--sections optimizer`` (not in the default set): an aspirin force-training step
    with Adam's per-tensor loop against its fused form (``hipnn-train``'s).
 
     python scripts/bench_speed.py [--threads 1] [--rounds 5] [--max-atoms 98304] \
@@ -202,9 +202,11 @@ def rmd17_batch(molecule: str) -> Batch:
 
 
 def optimizers(args: argparse.Namespace) -> None:
-    r"""The rMD17 recipe's force-training step (HIP-NN-TS l = 2, ten sensitivities,
-    aspirin) with Adam's default per-tensor loop and with its fused form, which
-    ``hipnn-train`` (``hipnn_pyg.train.optim.build_optimizer``) and ``same_loop.py`` use."""
+    r"""A force-training step of HIP-NN-TS l = 2 on aspirin (ten sensitivities and the
+    squared loss: the rMD17 recipe when docs/benchmarks/optimizer_fused.txt was measured;
+    the recipe now has eight and the force-norm loss) with Adam's default per-tensor loop
+    and with its fused form, which ``hipnn-train``
+    (``hipnn_pyg.train.optim.build_optimizer``) and ``same_loop.py`` use."""
     batch = rmd17_batch("aspirin")
     shape = dict(same_loop.SHAPE, sensitivities=10)
     contenders = {}

@@ -21,6 +21,7 @@ Conventions (all in the data's units, eV and Å):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -44,7 +45,8 @@ def mse(residual: Tensor) -> Tensor:
 def row_lengths(residual: Tensor) -> Tensor:
     r"""The Euclidean length of each row of ``residual`` ``[rows, ...]`` (the absolute
     value of ``[rows]``): per atom, :math:`\lVert\hat F_i - F_i\rVert` of forces."""
-    return residual.reshape(residual.size(0), -1).norm(dim=1)
+    # an explicit width: reshape(0, -1) is ambiguous for a batch without labelled rows
+    return residual.reshape(residual.size(0), math.prod(residual.shape[1:])).norm(dim=1)
 
 
 def per_atom(residual: Tensor, num_atoms: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ unit, shared by training (:class:`~hipnn_pyg.train.HIPNNLightningModule`) and ev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -166,7 +167,8 @@ class Target:
         lengths = row_lengths(predicted[labelled] - reference[labelled])
         if graph_weight is not None:
             lengths = lengths * self._row_weights(prediction, data, graph_weight)[labelled]
-        return lengths.mean() if lengths.numel() else lengths.new_zeros(())
+        # a sum, not a new zero, when no row is labelled: the loss keeps its graph
+        return lengths.sum() / max(lengths.numel(), 1)
 
     def _row_weights(self, prediction: Mapping[str, Tensor], data: Any,
                      graph_weight: Tensor) -> Tensor:
@@ -185,7 +187,8 @@ def _along_rows(weight: Tensor, values: Tensor) -> Tensor:
 def labelled_rows(reference: Tensor) -> Tensor:
     r"""Which rows of ``reference`` ``[rows, ...]`` are labelled (finite) in every
     element: a row length needs the whole row."""
-    return torch.isfinite(reference).reshape(reference.size(0), -1).all(dim=1)
+    finite = torch.isfinite(reference)
+    return finite.reshape(finite.size(0), math.prod(finite.shape[1:])).all(dim=1)
 
 
 def labelled_residual(predicted: Tensor, reference: Tensor) -> Tensor:
@@ -237,7 +240,7 @@ DISPLAY_UNITS: dict[str, tuple[str, float]] = {
     metric: (target.unit + ("/atom" if metric.endswith("_per_atom") else ""), target.scale)
     for target in KNOWN_TARGETS.values()
     for metric in ([target.name, f"{target.name}_per_atom"] if target.per_atom
-                   else [target.name]) + [target.norm_metric]
+                   else [target.name]) + ([target.norm_metric] if target.name == "forces" else [])
 }
 
 
@@ -258,7 +261,7 @@ def build_targets(
         ValueError: A negative weight, or an unknown ``force_loss``.
     """
     if force_loss not in LOSS_KINDS:
-        raise ValueError(f"force_loss is {force_loss!r}: choose one of {list(LOSS_KINDS)}")
+        raise ValueError(f"module.force_loss={force_loss!r}: choose one of {list(LOSS_KINDS)}")
     if any(float(w) < 0 for w in loss_weights.values()):
         raise ValueError(f"loss weights must be >= 0, got {dict(loss_weights)}")
     targets = []

@@ -87,6 +87,13 @@ def test_epoch_errors_accumulate_the_norm_loss_exactly_over_batches() -> None:
     errors.add_errors([forces], {"forces": predicted[3:]}, batch(slice(3, 7), 4))
     results, _ = errors.reduce(None)
     assert results["forces_norm"]["mae"] == pytest.approx(float(lengths.mean()))
+    # a batch without force labels, or of padding only (keep all False), adds nothing
+    unlabelled = batch(slice(0, 3), 3)
+    unlabelled.forces = torch.full((3, 3), float("nan"))
+    errors.add_errors([forces], {"forces": predicted[:3]}, unlabelled)
+    errors.add_errors([forces], {"forces": predicted[:3]}, batch(slice(0, 3), 3),
+                      keep=torch.tensor([False]))
+    assert errors.reduce(None)[0] == {}
     whole = batch(slice(0, 7), 7)
     assert float(forces.loss_term({"forces": predicted}, whole, num_atoms(whole))) == \
         pytest.approx(results["forces_norm"]["mae"])

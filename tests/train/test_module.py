@@ -166,6 +166,6 @@ def test_norm_force_loss_trains_and_its_validation_loss_is_the_logged_terms(
     energy_mse = metrics["val/energy_per_atom_rmse"] ** 2
     assert metrics["val/loss"] == pytest.approx(energy_mse + 0.5 * metrics["val/forces_norm_mae"],
                                                 rel=1e-5)
-    with pytest.raises(ValueError, match="force_loss is 'l1'"):
+    with pytest.raises(ValueError, match="module.force_loss='l1'"):
         HIPNNLightningModule(HIPNN(species=(1,), hidden_channels=4, num_interactions=1,
                                    num_atom_layers=1), force_loss="l1")

@@ -145,5 +145,18 @@ def test_norm_loss_metric_validation_loss_and_bad_kind() -> None:
     assert data_loss(targets, results) == pytest.approx(2.0 * 0.5 + 0.5 * 0.25)
     with pytest.raises(KeyError, match=r"lack the trained target\(s\) \['forces'\]"):
         data_loss(targets, {"energy_per_atom": {"mse": 0.5}, "forces": {"mse": 9.0}})
-    with pytest.raises(ValueError, match=r"force_loss is 'l1': choose one of \['mse', 'norm'\]"):
+    with pytest.raises(ValueError,
+                       match=r"module.force_loss='l1': choose one of \['mse', 'norm'\]"):
         build_targets({"forces": 1.0}, force_loss="l1")
+
+
+def test_norm_loss_of_a_batch_without_force_labels_is_zero_and_keeps_its_graph() -> None:
+    # a level of theory without forces (NaN), or a data-parallel batch of padding only
+    forces = next(t for t in build_targets({"forces": 1.0}, force_loss="norm")
+                  if t.name == "forces")
+    prediction, batch = _forces_batch()
+    batch.forces = torch.full((5, 3), float("nan"), dtype=torch.float64)
+    term = forces.loss_term(prediction, batch, num_atoms(batch), torch.tensor([1.0, 2.0]))
+    assert float(term) == 0.0
+    (gradient,) = torch.autograd.grad(term, prediction["forces"])
+    assert torch.equal(gradient, torch.zeros_like(gradient))
