@@ -23,12 +23,11 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 from torchmetrics import Metric
 
-from hipnn_pyg.train.losses import row_lengths
 from hipnn_pyg.train.targets import (
     DISPLAY_UNITS,
     Target,
     labelled_residual,
-    labelled_rows,
+    labelled_row_lengths,
     num_atoms,
 )
 
@@ -171,9 +170,8 @@ class EpochErrors(ErrorSums):
                     predicted, reference = predicted[rows], reference[rows]
                 self.update(metric, labelled_residual(predicted, reference))
                 if target.loss == "norm" and metric == target.loss_metric:
-                    labelled = labelled_rows(reference)
                     self.update(target.norm_metric,
-                                row_lengths(predicted[labelled] - reference[labelled]))
+                                labelled_row_lengths(predicted, reference)[0])
 
     def add_objective(self, value: Tensor, samples: int) -> None:
         r"""Adds a batch's mean objective ``value`` over ``samples`` samples."""

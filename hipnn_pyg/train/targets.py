@@ -163,8 +163,7 @@ class Target:
         if self.loss == "mse":
             return mse(self.loss_residual(prediction, data, num_atoms, graph_weight))
         predicted, reference = self.pairs(prediction, data, num_atoms)[self.loss_metric]
-        labelled = labelled_rows(reference)
-        lengths = row_lengths(predicted[labelled] - reference[labelled])
+        lengths, labelled = labelled_row_lengths(predicted, reference)
         if graph_weight is not None:
             lengths = lengths * self._row_weights(prediction, data, graph_weight)[labelled]
         # a sum, not a new zero, when no row is labelled: the loss keeps its graph
@@ -189,6 +188,14 @@ def labelled_rows(reference: Tensor) -> Tensor:
     element: a row length needs the whole row."""
     finite = torch.isfinite(reference)
     return finite.reshape(finite.size(0), math.prod(finite.shape[1:])).all(dim=1)
+
+
+def labelled_row_lengths(predicted: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The lengths (:func:`~hipnn_pyg.train.losses.row_lengths`) of the rows of
+    ``predicted - reference`` whose reference is labelled in every element, and which
+    rows those are."""
+    labelled = labelled_rows(reference)
+    return row_lengths(predicted[labelled] - reference[labelled]), labelled
 
 
 def labelled_residual(predicted: Tensor, reference: Tensor) -> Tensor:
