@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ VARIANTS: dict[str, tuple[str, Any]] = {
 #: Variants of ours with the many-body product invariants (HIP-HOP-NN's) of order 2.
 PRODUCT_VARIANTS = frozenset({"hipnn_pyg_hop"})
 FORCE_WEIGHT = 100.0  # the plain recipe's, for bench_speed.py
+#: The command-line flags (as attributes) that replace a recipe setting of the same name.
+RECIPE_FLAGS = ("schedule", "batch", "weight_decay", "force_weight", "lr", "force_loss")
 BATCH = 16
 
 
@@ -138,10 +141,41 @@ def loss_of(run: EnergyForces, z: Tensor, pos: Tensor, energy: Tensor, forces: T
     return energy_weight * energy_term + force_weight * force_term
 
 
-def build(variant: str, train: dict[str, Tensor], offset: float, width: int | None = None,
-          init: str = "fit", readout_decay: float | None = None,
-          sensitivities: int | None = None, interactions: int | None = None,
-          cutoff: float | None = None, soft_max: float | None = None,
+@dataclass(frozen=True)
+class ModelOptions:
+    r"""Changes to ours' and hippynn's model and its start (MACE keeps its sizes).
+
+    Args:
+        width: features (default: ``SHAPE``'s).
+        sensitivities: radial sensitivities, spread over the same range (default:
+            ``SHAPE``'s).
+        interactions: interaction layers (default: ``SHAPE``'s).
+        cutoff: pair cutoff in Å (default: ``SHAPE``'s).
+        soft_max: largest sensitivity distance in Å (default: ``SHAPE``'s).
+        init: ``"fit"`` (each implementation's start from the training split) or
+            ``"mean"`` (nothing fitted: the loop's energies less their mean only, as the
+            loop's records before the fit).
+        readout_decay: ours only: hippynn's decay of the higher readouts (``None``: off).
+    """
+
+    width: int | None = None
+    sensitivities: int | None = None
+    interactions: int | None = None
+    cutoff: float | None = None
+    soft_max: float | None = None
+    init: str = "fit"
+    readout_decay: float | None = None
+
+    def shape(self) -> dict[str, Any]:
+        r""":data:`SHAPE` with these changes."""
+        changed = dict(features=self.width, sensitivities=self.sensitivities,
+                       interactions=self.interactions, cutoff=self.cutoff,
+                       soft_max=self.soft_max)
+        return {**SHAPE, **{key: value for key, value in changed.items() if value}}
+
+
+def build(variant: str, train: dict[str, Tensor], offset: float,
+          options: ModelOptions = ModelOptions(),  # noqa: B008 - frozen, so shared safely
           ) -> tuple[torch.nn.Module, EnergyForces, dict[str, Any]]:
     r"""The model of ``variant``, its energy-and-forces function and the config that
     rebuilds it, started from the training split (see the module docs).
@@ -150,38 +184,25 @@ def build(variant: str, train: dict[str, Tensor], offset: float, width: int | No
         variant: a key of :data:`VARIANTS`.
         train: the training frames.
         offset: the energy subtracted from every frame (eV).
-        width: features of ours and hippynn's (default: ``SHAPE``'s).
-        init: ours and hippynn: ``"fit"`` (each implementation's start from the
-            training split) or ``"mean"`` (nothing fitted: the loop's energies less
-            their mean only, as the loop's records before the fit).
-        readout_decay: ours only: hippynn's decay of the higher readouts (``None``: off).
-        sensitivities: radial sensitivities of ours and hippynn's (default: ``SHAPE``'s),
-            spread over the same range.
-        interactions: interaction layers of ours and hippynn's (default: ``SHAPE``'s).
-        cutoff: ours and hippynn's pair cutoff in Å (default: ``SHAPE``'s).
-        soft_max: ours and hippynn's largest sensitivity distance in Å (default:
-            ``SHAPE``'s).
+        options: changes to ours' and hippynn's shape and start.
     """
     implementation, option = VARIANTS[variant]
     if implementation == "mace":
         return mace_model(option, train, offset)
-    shape = dict(SHAPE, features=width or SHAPE["features"],
-                 sensitivities=sensitivities or SHAPE["sensitivities"],
-                 interactions=interactions or SHAPE["interactions"],
-                 cutoff=cutoff or SHAPE["cutoff"], soft_max=soft_max or SHAPE["soft_max"])
+    shape = options.shape()
     config = dict(shape=shape, tensor_order=option)
     if variant in PRODUCT_VARIANTS:
         config["tensor_products"] = True
     if implementation == "hippynn":
         model, run = hippynn_model(option, shape)
-        if init == "fit":
+        if options.init == "fit":
             hippynn_initialize(model, train, offset)
         return model, run, config
     model, run = ours(option, shape, config.get("tensor_products", False))
-    if init == "fit":
-        fit_initial_energy(model, train, offset, readout_decay)
-    elif init != "mean":
-        raise ValueError(f"init {init!r}: choose fit or mean")
+    if options.init == "fit":
+        fit_initial_energy(model, train, offset, options.readout_decay)
+    elif options.init != "mean":
+        raise ValueError(f"init {options.init!r}: choose fit or mean")
     return model, run, config
 
 
@@ -228,29 +249,36 @@ def cpu_description() -> str | None:
 
 def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int,
           weights: Path | None = None, clock: str = "cpu", recipe: str = "plain",
-          schedule: str | None = None, width: int | None = None, init: str = "fit",
-          readout_decay: float | None = None, batch: int | None = None,
-          weight_decay: float | None = None, force_weight: float | None = None,
-          sensitivities: int | None = None, lr: float | None = None,
-          interactions: int | None = None, cutoff: float | None = None,
-          soft_max: float | None = None, force_loss: str | None = None) -> dict:
-    r"""Trains one variant with one recipe; writes its best weights to ``weights`` when
-    given. ``schedule``, ``batch``, ``weight_decay``, ``force_weight``, ``lr`` (the
-    peak rate) and ``force_loss`` (:func:`loss_of`'s) replace the recipe's when given."""
+          recipe_changes: dict[str, Any] | None = None,
+          options: ModelOptions = ModelOptions(),  # noqa: B008 - frozen, so shared safely
+          ) -> dict[str, Any]:
+    r"""Trains one variant with one recipe and returns its record.
+
+    Args:
+        variant: a key of :data:`VARIANTS`.
+        molecule: the rMD17 molecule.
+        minutes: the budget, in minutes of ``clock``.
+        data_dir: the folder holding ``rmd17/``.
+        seed: the split's order, the initial weights and the batches.
+        weights: where the best weights go (``None``: not saved).
+        clock: ``"cpu"`` (this process's CPU time) or ``"wall"``.
+        recipe: ``"plain"`` or ``"own"`` (``same_loop_recipes.py``).
+        recipe_changes: :class:`Recipe` fields that replace the recipe's (``schedule``,
+            ``batch``, ``weight_decay``, ``force_weight``, ``lr``: the peak rate,
+            ``force_loss``: :func:`loss_of`'s); ``None`` values are ignored.
+        options: changes to ours' and hippynn's shape and start.
+    """
     from hipnn_pyg.train.ema import ExponentialMovingAverage
 
     commit = git_commit()  # the code that runs: taken before, not after, the budget
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     implementation = VARIANTS[variant][0]
-    plan: Recipe = recipe_for(recipe, implementation, schedule=schedule, batch=batch,
-                              weight_decay=weight_decay, force_weight=force_weight, lr=lr,
-                              force_loss=force_loss)
+    plan: Recipe = recipe_for(recipe, implementation, **(recipe_changes or {}))
     data = split(data_dir, molecule, seed)
     offset = float(data["train"]["energy"].mean())
     train_set, val = data["train"], data["val"]
-    model, run, config = build(variant, train_set, offset, width, init, readout_decay,
-                               sensitivities, interactions, cutoff, soft_max)
+    model, run, config = build(variant, train_set, offset, options)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         raise RuntimeError(f"{variant} is not float32")
     untrained = errors(run, {k: v[:100] for k, v in data["test"].items()}, offset)
@@ -313,9 +341,9 @@ def train(variant: str, molecule: str, minutes: float, data_dir: Path, seed: int
         torch.save(model.state_dict(), weights)
     energy_mae, force_mae, centred_mae = errors(run, data["test"], offset)
     return dict(variant=variant, molecule=molecule, minutes=minutes, clock=clock,
-                recipe=recipe, settings=dataclasses.asdict(plan), init=init,
+                recipe=recipe, settings=dataclasses.asdict(plan), init=options.init,
                 force_loss=plan.force_loss,  # also in settings; top level as in earlier records
-                readout_decay=readout_decay if implementation == "hipnn_pyg" else None,
+                readout_decay=options.readout_decay if implementation == "hipnn_pyg" else None,
                 seed=seed, steps=steps, epochs=epochs,
                 stage_two_epoch=stage_two_epoch,
                 # wall_s: the budget clock's seconds, as in the earlier records
@@ -376,15 +404,13 @@ def main() -> None:
     parser.add_argument("--readout-decay", type=float, default=None,
                         help="ours: hippynn's decay of the higher energy readouts, e.g. 0.01")
     args = parser.parse_args()
+    changes = {name: getattr(args, name) for name in RECIPE_FLAGS}
+    options = ModelOptions(**{field.name: getattr(args, field.name)
+                              for field in dataclasses.fields(ModelOptions)})
     result = train(args.variant, args.molecule, args.minutes,
                    args.data_dir or reference_data_dir(), args.seed,
                    args.output.with_suffix(".weights.pt"), clock=args.clock,
-                   recipe=args.recipe, schedule=args.schedule, width=args.width,
-                   init=args.init, readout_decay=args.readout_decay, batch=args.batch,
-                   weight_decay=args.weight_decay, force_weight=args.force_weight,
-                   sensitivities=args.sensitivities, lr=args.lr,
-                   interactions=args.interactions, cutoff=args.cutoff,
-                   soft_max=args.soft_max, force_loss=args.force_loss)
+                   recipe=args.recipe, recipe_changes=changes, options=options)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     from hipnn_pyg.atomic import atomic_write_text
 

@@ -47,8 +47,9 @@ def test_ours_starts_at_the_training_energies(same_loop: ModuleType, frames: dic
     errors = {}
     for init in ("mean", "fit"):
         torch.manual_seed(0)
-        model, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, width=16,
-                                             init=init, sensitivities=10, interactions=2)
+        options = same_loop.ModelOptions(width=16, init=init, sensitivities=10,
+                                         interactions=2)
+        model, run, config = same_loop.build("hipnn_pyg_ts2", frames, offset, options)
         errors[init] = same_loop.errors(run, frames, offset)[0]
     assert config == {"shape": dict(same_loop.SHAPE, features=16, sensitivities=10,
                                     interactions=2), "tensor_order": 2}
@@ -185,8 +186,9 @@ def test_fit_errors_rebuild_a_run_and_reproduce_its_test_error(
         (rmd17 / name).symlink_to(SHIPPED.parent / name)
     record = tmp_path / "ethanol_hipnn_pyg_own.json"
     result = same_loop.train("hipnn_pyg", "ethanol", 0.03, tmp_path, 1,
-                             record.with_suffix(".weights.pt"), recipe="own", width=8,
-                             force_weight=100.0, lr=3e-3)
+                             record.with_suffix(".weights.pt"), recipe="own",
+                             recipe_changes={"force_weight": 100.0, "lr": 3e-3},
+                             options=same_loop.ModelOptions(width=8))
     assert result["settings"]["force_weight"] == 100.0  # --force-weight replaces 10
     assert result["settings"]["lr"] == 3e-3  # --lr replaces 2e-3
     record.write_text(json.dumps(result))
@@ -276,9 +278,10 @@ def test_replaced_settings_reach_train_through_both_command_lines(
     monkeypatch.setattr(same_loop, "train", fake_train)
     monkeypatch.setattr(sys, "argv", ["same_loop.py", *arguments])
     same_loop.main()
-    assert {key: received[key] for key in ("molecule", "seed", "recipe", "sensitivities",
-                                           "lr", "batch", "force_weight", "interactions",
-                                           "force_loss")} == \
-        {"molecule": "aspirin", "seed": 3, "recipe": "own", "sensitivities": 10, "lr": 2e-3,
-         "batch": 8, "force_weight": 100.0, "interactions": 2, "force_loss": "mse"}
+    assert {key: received[key] for key in ("molecule", "seed", "recipe")} == \
+        {"molecule": "aspirin", "seed": 3, "recipe": "own"}
+    assert {key: value for key, value in received["recipe_changes"].items()
+            if value is not None} == \
+        {"lr": 2e-3, "batch": 8, "force_weight": 100.0, "force_loss": "mse"}
+    assert received["options"] == same_loop.ModelOptions(sensitivities=10, interactions=2)
     assert json.loads(output.read_text())["command"].endswith("--data-dir " + str(tmp_path))
