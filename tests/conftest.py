@@ -37,6 +37,17 @@ def _import_triton_for_its_interpreter() -> None:
 
 _import_triton_for_its_interpreter()
 
+
+def _one_thread_per_worker() -> None:
+    # Under pytest-xdist (-n N) the N workers already fill the cores: torch's intra-op
+    # threads in each worker, and in the processes its tests start, would only contend.
+    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+_one_thread_per_worker()
+
 # Property-based tests: the same draws on every run by default ("ci"), so that CI is
 # reproducible; HYPOTHESIS_PROFILE=explore draws new ones on every run.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
@@ -62,6 +73,16 @@ def one_thread() -> Iterator[None]:
     # Tiny models on a shared 2-core machine: one thread is several times faster.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    # The C++ kernels split their work over torch's threads (at::parallel_for): their
+    # tests take two, also under pytest-xdist's one thread per worker.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
 

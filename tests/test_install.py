@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+# under -n, on one worker: its tests start several processes each
+pytestmark = pytest.mark.xdist_group("spawns_processes")
 REPO = Path(__file__).resolve().parents[1]
 # build outputs and local state of the checkout that a copy of its sources leaves out
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-    ".ruff_cache", "logs", "outputs", "multirun", "bench",
+    ".ruff_cache", ".hypothesis", "logs", "outputs", "multirun", "bench",
 )
 
 

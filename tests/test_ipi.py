@@ -64,7 +64,7 @@ def test_ipi_runs_nve_on_the_calculators_forces(tmp_path: Path) -> None:
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         socket = Path(f"/tmp/ipi_{address}")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not socket.exists():
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "i-pi did not open its socket"
@@ -73,7 +73,7 @@ def test_ipi_runs_nve_on_the_calculators_forces(tmp_path: Path) -> None:
         client_atoms.pbc = False
         client_atoms.calc = HIPNNCalculator(tmp_path / "model.pt")
         SocketClient(unixsocket=address).run(client_atoms)
-        process.wait(timeout=60)
+        process.wait(timeout=180)
     finally:
         if process.poll() is None:
             process.kill()

@@ -94,7 +94,7 @@ def test_resume_truncates_a_torn_tail_without_duplicates(tmp_path) -> None:
 KILLABLE = """
 import sys, time
 from hipnn_pyg.label import label
-label(sys.argv[1], sys.argv[2], "emt", progress=False, callback=lambda i: time.sleep(0.3))
+label(sys.argv[1], sys.argv[2], "emt", progress=False, callback=lambda i: time.sleep(0.5))
 """
 
 

@@ -43,8 +43,8 @@ def test_the_readme_has_the_commands_this_test_checks() -> None:
     assert len(blocks("python")) >= 2
     assert "bash scripts/setup.sh && .venv/bin/hipnn-train experiment=rmd17_ethanol_quick" \
         in README
-    assert ".venv/bin/python -m pytest -q" in README
-    assert ".venv/bin/python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+    assert "\n.venv/bin/python -m pytest -q -n 2\n" in README
+    assert "\n.venv/bin/python -m pytest -q -n 2\n" in (REPO / ".ci" / "run").read_text()
     assert len(shell_commands()) >= 2
 
 

@@ -175,7 +175,8 @@ def test_cached_kernel_loads_without_waiting_on_a_killed_builds_lock(tmp_path: P
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ kernels do not build here")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype) -> None:
+def test_compiled_kernels_equal_torch_for_every_register_block_shape(dtype, two_threads,
+                                                                    ) -> None:
     # Feature counts that take every path of the kernels: short unrolled tails (1-4),
     # run-time tails, one to four vectors per block, several blocks; sensitivity counts
     # with every remainder of the blocks of 2 and 4 (their sizes depend on the CPU's

@@ -171,7 +171,8 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_result(
     # pauses between writing the temporary file and renaming it (test hook)
     checkpoints = broken / "checkpoints"
     last = checkpoints / "last.ckpt"
-    pid = launcher.start(broken, "resume=true", pause_s=0.5)
+    # (2 s: the poll below must see the temporary file even on a busy machine)
+    pid = launcher.start(broken, "resume=true", pause_s=2.0)
     launcher.wait_for(last.is_file, pid)
     launcher.wait_for(lambda: _written(checkpoints.glob(".last.ckpt.*.tmp")), pid)
     launcher.kill(pid)

@@ -17,7 +17,8 @@ from hipnn_pyg.train.run import train
 
 from .helpers import QUIET, compose_config
 
-pytestmark = pytest.mark.slow
+# under -n, on one worker: its module fixtures are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 CCSDT = repo_root() / "data" / "ethanol_ccsdt" / "ethanol_ccsdt_forces.extxyz"
 
 
