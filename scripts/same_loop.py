@@ -18,9 +18,11 @@ cosine decay over the budget; MACE: its rMD17 recipe); see ``same_loop_recipes.p
 ``--schedule``, ``--lr`` (the peak rate), ``--batch``, ``--force-weight``,
 ``--force-loss`` and ``--weight-decay`` replace that setting of either recipe. Our models
 are HIP-NN of ``SHAPE`` (64 features, 3 interactions of 3 on-site layers, 20
-sensitivities from 0.75 to 5 Å, cutoff 5.5 Å; ``--width``, ``--sensitivities`` and
-``--interactions`` change those; the rMD17 experiments now use 8 sensitivities,
-``--sensitivities 8``), hippynn's of the same shape, MACE of the sizes in ``MACE_SIZES``.
+sensitivities from 0.75 to 5 Å, cutoff 5.5 Å; ``--width``, ``--sensitivities``,
+``--interactions``, ``--cutoff`` and ``--soft-max`` change those; the rMD17 experiments
+now use 8 sensitivities, ``--sensitivities 8``), hippynn's of the same shape, MACE of the
+sizes in ``same_loop_models.MACE_SIZES``. ``--init mean`` starts ours and hippynn's from the energies'
+mean alone, ``--readout-decay`` gives ours hippynn's decay of the higher readouts.
 
 Example::
 
@@ -166,6 +168,10 @@ class ModelOptions:
     init: str = "fit"
     readout_decay: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.init not in ("fit", "mean"):
+            raise ValueError(f"init {self.init!r}: choose fit or mean")
+
     def shape(self) -> dict[str, Any]:
         r""":data:`SHAPE` with these changes."""
         changed = dict(features=self.width, sensitivities=self.sensitivities,
@@ -201,8 +207,6 @@ def build(variant: str, train: dict[str, Tensor], offset: float,
     model, run = ours(option, shape, config.get("tensor_products", False))
     if options.init == "fit":
         fit_initial_energy(model, train, offset, options.readout_decay)
-    elif options.init != "mean":
-        raise ValueError(f"init {options.init!r}: choose fit or mean")
     return model, run, config
 
 
