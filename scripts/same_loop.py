@@ -21,8 +21,9 @@ are HIP-NN of ``SHAPE`` (64 features, 3 interactions of 3 on-site layers, 20
 sensitivities from 0.75 to 5 Å, cutoff 5.5 Å; ``--width``, ``--sensitivities``,
 ``--interactions``, ``--cutoff`` and ``--soft-max`` change those; the rMD17 experiments
 now use 8 sensitivities, ``--sensitivities 8``), hippynn's of the same shape, MACE of the
-sizes in ``same_loop_models.MACE_SIZES``. ``--init mean`` starts ours and hippynn's from the energies'
-mean alone, ``--readout-decay`` gives ours hippynn's decay of the higher readouts.
+sizes in ``same_loop_models.MACE_SIZES``. ``--init mean`` starts ours and hippynn's from
+the energies' mean alone, ``--readout-decay`` gives ours hippynn's decay of the higher
+readouts.
 
 Example::
 
