@@ -24,9 +24,6 @@ from hipnn_pyg.nn.contraction import available_backends
 from tests.nn.helpers import ethanol, random_crystal, small_model, trained_looking
 from tests.test_serialization import RunsCode
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = pytest.mark.xdist_group(__name__)
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[HIPNN, ExportedPotential]:

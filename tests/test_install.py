@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-# under -n, on one worker: its tests start several processes each
-pytestmark = pytest.mark.xdist_group("spawns_processes")
 REPO = Path(__file__).resolve().parents[1]
 # build outputs and local state of the checkout that a copy of its sources leaves out
 NOT_SOURCES = shutil.ignore_patterns(

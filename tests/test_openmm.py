@@ -19,9 +19,6 @@ from openmm import app, unit  # noqa: E402
 
 from hipnn_pyg.openmm import KJ_PER_MOL_PER_EV  # noqa: E402
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = pytest.mark.xdist_group(__name__)
-
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory):

@@ -16,8 +16,6 @@ from hipnn_pyg.extxyz import read_frames
 from tests.active.helpers import active_config, copper, rho_of
 from tests.conftest import REPO
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = pytest.mark.xdist_group(__name__)
 NO_SPREAD = ["active.min_separation=0"]
 
 

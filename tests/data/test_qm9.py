@@ -9,8 +9,6 @@ import torch
 from hipnn_pyg.data import QM9Dataset
 from tests.data.helpers import require
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = pytest.mark.xdist_group(__name__)
 HARTREE = 27.211386  # eV, written out independently of the package
 DEBYE = 0.2081943  # e·Å
 

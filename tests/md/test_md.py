@@ -20,9 +20,6 @@ from tests.conftest import REPO
 from tests.md.helpers import relaxed_ethanol
 from tests.nn.helpers import ethanol, small_model
 
-# under -n, on one worker with test_ir_density.py: relaxed_ethanol() is built once
-pytestmark = pytest.mark.xdist_group("relaxed_ethanol")
-
 
 def read_log(path) -> list[dict[str, str]]:
     with open(path, newline="") as stream:

@@ -31,9 +31,6 @@ from hipnn_pyg.train.run import train
 
 from .helpers import SHIPPED, TINY_DEFAULTS, compose_config, read_records, results
 
-# under -n, on one worker: its tests start several processes each
-pytestmark = pytest.mark.xdist_group("spawns_processes")
-
 REPO = Path(__file__).resolve().parents[2]
 #: The repository first on the path: the launched ranks import this checkout and
 #: :class:`~tests.train.helpers.RecordMonitored`.

@@ -20,8 +20,6 @@ from hipnn_pyg.train.self_energy import refit_self_energies
 
 from .helpers import QUIET, SHIPPED, TINY, compose_config, crash_at, results, tiny_model
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = pytest.mark.xdist_group(__name__)
 CCSDT = repo_root() / "data" / "ethanol_ccsdt" / "ethanol_ccsdt.extxyz"
 #: A short energy-only fine-tune on 16/8/8 CCSD(T) frames.
 FINETUNE = [

@@ -17,8 +17,7 @@ from hipnn_pyg.train.run import train
 
 from .helpers import QUIET, compose_config
 
-# under -n, on one worker: its module fixtures are built once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
+pytestmark = pytest.mark.slow
 CCSDT = repo_root() / "data" / "ethanol_ccsdt" / "ethanol_ccsdt_forces.extxyz"
 
 
