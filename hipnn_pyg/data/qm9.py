@@ -27,8 +27,8 @@ class QM9Dataset(AtomsDataset):
     Reads the ragged npz layout: atoms of molecule ``i`` are
     ``offsets[i]:offsets[i + 1]`` of ``Z`` and ``R_ang`` (Å); per-molecule energies in
     Hartree (``U0_Ha``, ``U_Ha``, ``H_Ha``, ``G_Ha``, ``U0_atomization_Ha``) and the
-    dipole magnitude ``mu_D`` in Debye. Loading is vectorised (seconds for all 130,831
-    molecules).
+    dipole magnitude ``mu_D`` in Debye. Loading is vectorised (0.4 s for all 130,831
+    molecules, 1.15× numpy's read of the file: ``scripts/bench_data.py``).
 
     Each :class:`~torch_geometric.data.Data` carries ``z``, ``pos``, ``energy`` (the
     chosen target in eV, float64), ``dipole_magnitude`` (e·Å; 1 D = 0.2081943 e·Å),
