@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,23 +69,29 @@ def shared_data() -> Path:
     return path
 
 
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     # Tiny models on a shared 2-core machine: one thread is several times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture
 def two_threads() -> Iterator[None]:
     # The C++ kernels split their work over torch's threads (at::parallel_for): their
     # tests take two, also under pytest-xdist's one thread per worker.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with _torch_threads(2):
+        yield
 
 
 @pytest.fixture(autouse=True)
